@@ -1,0 +1,1 @@
+"""Tollgate control plane: accounts, keys, the ledger, the usage worker and the operator CLI."""

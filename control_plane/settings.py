@@ -1,0 +1,157 @@
+"""Every TOLLGATE_* environment variable, read in one place through typed parsers.
+
+A bad value stops the process at start-up with a message naming the variable.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .money import usd_to_nano
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def _raw(env, name, default):
+    value = env.get(name)
+    if value is None or value.strip() == "":
+        return default
+    return value.strip()
+
+
+def _int(env, name, default, minimum=None, maximum=None):
+    raw = _raw(env, name, None)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise SettingsError(f"{name} must be at most {maximum}, got {value}")
+    return value
+
+
+def _bool(env, name, default):
+    raw = _raw(env, name, None)
+    if raw is None:
+        return default
+    lowered = raw.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be a boolean (1/0, true/false), got {raw!r}")
+
+
+def _usd(env, name, default):
+    raw = _raw(env, name, default)
+    try:
+        return usd_to_nano(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name}: {exc}") from None
+
+
+def _size(env, name, default):
+    """nginx-style size: 1048576, 512k, 32m."""
+    raw = _raw(env, name, default).lower()
+    factor = {"k": 1024, "m": 1024 * 1024}.get(raw[-1:], 1)
+    digits = raw[:-1] if factor != 1 else raw
+    if not digits.isdigit():
+        raise SettingsError(f"{name} must be a size such as 32m or 512k, got {raw!r}")
+    return int(digits) * factor
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    port: int
+    listen: str
+    database_url: str
+    redis_url: str
+    manage_redis: bool
+    redis_shards: int
+    secret_key_file: Path
+    secret_key: str | None
+    nginx_workers: str
+    gunicorn_workers: int
+    max_body_bytes: int
+    lease_chunk_nano: int
+    lease_idle_seconds: int
+    lease_ttl_seconds: int
+    upstream_connect_timeout: int
+    upstream_read_timeout: int
+    drain_limit_bytes: int
+    demo: bool
+    log_level: str
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "log"
+
+    @property
+    def nginx_dir(self) -> Path:
+        return self.home / "nginx"
+
+    @property
+    def redis_dir(self) -> Path:
+        return self.home / "redis"
+
+    @property
+    def redis_socket(self) -> Path:
+        return self.run_dir / "redis.sock"
+
+    @property
+    def gunicorn_socket(self) -> Path:
+        return self.run_dir / "gunicorn.sock"
+
+    @property
+    def base_url(self) -> str:
+        host = "127.0.0.1" if self.listen in ("0.0.0.0", "*", "") else self.listen
+        return f"http://{host}:{self.port}"
+
+
+def load(env=None) -> Settings:
+    env = os.environ if env is None else env
+    home = Path(_raw(env, "TOLLGATE_HOME", "./var")).expanduser().resolve()
+    redis_url = _raw(env, "TOLLGATE_REDIS_URL", None)
+    manage_redis = redis_url is None
+    if redis_url is None:
+        redis_url = f"unix://{home / 'run' / 'redis.sock'}"
+    database_url = _raw(env, "TOLLGATE_DATABASE_URL", f"sqlite:///{home / 'tollgate.db'}")
+    log_level = _raw(env, "TOLLGATE_LOG_LEVEL", "info").lower()
+    if log_level not in ("debug", "info", "warning", "error"):
+        raise SettingsError(f"TOLLGATE_LOG_LEVEL must be debug, info, warning or error, got {log_level!r}")
+    return Settings(
+        home=home,
+        port=_int(env, "TOLLGATE_PORT", 8080, 1, 65535),
+        listen=_raw(env, "TOLLGATE_LISTEN", "127.0.0.1"),
+        database_url=database_url,
+        redis_url=redis_url,
+        manage_redis=manage_redis,
+        redis_shards=_int(env, "TOLLGATE_REDIS_SHARDS", 4, 1, 1024),
+        secret_key_file=home / "secret.key",
+        secret_key=_raw(env, "TOLLGATE_SECRET_KEY", None),
+        nginx_workers=_raw(env, "TOLLGATE_NGINX_WORKERS", "auto"),
+        gunicorn_workers=_int(env, "TOLLGATE_GUNICORN_WORKERS", 2, 1, 64),
+        max_body_bytes=_size(env, "TOLLGATE_MAX_BODY", "32m"),
+        lease_chunk_nano=_usd(env, "TOLLGATE_LEASE_CHUNK_USD", "1"),
+        lease_idle_seconds=_int(env, "TOLLGATE_LEASE_IDLE_SECONDS", 2, 1, 3600),
+        lease_ttl_seconds=_int(env, "TOLLGATE_LEASE_TTL_SECONDS", 120, 10, 86400),
+        upstream_connect_timeout=_int(env, "TOLLGATE_UPSTREAM_CONNECT_TIMEOUT", 10, 1, 600),
+        upstream_read_timeout=_int(env, "TOLLGATE_UPSTREAM_READ_TIMEOUT", 600, 1, 86400),
+        drain_limit_bytes=_size(env, "TOLLGATE_DRAIN_LIMIT", "8m"),
+        demo=_bool(env, "TOLLGATE_DEMO", True),
+        log_level=log_level,
+    )
