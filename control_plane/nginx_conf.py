@@ -1,0 +1,95 @@
+"""Renders the gateway's nginx configuration and the hot path's settings into TOLLGATE_HOME."""
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .settings import REPO_ROOT, Settings
+
+DEBIAN_LUA_MODULES = (
+    "/usr/lib/nginx/modules/ndk_http_module.so",
+    "/usr/lib/nginx/modules/ngx_http_lua_module.so",
+)
+SETTLE_INTERVAL_SECONDS = 0.005
+CONFIG_TTL_SECONDS = 1
+
+
+def nginx_binary() -> str:
+    """OpenResty when installed (Lua built in), else Debian's nginx with the Lua module."""
+    for name in ("openresty", "nginx"):
+        path = shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None)
+        if path:
+            return path
+    raise RuntimeError("nginx is not installed: run `make install` (or apt-get install nginx libnginx-mod-http-lua)")
+
+
+def _load_modules(binary: str) -> str:
+    if Path(binary).name == "openresty":
+        return ""
+    return "\n".join(f"load_module {path};" for path in DEBIAN_LUA_MODULES if Path(path).exists())
+
+
+def redis_target(redis_url: str) -> dict:
+    parts = urlsplit(redis_url)
+    target = {"connect_timeout_ms": 500, "send_timeout_ms": 500, "read_timeout_ms": 1000}
+    if parts.scheme == "unix":
+        target["socket"] = parts.path
+    else:
+        target["host"] = parts.hostname or "127.0.0.1"
+        target["port"] = parts.port or 6379
+    if parts.password:
+        target["password"] = parts.password
+    db = parts.path.strip("/") if parts.scheme != "unix" else ""
+    target["db"] = int(db) if db.isdigit() else 0
+    return target
+
+
+def hot_path_settings(settings: Settings) -> dict:
+    return {
+        "redis": redis_target(settings.redis_url),
+        "errors_path": str(REPO_ROOT / "errors.json"),
+        "node_name": socket.gethostname().split(".")[0] or "node",
+        "lease_chunk_nano": settings.lease_chunk_nano,
+        "lease_ttl_seconds": settings.lease_ttl_seconds,
+        "lease_idle_seconds": settings.lease_idle_seconds,
+        "settle_interval": SETTLE_INTERVAL_SECONDS,
+        "config_ttl": CONFIG_TTL_SECONDS,
+        "max_body_bytes": settings.max_body_bytes,
+    }
+
+
+def _fill(template: str, values: dict) -> str:
+    for name, value in values.items():
+        template = template.replace("{{" + name + "}}", str(value))
+    if "{{" in template:
+        start = template.index("{{")
+        raise ValueError(f"unfilled placeholder {template[start:template.index('}}', start) + 2]}")
+    return template
+
+
+def render(settings: Settings) -> Path:
+    """Writes nginx.conf, proxy/*.conf and tollgate.json; returns the nginx.conf path."""
+    conf_dir = settings.nginx_dir
+    for sub in ("proxy", "tmp"):
+        (conf_dir / sub).mkdir(parents=True, exist_ok=True)
+    values = {
+        "load_modules": _load_modules(nginx_binary()),
+        "workers": settings.nginx_workers,
+        "home": settings.home,
+        "repo": REPO_ROOT,
+        "conf_dir": conf_dir,
+        "listen": settings.listen,
+        "port": settings.port,
+        "max_body": settings.max_body_bytes,
+        "connect_timeout": settings.upstream_connect_timeout,
+        "read_timeout": settings.upstream_read_timeout,
+    }
+    for source in sorted((REPO_ROOT / "proxy").glob("*.conf")):
+        (conf_dir / "proxy" / source.name).write_text(_fill(source.read_text(), values))
+    (conf_dir / "tollgate.json").write_text(json.dumps(hot_path_settings(settings), indent=2))
+    target = conf_dir / "nginx.conf"
+    target.write_text(_fill((REPO_ROOT / "nginx.conf").read_text(), values))
+    return target

@@ -1,0 +1,231 @@
+"""`tollgate up`: starts Redis, migrates the database, starts nginx, gunicorn and the usage
+worker, prints the gateway URL and the demo key, and stops everything cleanly on Ctrl-C or
+SIGTERM. A process that dies is restarted (with a growing pause) and its death logged."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+from . import nginx_conf
+from .settings import Settings
+
+STOP_TIMEOUT_SECONDS = 15
+
+
+def log(message: str) -> None:
+    print(f"tollgate: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    stop_signal: int = signal.SIGTERM
+    proc: subprocess.Popen | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    log_path: Path | None = field(default=None)
+
+    def start(self) -> None:
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        if self.log_path:
+            out.close()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(self.stop_signal)
+
+    def wait(self, deadline: float) -> None:
+        if not self.proc:
+            return
+        try:
+            self.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log(f"{self.name} did not stop in time; killing it")
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _venv_bin(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def redis_conf(settings: Settings) -> str:
+    return "\n".join([
+        "port 0",
+        f"unixsocket {settings.redis_socket}",
+        "unixsocketperm 700",
+        f"dir {settings.redis_dir}",
+        f"logfile {settings.log_dir / 'redis.log'}",
+        f"pidfile {settings.run_dir / 'redis.pid'}",
+        "appendonly yes",
+        "appendfsync everysec",
+        "daemonize no",
+        "",
+    ])
+
+
+def children(settings: Settings, nginx_conf_path: Path) -> list[Child]:
+    logs = settings.log_dir
+    result = []
+    if settings.manage_redis:
+        conf = settings.redis_dir / "redis.conf"
+        conf.write_text(redis_conf(settings))
+        result.append(Child("redis", ["redis-server", str(conf)], log_path=logs / "redis-stdout.log"))
+    result += [
+        Child("gunicorn", [
+            _venv_bin("gunicorn"), "--bind", f"unix:{settings.gunicorn_socket}",
+            "--workers", str(settings.gunicorn_workers), "--graceful-timeout", "10",
+            "--error-logfile", str(logs / "gunicorn.log"), "control_plane.app:create_app()",
+        ], log_path=logs / "gunicorn.log"),
+        Child("worker", [_venv_bin("tollgate"), "worker"], log_path=logs / "worker.log"),
+        Child("nginx", [
+            nginx_conf.nginx_binary(), "-p", str(settings.nginx_dir), "-c", str(nginx_conf_path),
+            "-g", "daemon off;",
+        ], stop_signal=signal.SIGQUIT, log_path=logs / "nginx-stdout.log"),
+    ]
+    return result
+
+
+def wait_for_redis(settings: Settings, proc: subprocess.Popen | None, timeout: float = 15) -> None:
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=1)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.ping()
+            return
+        except redis.RedisError as exc:
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"redis exited with status {proc.returncode}; see {settings.log_dir}/redis.log") from exc
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis did not answer at {settings.redis_url}: {exc}") from exc
+            time.sleep(0.05)
+
+
+def check_nginx(conf_path: Path, settings: Settings) -> None:
+    result = subprocess.run([nginx_conf.nginx_binary(), "-t", "-q", "-p", str(settings.nginx_dir),
+                             "-c", str(conf_path)], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"nginx rejected {conf_path}:\n{result.stderr.strip()}")
+
+
+def prepare(settings: Settings) -> str | None:
+    """Migrates, publishes the configuration to Redis, ensures the demo data; returns the demo key."""
+    from . import db, demo, hot_state
+
+    db.upgrade(settings)
+    with db.session_scope(settings) as session:
+        demo_key = demo.ensure_demo(session, settings, settings.base_url) if settings.demo else None
+    with db.session_scope(settings) as session:
+        hot_state.publish_all(session, settings)
+    return demo_key
+
+
+def banner(settings: Settings, demo_key: str | None) -> str:
+    lines = [
+        "",
+        f"  Tollgate is running at {settings.base_url}",
+        f"    OpenAI protocol:    base_url = {settings.base_url}/v1",
+        f"    Anthropic protocol: base_url = {settings.base_url}",
+        f"    state: {settings.home}   logs: {settings.log_dir}",
+    ]
+    if demo_key:
+        lines += [
+            "",
+            f"  Demo key (sandbox provider, works offline): {demo_key}",
+            f"    curl {settings.base_url}/v1/chat/completions -H 'Authorization: Bearer {demo_key}' \\",
+            "      -H 'Content-Type: application/json' \\",
+            "      -d '{\"model\": \"sandbox-chat\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]}'",
+        ]
+    lines += ["", "  Ctrl-C stops everything.", ""]
+    return "\n".join(lines)
+
+
+class Supervisor:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.stopping = False
+        self.children: list[Child] = []
+
+    def _on_signal(self, signum, frame):  # noqa: ARG002 - signal handler signature
+        self.stopping = True
+
+    def _watch(self) -> None:
+        while not self.stopping:
+            now = time.monotonic()
+            for child in self.children:
+                code = child.proc.poll() if child.proc else None
+                if code is None and child.proc is not None:
+                    continue
+                if child.proc is not None:
+                    child.restarts += 1
+                    pause = min(30, 0.5 * 2 ** min(child.restarts, 6))
+                    log(f"{child.name} exited with status {code}; restarting in {pause:.1f}s")
+                    child.proc = None
+                    child.next_start = now + pause
+                elif now >= child.next_start:
+                    child.start()
+            time.sleep(0.2)
+
+    def _stop_all(self) -> None:
+        # nginx first (finishes in-flight requests and their settlements), Redis last.
+        for child in reversed(self.children):
+            child.stop()
+            child.wait(time.monotonic() + STOP_TIMEOUT_SECONDS)
+
+    def _claim_home(self) -> None:
+        """One `tollgate up` per TOLLGATE_HOME."""
+        pid_file = self.settings.run_dir / "tollgate.pid"
+        try:
+            other = int(pid_file.read_text())
+            os.kill(other, 0)
+        except (FileNotFoundError, ValueError, ProcessLookupError):
+            pid_file.write_text(str(os.getpid()))
+            return
+        raise RuntimeError(f"tollgate is already running for {self.settings.home} (pid {other})")
+
+    def run(self) -> int:
+        settings = self.settings
+        for directory in (settings.run_dir, settings.log_dir, settings.redis_dir, settings.nginx_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        self._claim_home()
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        conf_path = nginx_conf.render(settings)
+        check_nginx(conf_path, settings)
+        self.children = children(settings, conf_path)
+        try:
+            if self.children and self.children[0].name == "redis":
+                self.children[0].start()
+                wait_for_redis(settings, self.children[0].proc)
+            else:
+                wait_for_redis(settings, None)
+            demo_key = prepare(settings)
+            for child in self.children:
+                if child.proc is None:
+                    child.start()
+            print(banner(settings, demo_key), flush=True)
+            self._watch()
+        finally:
+            log("stopping")
+            self._stop_all()
+            (settings.run_dir / "tollgate.pid").unlink(missing_ok=True)
+            log("stopped")
+        return 0
+
+
+def run(settings: Settings) -> int:
+    try:
+        return Supervisor(settings).run()
+    except RuntimeError as exc:
+        log(str(exc))
+        return 1

@@ -1,0 +1,108 @@
+-- Keys, models and providers as the control plane published them to Redis, cached per worker
+-- for at most `config_ttl` seconds so a revocation or a price change lands within that time.
+local cjson = require "cjson.safe"
+local lrucache = require "resty.lrucache"
+local config = require "tollgate.config"
+local hash = require "tollgate.hash"
+local keys = require "tollgate.keys"
+local redis = require "tollgate.redis"
+
+local ngx_null = ngx.null
+local tonumber = tonumber
+
+local _M = {}
+
+local cache = assert(lrucache.new(20000))
+
+-- fetch(red, name) returns the value (false when absent), or nil and an error.
+local function cached(kind, name, fetch)
+    local id = kind .. name
+    local hit = cache:get(id)
+    if hit ~= nil then
+        return hit
+    end
+    local red, err = redis.connect()
+    if not red then
+        return nil, err
+    end
+    local value, ferr = fetch(red, name)
+    if value == nil then
+        red:close()
+        return nil, ferr
+    end
+    redis.release(red)
+    cache:set(id, value, config.get().config_ttl)
+    return value
+end
+
+local function fetch_key(red, token)
+    local res, err = red:hmget(keys.apikey(hash.sha256_hex(token)), "id", "acct", "shard", "status")
+    if not res then
+        return nil, "failed to read api key: " .. tostring(err)
+    end
+    if res[1] == ngx_null then
+        return false
+    end
+    return { id = res[1], acct = res[2], shard = tonumber(res[3]), active = res[4] == "active" }
+end
+
+local function fetch_json(redis_key)
+    return function(red, name)
+        local res, err = red:get(redis_key(name))
+        if not res then
+            return nil, "failed to read " .. name .. ": " .. tostring(err)
+        end
+        if res == ngx_null then
+            return false
+        end
+        local decoded = cjson.decode(res)
+        if not decoded then
+            return nil, "unreadable config for " .. name
+        end
+        return decoded
+    end
+end
+
+local fetch_model = fetch_json(keys.model)
+local fetch_provider = fetch_json(keys.provider)
+
+-- The key record for a plaintext key (cached under the key itself, in worker memory only).
+function _M.api_key(token)
+    return cached("k:", token, fetch_key)
+end
+
+function _M.model(name)
+    return cached("m:", name, fetch_model)
+end
+
+function _M.provider(name)
+    return cached("p:", name, fetch_provider)
+end
+
+-- The route to use: the lowest priority number, weighted at random among equals.
+function _M.pick_route(model)
+    local routes = model.routes
+    local best, total = nil, 0
+    for i = 1, #routes do
+        local r = routes[i]
+        if not best or r.priority < best then
+            best, total = r.priority, 0
+        end
+        if r.priority == best then
+            total = total + (r.weight or 1)
+        end
+    end
+    local pick = math.random() * total
+    for i = 1, #routes do
+        local r = routes[i]
+        if r.priority == best then
+            pick = pick - (r.weight or 1)
+            if pick <= 0 then
+                return r
+            end
+        end
+    end
+    return routes[#routes]
+end
+
+return _M

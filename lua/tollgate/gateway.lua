@@ -1,0 +1,314 @@
+-- The metered request, phase by phase (DESIGN §3): access decides and holds, the balancer
+-- picks the peer, the header and body filters read the answer's usage, the log phase settles.
+local cjson = require "cjson.safe"
+local body = require "tollgate.body"
+local catalog = require "tollgate.catalog"
+local config = require "tollgate.config"
+local cost = require "tollgate.cost"
+local endpoints = require "tollgate.endpoints"
+local errors = require "tollgate.errors"
+local lease = require "tollgate.lease"
+local response = require "tollgate.response"
+local settle = require "tollgate.settle"
+
+local ngx = ngx
+local ngx_var = ngx.var
+local req = ngx.req
+local decode = cjson.decode
+local find = string.find
+local format = string.format
+local type = type
+local tonumber = tonumber
+
+local _M = {}
+
+-- Requests between access and log, by request id: an error_page redirect to a named location
+-- clears ngx.ctx, and the log phase must still settle the hold.
+local inflight = {}
+
+local function read_node_id()
+    local f = io.open("/proc/sys/kernel/random/uuid", "r")
+    local id = f and f:read("*l")
+    if f then f:close() end
+    return (id or tostring(math.random(1, 2 ^ 31))):sub(1, 13)
+end
+
+function _M.init(config_path)
+    local conf = config.load(config_path)
+    errors.load(conf.errors_path)
+    lease.node = conf.node_name .. "-" .. read_node_id()
+end
+
+function _M.init_worker()
+    math.randomseed(ngx.worker.pid() + ngx.now() * 1000)
+    if ngx.worker.id() == 0 then
+        lease.start_maintenance()
+    end
+end
+
+local function usd(nano)
+    local n = nano < 0 and 0 or nano
+    local text = format("%d.%09d", math.floor(n / 1e9), n % 1e9):gsub("0+$", "")
+    if text:sub(-1) == "." then text = text .. "00" end
+    return "$" .. text
+end
+
+-- The client's key: Bearer token or x-api-key, surrounding whitespace removed.
+local function client_token()
+    local auth = ngx_var.http_authorization
+    if auth then
+        local token = auth:match("^%s*[Bb][Ee][Aa][Rr][Ee][Rr]%s+(.-)%s*$")
+        if token and token ~= "" then
+            return token
+        end
+    end
+    local key = ngx_var.http_x_api_key
+    if key then
+        key = key:match("^%s*(.-)%s*$")
+        if key ~= "" then
+            return key
+        end
+    end
+    return nil
+end
+
+local function request_body()
+    req.read_body()
+    local raw = req.get_body_data()
+    if raw then
+        return raw
+    end
+    local path = req.get_body_file()
+    if not path then
+        return nil
+    end
+    local f = io.open(path, "rb")
+    if not f then
+        return nil
+    end
+    raw = f:read("*a")
+    f:close()
+    return raw
+end
+
+local function max_output(ep, parsed, model)
+    if ep.no_output then
+        return 0
+    end
+    local n = tonumber(parsed.max_tokens or parsed.max_completion_tokens or parsed.max_output_tokens)
+    if not n or n < 0 then
+        return model.max_output
+    end
+    return math.ceil(n)
+end
+
+local function fail(code, protocol, vars)
+    vars = vars or {}
+    vars.request_id = ngx_var.request_id
+    return errors.respond(code, protocol, vars)
+end
+
+local function unavailable(protocol, err)
+    ngx.log(ngx.ERR, "gateway unavailable: ", err)
+    return fail("gateway_unavailable", protocol)
+end
+
+-- Points the proxied request at the provider, with the provider's key instead of the client's.
+local function route_upstream(ep, provider, st)
+    ngx_var.tg_scheme = provider.scheme
+    ngx_var.tg_host = provider.host_header
+    local args = ngx_var.args
+    ngx_var.tg_uri = provider.base_path .. ep.upstream_path .. (args and ("?" .. args) or "")
+    st.peer_ip = provider.ips[math.random(#provider.ips)]
+    st.peer_port = provider.port
+    req.clear_header("OpenAI-Organization")
+    req.clear_header("OpenAI-Project")
+    if provider.protocol == "anthropic" then
+        req.clear_header("Authorization")
+        req.set_header("x-api-key", provider.api_key)
+    else
+        req.clear_header("x-api-key")
+        req.set_header("Authorization", "Bearer " .. provider.api_key)
+    end
+end
+
+function _M.access()
+    local uri = ngx_var.uri
+    local ep = endpoints.BY_PATH[uri]
+    if not ep then
+        return fail("path_not_found", endpoints.protocol_of(uri),
+            { method = req.get_method(), path = uri, hint = endpoints.hint(uri) })
+    end
+    local protocol = ep.protocol
+    if req.get_method() ~= "POST" then
+        return fail("method_not_allowed", protocol, { path = uri, method = req.get_method(), allowed = "POST" })
+    end
+
+    local token = client_token()
+    if not token then
+        return fail("missing_api_key", protocol)
+    end
+    local key, kerr = catalog.api_key(token)
+    if key == nil then
+        return unavailable(protocol, kerr)
+    end
+    if not key or not key.active then
+        return fail("invalid_api_key", protocol)
+    end
+
+    local raw = request_body()
+    if not raw or raw == "" then
+        return fail("invalid_request", protocol, { detail = "The request body is empty: send a JSON object." })
+    end
+    local parsed, jerr = decode(raw)
+    if parsed == nil then
+        return fail("malformed_json", protocol, { detail = jerr })
+    end
+    if type(parsed) ~= "table" or parsed[1] ~= nil then
+        return fail("invalid_request", protocol, { detail = "The request body must be a JSON object." })
+    end
+    local model_name = parsed.model
+    if type(model_name) ~= "string" or model_name == "" then
+        return fail("missing_model", protocol)
+    end
+    local model, merr = catalog.model(model_name)
+    if model == nil then
+        return unavailable(protocol, merr)
+    end
+    if not model then
+        return fail("model_not_found", protocol, { model = model_name })
+    end
+    local route = catalog.pick_route(model)
+    local provider, perr = catalog.provider(route.provider)
+    if not provider then
+        return unavailable(protocol, perr or ("model " .. model_name .. " routes to unknown provider " .. route.provider))
+    end
+    if provider.protocol ~= protocol then
+        return fail("invalid_request", protocol, { detail = format(
+            "The model '%s' is served over the %s protocol: call it through %s.", model_name,
+            provider.protocol == "anthropic" and "Anthropic" or "OpenAI",
+            provider.protocol == "anthropic" and "POST /v1/messages" or "the /v1/chat/completions family") })
+    end
+
+    local is_stream = parsed.stream == true
+    local new_raw, strip = raw, false
+    if is_stream and ep.stream_usage_option then
+        local so = parsed.stream_options
+        if type(so) ~= "table" or so.include_usage ~= true then
+            local edited, berr = body.request_stream_usage(new_raw, type(so) == "table" and so or nil)
+            if not edited then
+                return fail("invalid_request", protocol, { detail = berr })
+            end
+            new_raw, strip = edited, true
+        end
+    end
+    local upstream_model = route.upstream_model or model_name
+    if upstream_model ~= model_name then
+        new_raw = body.replace_model(new_raw, model_name, upstream_model) or new_raw
+    end
+
+    local price = model.price
+    local hold = cost.worst_case(#raw, max_output(ep, parsed, model), price)
+    local ok, why, available, lerr = lease.acquire(key.id, key.acct, key.shard, hold)
+    if not ok then
+        if why == "unavailable" then
+            return unavailable(protocol, lerr)
+        end
+        return fail(why == "key_limit" and "key_limit_reached" or "insufficient_balance", protocol,
+            { needed = usd(hold), available = usd(available) })
+    end
+
+    if new_raw ~= raw then
+        req.set_body_data(new_raw)
+    end
+    local st = {
+        ep = ep, key = key, hold = hold, price = price, model = model_name,
+        umodel = upstream_model, provider = provider.name, stream = is_stream, strip = strip,
+        rid = ngx_var.request_id,
+    }
+    route_upstream(ep, provider, st)
+    ngx.ctx.tg = st
+    inflight[st.rid] = st
+end
+
+function _M.balance()
+    local st = ngx.ctx.tg
+    local balancer = require "ngx.balancer"
+    local ok, err = balancer.set_current_peer(st.peer_ip, st.peer_port)
+    if not ok then
+        ngx.log(ngx.ERR, "failed to set upstream peer: ", err)
+        return ngx.exit(502)
+    end
+end
+
+function _M.header_filter()
+    local st = ngx.ctx.tg
+    if not st then
+        return
+    end
+    ngx.update_time()
+    st.ttfb = ngx.now() - ngx.req.start_time()
+    local status = ngx.status
+    st.status = status
+    if status >= 200 and status < 300 then
+        local ctype = ngx.header["Content-Type"]
+        local is_sse = ctype ~= nil and find(ctype, "event-stream", 1, true) ~= nil
+        st.parser = response.new(st.ep.usage, is_sse, st.strip)
+        if st.parser.strip then
+            ngx.header["Content-Length"] = nil
+        end
+    end
+end
+
+function _M.body_filter()
+    local st = ngx.ctx.tg
+    if not st or not st.parser then
+        return
+    end
+    local out = response.feed(st.parser, ngx.arg[1], ngx.arg[2])
+    if out then
+        ngx.arg[1] = out
+    end
+end
+
+local function int(n)
+    return format("%d", n)
+end
+
+function _M.log()
+    local rid = ngx_var.request_id
+    local st = inflight[rid]
+    if not st then
+        return
+    end
+    inflight[rid] = nil
+    local tokens = st.parser and response.usage(st.parser)
+    local charge, basis = 0, "none"
+    if tokens then
+        charge, basis = cost.cost(tokens, st.price), "provider"
+    else
+        tokens = { ["in"] = 0, cr = 0, cw = 0, cw1h = 0, out = 0, rsn = 0 }
+    end
+    local key = st.key
+    lease.finish(key.id, st.hold, charge)
+    ngx.update_time()
+    local now = ngx.now()
+    local start = ngx.req.start_time()
+    settle.push(key.shard, {
+        rid = rid, ts = int(now * 1000), acct = key.acct, key = key.id, model = st.model,
+        umodel = st.umodel, provider = st.provider, pv = int(st.price.version), ep = st.ep.name,
+        stream = st.stream and "1" or "0", status = int(st.status or ngx.status), basis = basis,
+        ["in"] = int(tokens["in"]), cr = int(tokens.cr), cw = int(tokens.cw), cw1h = int(tokens.cw1h),
+        out = int(tokens.out), rsn = int(tokens.rsn), cost = int(charge),
+        ms = int((now - start) * 1000), ttfb = int((st.ttfb or (now - start)) * 1000),
+        node = lease.node,
+    })
+end
+
+-- Errors nginx raises itself (provider unreachable or slow, body too large), in the protocol's
+-- shape.
+function _M.nginx_error(code)
+    return fail(code, endpoints.protocol_of(ngx_var.uri), { limit = config.get().max_body_bytes })
+end
+
+return _M

@@ -1,0 +1,59 @@
+-- One Redis client for the hot path: resty.redis on OpenResty, nginx.redis on Debian's packages.
+-- Connections come from the cosocket pool and go back only after a clean exchange.
+local ok, redis = pcall(require, "resty.redis")
+if not ok then
+    redis = require "nginx.redis"
+end
+
+local config = require "tollgate.config"
+
+local _M = {}
+
+local POOL_IDLE_MS = 60000
+local POOL_SIZE = 256
+
+-- Returns a connected client, or nil and "failed to connect to redis: <err>".
+function _M.connect()
+    local conf = config.get().redis
+    local red = redis:new()
+    red:set_timeouts(conf.connect_timeout_ms, conf.send_timeout_ms, conf.read_timeout_ms)
+    local ok, err
+    if conf.socket then
+        ok, err = red:connect("unix:" .. conf.socket)
+    else
+        ok, err = red:connect(conf.host, conf.port)
+    end
+    if not ok then
+        return nil, "failed to connect to redis: " .. tostring(err)
+    end
+    if conf.password and red:get_reused_times() == 0 then
+        local res, auth_err = red:auth(conf.password)
+        if not res then
+            red:close()
+            return nil, "failed to authenticate to redis: " .. tostring(auth_err)
+        end
+    end
+    if conf.db and conf.db ~= 0 and red:get_reused_times() == 0 then
+        local res, sel_err = red:select(conf.db)
+        if not res then
+            red:close()
+            return nil, "failed to select redis db: " .. tostring(sel_err)
+        end
+    end
+    return red
+end
+
+function _M.release(red)
+    red:set_keepalive(POOL_IDLE_MS, POOL_SIZE)
+end
+
+-- Runs a script by SHA, loading it on NOSCRIPT. `script` is {src = ..., sha = ...}.
+function _M.eval(red, script, nkeys, ...)
+    local res, err = red:evalsha(script.sha, nkeys, ...)
+    if not res and err and err:find("NOSCRIPT", 1, true) then
+        res, err = red:eval(script.src, nkeys, ...)
+    end
+    return res, err
+end
+
+return _M

@@ -1,0 +1,124 @@
+-- The Redis scripts of the hot path, run by SHA. Every key a script touches shares the
+-- account's shard tag (docs/internals.md), so each stays atomic on Redis Cluster.
+local hash = require "tollgate.hash"
+
+local _M = {}
+
+local function script(src)
+    return { src = src, sha = hash.sha1_hex(src) }
+end
+
+-- Lease funds for a key to this node.
+-- KEYS: account, key state, lease, leases zset.
+-- ARGV: node, need, want, expiry ms, lease member.
+-- Returns {granted, available, limited_by_key}: granted 0 when `need` is not available,
+-- -1 when the account is unknown to Redis.
+_M.grant = script [[
+local acct = redis.call('HMGET', KEYS[1], 'bal', 'held')
+if not acct[1] then
+  return {-1, 0, 0}
+end
+local avail = tonumber(acct[1]) - tonumber(acct[2] or 0)
+local by_key = 0
+local key = redis.call('HMGET', KEYS[2], 'limit', 'spent', 'held')
+if key[1] then
+  local kavail = tonumber(key[1]) - tonumber(key[2] or 0) - tonumber(key[3] or 0)
+  if kavail < avail then
+    avail = kavail
+    by_key = 1
+  end
+end
+local need = tonumber(ARGV[2])
+if avail < need then
+  return {0, avail, by_key}
+end
+local grant = math.floor(avail / 4)
+local want = tonumber(ARGV[3])
+if grant > want then grant = want end
+if grant < need then grant = need end
+redis.call('HINCRBY', KEYS[1], 'held', grant)
+redis.call('HINCRBY', KEYS[2], 'held', grant)
+redis.call('HINCRBY', KEYS[3], ARGV[1], grant)
+redis.call('ZADD', KEYS[4], ARGV[4], ARGV[5])
+return {grant, avail, by_key}
+]]
+
+-- Give back part of a lease.
+-- KEYS: account, key state, lease, leases zset. ARGV: node, amount, lease member.
+-- Deletes the lease when nothing is left on it.
+_M.give_back = script [[
+if redis.call('HEXISTS', KEYS[3], ARGV[1]) == 0 then
+  return 0
+end
+local amount = tonumber(ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'held', -amount)
+redis.call('HINCRBY', KEYS[2], 'held', -amount)
+local left = redis.call('HINCRBY', KEYS[3], ARGV[1], -amount)
+if left == 0 then
+  redis.call('HDEL', KEYS[3], ARGV[1])
+  redis.call('ZREM', KEYS[4], ARGV[3])
+end
+return 1
+]]
+
+-- Renew this node's leases. KEYS: leases zset. ARGV: expiry ms, members...
+_M.renew = script [[
+for i = 2, #ARGV do
+  redis.call('ZADD', KEYS[1], 'XX', ARGV[1], ARGV[i])
+end
+return #ARGV - 1
+]]
+
+-- Settle a batch of finished requests and append their usage records.
+-- KEYS: the shard's usage stream.
+-- ARGV: shard tag, node, batch id, lease expiry ms, field count F, F field names, then F values
+-- per record. The fields `key`, `acct` and `cost` drive the debit; all go into the stream.
+-- Idempotent by batch id. Returns the key ids whose lease on this node was gone (reaped).
+_M.settle = script [[
+local tag, node = ARGV[1], ARGV[2]
+if not redis.call('SET', tag .. 'batch:' .. ARGV[3], '1', 'NX', 'EX', 3600) then
+  return {}
+end
+local expiry = ARGV[4]
+local nf = tonumber(ARGV[5])
+local names = {}
+local ki, ai, ci
+for i = 1, nf do
+  local name = ARGV[5 + i]
+  names[i] = name
+  if name == 'key' then ki = i elseif name == 'acct' then ai = i elseif name == 'cost' then ci = i end
+end
+local lost, renewed = {}, {}
+local entry = {}
+local pos = 6 + nf
+while pos + nf - 1 <= #ARGV do
+  local kid, aid, cost = ARGV[pos + ki - 1], ARGV[pos + ai - 1], ARGV[pos + ci - 1]
+  local lease_key = tag .. 'lease:' .. kid
+  if cost ~= '0' then
+    local acct_key, key_key = tag .. 'acct:' .. aid, tag .. 'key:' .. kid
+    redis.call('HINCRBY', acct_key, 'bal', '-' .. cost)
+    redis.call('HINCRBY', key_key, 'spent', cost)
+    if redis.call('HEXISTS', lease_key, node) == 1 then
+      redis.call('HINCRBY', acct_key, 'held', '-' .. cost)
+      redis.call('HINCRBY', key_key, 'held', '-' .. cost)
+      redis.call('HINCRBY', lease_key, node, '-' .. cost)
+    elseif not lost[kid] then
+      lost[kid] = true
+      lost[#lost + 1] = kid
+    end
+  end
+  if not renewed[kid] then
+    renewed[kid] = true
+    redis.call('ZADD', tag .. 'leases', 'XX', expiry, kid .. '|' .. aid .. '|' .. node)
+  end
+  for i = 1, nf do
+    entry[2 * i - 1] = names[i]
+    entry[2 * i] = ARGV[pos + i - 1]
+  end
+  redis.call('XADD', KEYS[1], '*', unpack(entry))
+  pos = pos + nf
+end
+return lost
+]]
+
+return _M

@@ -1,0 +1,120 @@
+-- Settles finished requests in batches: one script call per shard every few milliseconds per
+-- worker debits the exact costs and appends the usage records (scripts.settle). A batch that
+-- fails is retried as it was, under its own id, so it is applied exactly once.
+local config = require "tollgate.config"
+local keys = require "tollgate.keys"
+local lease = require "tollgate.lease"
+local redis = require "tollgate.redis"
+local scripts = require "tollgate.scripts"
+
+local ngx = ngx
+local timer_at = ngx.timer.at
+
+local _M = {}
+
+-- Usage record fields, in the order push() receives their values (docs/internals.md).
+_M.FIELDS = {
+    "rid", "ts", "acct", "key", "model", "umodel", "provider", "pv", "ep", "stream", "status",
+    "basis", "in", "cr", "cw", "cw1h", "out", "rsn", "cost", "ms", "ttfb", "node",
+}
+local FIELDS = _M.FIELDS
+local NF = #FIELDS
+local MAX_RECORDS = 200
+local RETRY_SECONDS = 1
+
+local queues = {}        -- shard -> flat list of values
+local failed = {}        -- batches waiting for a retry: {shard =, id =, values =}
+local scheduled = false
+local seq = 0
+
+local function batch_id()
+    seq = seq + 1
+    return lease.node .. ":" .. ngx.worker.pid() .. ":" .. seq
+end
+
+local function send(red, batch)
+    local n = #batch.values
+    local res, err = redis.eval(red, scripts.settle, 1, keys.usage_stream(batch.shard),
+        keys.tag(batch.shard), lease.node, batch.id,
+        tostring(math.floor(ngx.now() * 1000) + config.get().lease_ttl_seconds * 1000),
+        NF, unpack(FIELDS, 1, NF), unpack(batch.values, 1, n))
+    if not res then
+        return nil, err
+    end
+    for i = 1, #res do
+        lease.forget(res[i])
+    end
+    return true
+end
+
+local schedule
+
+local function flush(premature)
+    scheduled = false
+    local batches = failed
+    failed = {}
+    for shard, values in pairs(queues) do
+        local per = MAX_RECORDS * NF
+        for i = 1, #values, per do
+            batches[#batches + 1] = {
+                shard = shard, id = batch_id(), values = { unpack(values, i, math.min(i + per - 1, #values)) },
+            }
+        end
+    end
+    queues = {}
+    if #batches == 0 then
+        return
+    end
+    local red, err = redis.connect()
+    for _, batch in ipairs(batches) do
+        local ok, serr
+        if red then
+            ok, serr = send(red, batch)
+            if not ok then
+                red:close()
+                red, err = redis.connect()
+            end
+        else
+            serr = err
+        end
+        if not ok then
+            failed[#failed + 1] = batch
+            ngx.log(ngx.ERR, "failed to settle batch ", batch.id, " (", #batch.values / NF,
+                " records), will retry: ", serr)
+        end
+    end
+    if red then
+        redis.release(red)
+    end
+    if #failed > 0 and not premature then
+        schedule(RETRY_SECONDS)
+    end
+end
+
+schedule = function(delay)
+    if scheduled then
+        return
+    end
+    local ok, err = timer_at(delay, flush)
+    if ok then
+        scheduled = true
+    else
+        ngx.log(ngx.ERR, "failed to schedule settlement: ", err)
+    end
+end
+
+-- Queues one finished request; `record` holds the FIELDS by name.
+function _M.push(shard, record)
+    local q = queues[shard]
+    if not q then
+        q = {}
+        queues[shard] = q
+    end
+    local n = #q
+    for i = 1, NF do
+        q[n + i] = record[FIELDS[i]]
+    end
+    schedule(config.get().settle_interval)
+end
+
+return _M
