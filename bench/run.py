@@ -1,0 +1,394 @@
+#!/usr/bin/env python3
+"""Benchmark the Tollgate gateway against bare nginx proxy_pass, in one run.
+
+Starts a fake provider (nginx + Lua, precomputed answers), a bare nginx proxy in front of it and
+the gateway (`tollgate up`) configured to use it, runs wrk for each scenario against both, prints
+req/s, p50, p99 and the gateway/bare ratio, and writes bench/results/latest.json.
+See bench/README.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import fake_answers
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+RESULTS = BENCH / "results" / "latest.json"
+UPSTREAM_KEY = "upstream-secret"
+WARMUP = "2s"
+MAX_ERROR_RATE = 0.001  # above this share of non-2xx / socket errors the figures mean nothing
+NGINX = "openresty" if shutil.which("openresty") else "nginx"
+LUA_MODULES = "" if NGINX == "openresty" else (
+    "load_module /usr/lib/nginx/modules/ndk_http_module.so;\n"
+    "load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;\n")
+NGINX_MAIN = """{modules}worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/tmp/body;
+    proxy_temp_path {dir}/tmp/proxy;
+    fastcgi_temp_path {dir}/tmp/fastcgi;
+    uwsgi_temp_path {dir}/tmp/uwsgi;
+    scgi_temp_path {dir}/tmp/scgi;
+{http}
+}}
+"""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    path: str
+    body: dict
+    protocol: str   # "openai" or "anthropic": which credential headers to send
+    expect: bytes   # a complete answer contains this
+
+
+SYSTEM = "You are a concise assistant."
+MESSAGES = [{"role": "user", "content": "Write one sentence about load balancers."}]
+
+
+def openai_request(stream):
+    return {"model": "bench-chat", "messages": [{"role": "system", "content": SYSTEM}, *MESSAGES],
+            "max_tokens": 256, "stream": stream}
+
+
+def anthropic_request(stream):
+    return {"model": "bench-claude", "max_tokens": 256, "system": SYSTEM, "messages": MESSAGES,
+            "stream": stream}
+
+
+SCENARIOS = {
+    "openai": Scenario("/v1/chat/completions", openai_request(False), "openai", b'"usage"'),
+    "openai-stream": Scenario("/v1/chat/completions", openai_request(True), "openai", b"data: [DONE]"),
+    "anthropic": Scenario("/v1/messages", anthropic_request(False), "anthropic", b'"usage"'),
+    "anthropic-stream": Scenario("/v1/messages", anthropic_request(True), "anthropic",
+                                 b"event: message_stop"),
+}
+DEFAULT_SCENARIOS = "openai,openai-stream,anthropic-stream"
+
+
+def credential_headers(protocol, key):
+    if protocol == "openai":
+        return {"Authorization": f"Bearer {key}"}
+    return {"x-api-key": key, "anthropic-version": "2023-06-01"}
+
+
+# ---------------------------------------------------------------- processes
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_open(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+def http_ok(url):
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except (OSError, ValueError):
+        return False
+
+
+def tail(path, lines=30):
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def stop(proc, what, grace=20):
+    """SIGTERM, then SIGKILL after `grace` s; anything left in the process group is reported."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            print(f"warning: {what} ignored SIGTERM for {grace}s; killing it", file=sys.stderr)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    try:
+        os.killpg(proc.pid, 0)
+    except ProcessLookupError:
+        return
+    print(f"warning: {what} left processes behind after it exited; terminating them", file=sys.stderr)
+    os.killpg(proc.pid, signal.SIGTERM)
+
+
+class Bench:
+    def __init__(self, stack, workdir, server_pin):
+        self.stack = stack
+        self.workdir = workdir
+        self.server_pin = server_pin
+
+    def start(self, what, cmd, log, env=None):
+        log_file = self.stack.enter_context(open(log, "wb"))
+        proc = subprocess.Popen(self.server_pin + cmd, stdout=log_file, stderr=subprocess.STDOUT,
+                                env=env, start_new_session=True)
+        self.stack.callback(stop, proc, what)
+        return proc
+
+    @staticmethod
+    def wait_ready(proc, what, log, ready, timeout):
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if proc.poll() is not None:
+                sys.exit(f"{what} exited with status {proc.returncode}; {log}:\n{tail(log)}")
+            if time.monotonic() > deadline:
+                sys.exit(f"{what} not ready after {timeout}s; {log}:\n{tail(log)}")
+            time.sleep(0.1)
+
+    def nginx(self, name, template, lua=False, **fill):
+        """Start nginx on a free port with bench/<template> as its http block; return the port."""
+        directory = self.workdir / name
+        (directory / "tmp").mkdir(parents=True)
+        port = free_port()
+        http = (BENCH / template).read_text()
+        for placeholder, value in {"BENCH": BENCH, "DIR": directory, "PORT": port, **fill}.items():
+            http = http.replace(f"@{placeholder}@", str(value))
+        conf = directory / "nginx.conf"
+        conf.write_text(NGINX_MAIN.format(modules=LUA_MODULES if lua else "", dir=directory, http=http))
+        log = directory / "error.log"
+        proc = self.start(name, [NGINX, "-p", str(directory), "-c", str(conf), "-g", "daemon off;"],
+                          directory / "stdout.log")
+        self.wait_ready(proc, name, log, lambda: port_open(port), timeout=10)
+        return port
+
+    def fake_upstream(self):
+        answers = self.workdir / "answers"
+        answers.mkdir()
+        fake_answers.write(answers)
+        return self.nginx("fake-upstream", "upstream.conf", lua=True, KEY=UPSTREAM_KEY, ANSWERS=answers)
+
+    def gateway(self, upstream_port):
+        """`tollgate up` in a fresh TOLLGATE_HOME, configured for the fake upstream; (url, key)."""
+        tollgate = find_tollgate()
+        port = free_port()
+        # Never inherit TOLLGATE_* (a real Redis or database must not be touched by a benchmark).
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TOLLGATE_")}
+        env.update(TOLLGATE_HOME=str(self.workdir / "gateway"), TOLLGATE_PORT=str(port),
+                   TOLLGATE_NGINX_WORKERS="1", TOLLGATE_DEMO="1")
+        log = self.workdir / "tollgate-up.log"
+        proc = self.start("gateway (tollgate up)", [tollgate, "up"], log, env)
+        url = f"http://127.0.0.1:{port}"
+        self.wait_ready(proc, "gateway (tollgate up)", log, lambda: http_ok(url + "/api/healthz"),
+                        timeout=90)
+
+        def cli(*args):
+            done = subprocess.run([tollgate, *args], env=env, capture_output=True, text=True)
+            if done.returncode:
+                sys.exit(f"`tollgate {' '.join(args)}` failed ({done.returncode}):\n"
+                         f"{done.stdout}{done.stderr}")
+            return done.stdout
+
+        upstream = f"http://127.0.0.1:{upstream_port}"
+        cli("provider", "add", "bench", "--protocol", "openai", "--base-url", upstream + "/v1",
+            "--api-key", UPSTREAM_KEY)
+        cli("provider", "add", "bench-anthropic", "--protocol", "anthropic", "--base-url", upstream,
+            "--api-key", UPSTREAM_KEY)
+        cli("model", "add", "bench-chat", "--provider", "bench", "--input", "0.15", "--output", "0.60",
+            "--cached-input", "0.075")
+        cli("model", "add", "bench-claude", "--provider", "bench-anthropic", "--input", "3",
+            "--output", "15", "--cache-write", "3.75", "--cached-input", "0.30")
+        cli("account", "create", "bench@example.com")
+        cli("credit", "bench@example.com", "1000000", "--reason", "bench")
+        key = cli("key", "create", "bench@example.com", "--name", "bench").strip().splitlines()[-1].strip()
+        time.sleep(2)  # let the gateway see the new configuration
+        return url, key
+
+
+def find_tollgate():
+    for candidate in (Path(sys.executable).parent / "tollgate", REPO / ".venv" / "bin" / "tollgate"):
+        if candidate.exists():
+            return str(candidate)
+    found = shutil.which("tollgate")
+    if not found:
+        sys.exit("tollgate not found: install the project (.venv/bin/tollgate) or use --only-baseline")
+    return found
+
+
+def cpu_pins():
+    """(server prefix, wrk prefix): servers on the first CPU, wrk on the last (DESIGN §10)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2 or not shutil.which("taskset"):
+        return [], []
+    return ["taskset", "-c", str(cpus[0])], ["taskset", "-c", str(cpus[-1])]
+
+
+# ---------------------------------------------------------------- measuring
+
+def probe(base_url, scenario, key, target):
+    """One request before measuring: it must succeed and look complete."""
+    request = urllib.request.Request(
+        base_url + scenario.path, data=json.dumps(scenario.body).encode(), method="POST",
+        headers={"Content-Type": "application/json", **credential_headers(scenario.protocol, key)})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            body = response.read()
+    except urllib.error.HTTPError as err:
+        sys.exit(f"{target} answered {err.code} to {scenario.path}: {err.read()[:1000]!r}")
+    except OSError as err:
+        sys.exit(f"{target} failed on {scenario.path}: {err}")
+    if scenario.expect not in body:
+        sys.exit(f"{target}: answer to {scenario.path} lacks {scenario.expect!r}: {body[:1000]!r}")
+
+
+UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
+
+
+def to_ms(text):
+    number, unit = re.fullmatch(r"([\d.]+)([a-z]+)", text).groups()
+    return float(number) * UNIT_MS[unit]
+
+
+def parse_wrk(out):
+    def find(pattern, default=None):
+        match = re.search(pattern, out, re.MULTILINE)
+        if match is None and default is None:
+            raise ValueError(f"wrk output has no match for {pattern!r}:\n{out}")
+        return match.groups() if match else default
+
+    socket_errors = find(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", ("0",))
+    return {
+        "rps": float(find(r"^Requests/sec:\s+([\d.]+)")[0]),
+        "p50_ms": to_ms(find(r"^\s+50%\s+(\S+)")[0]),
+        "p99_ms": to_ms(find(r"^\s+99%\s+(\S+)")[0]),
+        "requests": int(find(r"^\s+(\d+) requests in")[0]),
+        "non_2xx": int(find(r"^\s+Non-2xx or 3xx responses:\s+(\d+)", ("0",))[0]),
+        "socket_errors": sum(map(int, socket_errors)),
+    }
+
+
+def measure(base_url, scenario, key, args, wrk_pin):
+    env = dict(os.environ, BENCH_BODY=json.dumps(scenario.body), BENCH_HEADERS="\n".join(
+        f"{name}: {value}" for name, value in credential_headers(scenario.protocol, key).items()))
+
+    def wrk(duration):
+        cmd = wrk_pin + ["wrk", "-t1", f"-c{args.connections}", f"-d{duration}", "--latency",
+                         "-s", str(BENCH / "post.lua"), base_url + scenario.path]
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if done.returncode:
+            sys.exit(f"wrk failed ({done.returncode}):\n{done.stdout}{done.stderr}")
+        return done.stdout
+
+    wrk(WARMUP)
+    out = wrk(args.duration)
+    result = parse_wrk(out)
+    errors = result["non_2xx"] + result["socket_errors"]
+    result["failed"] = errors > MAX_ERROR_RATE * max(result["requests"], 1)
+    if result["failed"]:
+        print(f"\n!!! {errors} of {result['requests']} requests failed — these figures are "
+              f"meaningless. wrk said:\n{out}", file=sys.stderr)
+    return result
+
+
+def print_table(results):
+    print(f"\n{'scenario':<18}{'target':<9}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
+          f"{'errors':>8}{'gw/bare':>9}")
+    for row in results:
+        ratio = f"{row['ratio']:.2f}x" if "ratio" in row else ""
+        flag = "  <-- FAILED" if row["failed"] else ""
+        print(f"{row['scenario']:<18}{row['target']:<9}{row['rps']:>10.0f}{row['p50_ms']:>9.2f}"
+              f"{row['p99_ms']:>9.2f}{row['non_2xx'] + row['socket_errors']:>8}{ratio:>9}{flag}")
+
+
+def git_commit():
+    done = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True)
+    return done.stdout.strip() or None
+
+
+def run(args, workdir):
+    server_pin, wrk_pin = cpu_pins()
+    print(f"servers pinned: {' '.join(server_pin) or 'no'}; wrk pinned: {' '.join(wrk_pin) or 'no'}")
+    results = []
+    with ExitStack() as stack:
+        bench = Bench(stack, workdir, server_pin)
+        upstream_port = bench.fake_upstream()
+        bare_port = bench.nginx("bare-proxy", "bare_proxy.conf", UPSTREAM_PORT=upstream_port)
+        targets = {"bare": (f"http://127.0.0.1:{bare_port}", UPSTREAM_KEY)}
+        if not args.only_baseline:
+            targets["gateway"] = bench.gateway(upstream_port)
+        for name in args.scenarios:
+            scenario = SCENARIOS[name]
+            for target, (base_url, key) in targets.items():
+                probe(base_url, scenario, key, target)
+                print(f"{name} / {target}: wrk -c{args.connections} -d{args.duration} ...", flush=True)
+                results.append({"scenario": name, "target": target,
+                                **measure(base_url, scenario, key, args, wrk_pin)})
+            if len(targets) == 2:
+                results[-1]["ratio"] = results[-1]["rps"] / results[-2]["rps"]
+    print_table(results)
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps({
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "commit": git_commit(), "nginx": NGINX,
+        "duration": args.duration, "connections": args.connections, "threads": 1,
+        "server_cpu": server_pin[-1:], "wrk_cpu": wrk_pin[-1:], "results": results,
+    }, indent=2) + "\n")
+    print(f"\nwritten: {RESULTS.relative_to(REPO)}")
+    if any(row["failed"] for row in results):
+        sys.exit(f"FAILED: more than {MAX_ERROR_RATE:.1%} of requests failed in a run (see above); "
+                 f"logs under {workdir} (gateway: {workdir}/gateway/log)")
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", default="10s", help="wrk duration per run (default 10s)")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
+    parser.add_argument("--scenarios", default=DEFAULT_SCENARIOS,
+                        help=f"comma-separated, of {', '.join(SCENARIOS)} (default {DEFAULT_SCENARIOS})")
+    parser.add_argument("--only-baseline", action="store_true", help="skip the gateway")
+    parser.add_argument("--keep", action="store_true", help="keep the work dir (configs, logs)")
+    args = parser.parse_args()
+    args.scenarios = [name.strip() for name in args.scenarios.split(",") if name.strip()]
+    unknown = [name for name in args.scenarios if name not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
+    return args
+
+
+def main():
+    args = parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind and stop everything
+    workdir = Path(tempfile.mkdtemp(prefix="tollgate-bench-"))
+    workdir.chmod(0o755)  # nginx workers may run as another user when started as root
+    finished = False
+    try:
+        run(args, workdir)
+        finished = True
+    except KeyboardInterrupt:
+        sys.exit("interrupted; everything started was stopped")
+    finally:
+        if finished and not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print(f"work dir kept (configs, logs): {workdir}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
