@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 from pathlib import Path
@@ -61,6 +62,14 @@ def hot_path_settings(settings: Settings) -> dict:
     }
 
 
+def _user_directive() -> str:
+    """Workers run as the user that runs `tollgate up` (nginx would drop root to nobody, who
+    cannot reach the state directory)."""
+    if os.geteuid() != 0:
+        return ""
+    return "user root;"
+
+
 def _fill(template: str, values: dict) -> str:
     for name, value in values.items():
         template = template.replace("{{" + name + "}}", str(value))
@@ -77,6 +86,7 @@ def render(settings: Settings) -> Path:
         (conf_dir / sub).mkdir(parents=True, exist_ok=True)
     values = {
         "load_modules": _load_modules(nginx_binary()),
+        "user": _user_directive(),
         "workers": settings.nginx_workers,
         "home": settings.home,
         "repo": REPO_ROOT,

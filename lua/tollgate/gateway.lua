@@ -26,17 +26,25 @@ local _M = {}
 -- clears ngx.ctx, and the log phase must still settle the hold.
 local inflight = {}
 
-local function read_node_id()
+-- This node's id: kept in the shared dict, so a reload (HUP) keeps it and the leases it holds.
+local function node_id(name)
+    local dict = ngx.shared.tollgate_leases
+    local id = dict:get("node")
+    if id then
+        return id
+    end
     local f = io.open("/proc/sys/kernel/random/uuid", "r")
-    local id = f and f:read("*l")
+    local uuid = f and f:read("*l")
     if f then f:close() end
-    return (id or tostring(math.random(1, 2 ^ 31))):sub(1, 13)
+    id = name .. "-" .. (uuid or tostring(math.random(1, 2 ^ 31))):sub(1, 13)
+    dict:set("node", id)
+    return id
 end
 
 function _M.init(config_path)
     local conf = config.load(config_path)
     errors.load(conf.errors_path)
-    lease.node = conf.node_name .. "-" .. read_node_id()
+    lease.node = node_id(conf.node_name)
 end
 
 function _M.init_worker()
@@ -115,8 +123,14 @@ end
 
 -- Points the proxied request at the provider, with the provider's key instead of the client's.
 local function route_upstream(ep, provider, st)
+    local host_header = provider.host_header
+    if not host_header then
+        local default_port = provider.scheme == "https" and 443 or 80
+        host_header = provider.port == default_port and provider.host or (provider.host .. ":" .. provider.port)
+        provider.host_header = host_header -- cached with the provider
+    end
     ngx_var.tg_scheme = provider.scheme
-    ngx_var.tg_host = provider.host_header
+    ngx_var.tg_host = host_header
     local args = ngx_var.args
     ngx_var.tg_uri = provider.base_path .. ep.upstream_path .. (args and ("?" .. args) or "")
     st.peer_ip = provider.ips[math.random(#provider.ips)]
@@ -250,6 +264,10 @@ function _M.header_filter()
     st.ttfb = ngx.now() - ngx.req.start_time()
     local status = ngx.status
     st.status = status
+    local upstream_id = ngx_var.upstream_http_x_request_id
+    if upstream_id then
+        ngx.header["x-upstream-request-id"] = upstream_id
+    end
     if status >= 200 and status < 300 then
         local ctype = ngx.header["Content-Type"]
         local is_sse = ctype ~= nil and find(ctype, "event-stream", 1, true) ~= nil

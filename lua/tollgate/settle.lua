@@ -33,11 +33,19 @@ local function batch_id()
 end
 
 local function send(red, batch)
-    local n = #batch.values
-    local res, err = redis.eval(red, scripts.settle, 1, keys.usage_stream(batch.shard),
+    local args = {
         keys.tag(batch.shard), lease.node, batch.id,
-        tostring(math.floor(ngx.now() * 1000) + config.get().lease_ttl_seconds * 1000),
-        NF, unpack(FIELDS, 1, NF), unpack(batch.values, 1, n))
+        tostring(math.floor(ngx.now() * 1000) + config.get().lease_ttl_seconds * 1000), NF,
+    }
+    for i = 1, NF do
+        args[5 + i] = FIELDS[i]
+    end
+    local base = 5 + NF
+    local values = batch.values
+    for i = 1, #values do
+        args[base + i] = values[i]
+    end
+    local res, err = redis.eval(red, scripts.settle, 1, keys.usage_stream(batch.shard), unpack(args))
     if not res then
         return nil, err
     end

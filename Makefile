@@ -1,0 +1,33 @@
+# Tollgate: `make run` starts a working gateway, `make test` runs the suite. Both install what is
+# missing first (Debian packages as root, then the Python venv).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEB_PACKAGES := nginx libnginx-mod-http-lua lua-resty-core lua-nginx-redis lua-cjson redis-server wrk
+STAMP := $(VENV)/.installed
+
+.PHONY: run test bench install deps venv clean
+
+run: install
+	$(VENV)/bin/tollgate up
+
+test: install
+	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+bench: install
+	$(PY) bench/run.py $(BENCH_ARGS)
+
+install: deps venv
+
+deps:
+	@bash scripts/install-debian-packages.sh $(DEB_PACKAGES)
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) *.egg-info

@@ -1,0 +1,125 @@
+"""A whole Tollgate instance for tests: `tollgate up` in a subprocess on free loopback ports,
+with its own TOLLGATE_HOME, Redis, database, nginx, gunicorn and usage worker."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from decimal import Decimal
+import urllib.request
+from pathlib import Path
+
+import redis
+
+REPO = Path(__file__).resolve().parent.parent
+TOLLGATE = str(Path(sys.executable).parent / "tollgate")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Gateway:
+    def __init__(self, home: Path, database_url: str | None = None, extra_env: dict | None = None):
+        self.home = home
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "TOLLGATE_HOME": str(home),
+            "TOLLGATE_PORT": str(self.port),
+            "TOLLGATE_NGINX_WORKERS": "2",
+            "TOLLGATE_GUNICORN_WORKERS": "1",
+        }
+        if database_url:
+            self.env["TOLLGATE_DATABASE_URL"] = database_url
+        self.env.update(extra_env or {})
+        self.proc: subprocess.Popen | None = None
+        self.demo_key: str | None = None
+        self.output_path = home / "up.out"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self, timeout: float = 60) -> "Gateway":
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.output = open(self.output_path, "wb")
+        self.proc = subprocess.Popen([TOLLGATE, "up"], env=self.env, stdout=self.output,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"tollgate up exited {self.proc.returncode}:\n{self.log_text()}")
+            if "Ctrl-C stops everything" in self.log_text() and self._healthy():
+                self.demo_key = self._demo_key_from_banner()
+                return self
+            time.sleep(0.1)
+        raise RuntimeError(f"tollgate up did not become ready:\n{self.log_text()}")
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.output.close()
+
+    def log_text(self) -> str:
+        return self.output_path.read_text(errors="replace") if self.output_path.exists() else ""
+
+    def _healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/api/healthz", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def _demo_key_from_banner(self) -> str | None:
+        for line in self.log_text().splitlines():
+            if "Demo key" in line:
+                return line.rsplit(" ", 1)[-1].strip()
+        return None
+
+    # -- operator CLI ------------------------------------------------------------------------
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run([TOLLGATE, *args], env=self.env, capture_output=True, text=True, timeout=60)
+        if check and result.returncode != 0:
+            raise AssertionError(f"tollgate {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def create_customer(self, email: str, credit_usd: str, limit_usd: str | None = None) -> str:
+        """An account with a credited balance and a key; returns the key."""
+        self.cli("account", "create", email)
+        if credit_usd != "0":
+            self.cli("credit", email, credit_usd, "--reason", "test credit")
+        return self.create_key(email, limit_usd)
+
+    def create_key(self, email: str, limit_usd: str | None = None) -> str:
+        args = ["key", "create", email]
+        if limit_usd is not None:
+            args += ["--limit-usd", limit_usd]
+        return self.cli(*args).stdout.strip().splitlines()[-1]
+
+    def balance_nano(self, email: str) -> int:
+        out = json.loads(self.cli("balance", email).stdout, parse_float=Decimal)
+        return int(Decimal(out["balance"]) * 10**9)
+
+    # -- stores --------------------------------------------------------------------------------
+    def redis(self) -> redis.Redis:
+        return redis.Redis(unix_socket_path=str(self.home / "run" / "redis.sock"), decode_responses=True)
+
+    def wait_drained(self, timeout: float = 20) -> None:
+        """Until every usage stream is empty (the worker moved everything into SQL)."""
+        r = self.redis()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            if all(r.xlen(k) == 0 for k in r.scan_iter("tg:{*}:usage")):
+                return
+        raise AssertionError("usage streams were not drained in time")
