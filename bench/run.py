@@ -140,17 +140,43 @@ def stop(proc, what, grace=20):
     os.killpg(proc.pid, signal.SIGTERM)
 
 
+def cpu_seconds(roots):
+    """CPU seconds used so far by the live processes below `roots` ({pid: name}), summed per
+    "name/command", e.g. "gateway/redis-server"."""
+    tick = os.sysconf("SC_CLK_TCK")
+    procs = {}  # pid -> (command, parent pid, cpu seconds)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2:].split()
+        procs[int(stat.parent.name)] = (text[text.index("(") + 1:text.rindex(")")], int(fields[1]),
+                                        (int(fields[11]) + int(fields[12])) / tick)
+    totals = {}
+    for pid, (command, _, cpu) in procs.items():
+        root = pid
+        while root in procs and root not in roots:
+            root = procs[root][1]
+        if root in roots:
+            name = f"{roots[root]}/{command}"
+            totals[name] = totals.get(name, 0.0) + cpu
+    return totals
+
+
 class Bench:
     def __init__(self, stack, workdir, server_pin):
         self.stack = stack
         self.workdir = workdir
         self.server_pin = server_pin
+        self.roots = {}  # pid -> name of every server started, for cpu_seconds()
 
     def start(self, what, cmd, log, env=None):
         log_file = self.stack.enter_context(open(log, "wb"))
         proc = subprocess.Popen(self.server_pin + cmd, stdout=log_file, stderr=subprocess.STDOUT,
                                 env=env, start_new_session=True)
         self.stack.callback(stop, proc, what)
+        self.roots[proc.pid] = what.split()[0]
         return proc
 
     @staticmethod
@@ -284,7 +310,7 @@ def parse_wrk(out):
     }
 
 
-def measure(base_url, scenario, key, args, wrk_pin):
+def measure(base_url, scenario, key, args, wrk_pin, roots):
     env = dict(os.environ, BENCH_BODY=json.dumps(scenario.body), BENCH_HEADERS="\n".join(
         f"{name}: {value}" for name, value in credential_headers(scenario.protocol, key).items()))
 
@@ -297,8 +323,14 @@ def measure(base_url, scenario, key, args, wrk_pin):
         return done.stdout
 
     wrk(WARMUP)
+    cpu_before = cpu_seconds(roots)
     out = wrk(args.duration)
+    cpu_after = cpu_seconds(roots)
     result = parse_wrk(out)
+    per_request = {name: (cpu - cpu_before.get(name, 0.0)) * 1e6 / max(result["requests"], 1)
+                   for name, cpu in cpu_after.items()}
+    result["cpu_us_per_request"] = {name: round(us, 1) for name, us in sorted(per_request.items())
+                                    if us >= 0.1}
     errors = result["non_2xx"] + result["socket_errors"]
     result["failed"] = errors > MAX_ERROR_RATE * max(result["requests"], 1)
     if result["failed"]:
@@ -315,6 +347,12 @@ def print_table(results):
         flag = "  <-- FAILED" if row["failed"] else ""
         print(f"{row['scenario']:<18}{row['target']:<9}{row['rps']:>10.0f}{row['p50_ms']:>9.2f}"
               f"{row['p99_ms']:>9.2f}{row['non_2xx'] + row['socket_errors']:>8}{ratio:>9}{flag}")
+    print("\nCPU µs per request by process, of the 1e6 / req/s µs one core had per request:")
+    for row in results:
+        cpu = row["cpu_us_per_request"]
+        parts = ", ".join(f"{name} {us:.1f}" for name, us in cpu.items())
+        print(f"  {row['scenario']} / {row['target']}: {sum(cpu.values()):.1f} of "
+              f"{1e6 / row['rps']:.1f}: {parts}")
 
 
 def git_commit():
@@ -340,7 +378,7 @@ def run(args, workdir):
                 probe(base_url, scenario, key, target)
                 print(f"{name} / {target}: wrk -c{args.connections} -d{args.duration} ...", flush=True)
                 results.append({"scenario": name, "target": target,
-                                **measure(base_url, scenario, key, args, wrk_pin)})
+                                **measure(base_url, scenario, key, args, wrk_pin, bench.roots)})
             if len(targets) == 2:
                 results[-1]["ratio"] = results[-1]["rps"] / results[-2]["rps"]
     print_table(results)
