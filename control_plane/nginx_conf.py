@@ -59,6 +59,7 @@ def hot_path_settings(settings: Settings) -> dict:
         "settle_interval": SETTLE_INTERVAL_SECONDS,
         "config_ttl": CONFIG_TTL_SECONDS,
         "max_body_bytes": settings.max_body_bytes,
+        "drain_limit_bytes": settings.drain_limit_bytes,
     }
 
 

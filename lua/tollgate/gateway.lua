@@ -3,6 +3,7 @@
 local cjson = require "cjson.safe"
 local body = require "tollgate.body"
 local catalog = require "tollgate.catalog"
+local client = require "tollgate.client"
 local config = require "tollgate.config"
 local cost = require "tollgate.cost"
 local endpoints = require "tollgate.endpoints"
@@ -238,7 +239,7 @@ function _M.access()
     local st = {
         ep = ep, key = key, hold = hold, price = price, model = model_name,
         umodel = upstream_model, provider = provider.name, stream = is_stream, strip = strip,
-        rid = ngx_var.request_id,
+        rid = ngx_var.request_id, request_bytes = #raw,
     }
     route_upstream(ep, provider, st)
     ngx.ctx.tg = st
@@ -278,16 +279,33 @@ function _M.header_filter()
     end
 end
 
+-- Streams: once the client has gone, the rest of the answer is swallowed (not written, so
+-- nginx keeps reading the provider) until the provider's usage arrives or the drain limit.
 function _M.body_filter()
     local st = ngx.ctx.tg
     if not st or not st.parser then
         return
     end
-    local out = response.feed(st.parser, ngx.arg[1], ngx.arg[2])
-    if out then
+    local chunk = ngx.arg[1]
+    local parser = st.parser
+    if parser.stream and not st.gone and client.gone() then
+        st.gone = true
+        st.drain_left = config.get().drain_limit_bytes
+    end
+    local out = response.feed(parser, chunk, ngx.arg[2])
+    if st.gone then
+        ngx.arg[1] = ""
+        st.drain_left = st.drain_left - #chunk
+        if st.drain_left < 0 then
+            st.drain_exceeded = true
+            return ngx.ERROR
+        end
+    elseif out then
         ngx.arg[1] = out
     end
 end
+
+local NO_TOKENS = { ["in"] = 0, cr = 0, cw = 0, cw1h = 0, out = 0, rsn = 0 }
 
 local function int(n)
     return format("%d", n)
@@ -300,13 +318,22 @@ function _M.log()
         return
     end
     inflight[rid] = nil
-    local tokens = st.parser and response.usage(st.parser)
-    local charge, basis = 0, "none"
-    if tokens then
-        charge, basis = cost.cost(tokens, st.price), "provider"
-    else
-        tokens = { ["in"] = 0, cr = 0, cw = 0, cw1h = 0, out = 0, rsn = 0 }
+    local tokens, basis = nil, "none"
+    local status = st.status or ngx.status
+    if st.parser then
+        local final
+        tokens, final = response.usage(st.parser)
+        if tokens and final and not st.drain_exceeded then
+            basis = st.gone and "drained" or "provider"
+        else
+            tokens, basis = response.estimate(st.parser, st.request_bytes), "estimated"
+        end
     end
+    local charge = tokens and cost.cost(tokens, st.price) or 0
+    if basis == "estimated" and charge > st.hold then
+        charge = st.hold -- an estimate never exceeds the worst case held for the request
+    end
+    tokens = tokens or NO_TOKENS
     local key = st.key
     lease.finish(key.id, st.hold, charge)
     ngx.update_time()
@@ -315,7 +342,7 @@ function _M.log()
     settle.push(key.shard, {
         rid = rid, ts = int(now * 1000), acct = key.acct, key = key.id, model = st.model,
         umodel = st.umodel, provider = st.provider, pv = int(st.price.version), ep = st.ep.name,
-        stream = st.stream and "1" or "0", status = int(st.status or ngx.status), basis = basis,
+        stream = st.stream and "1" or "0", status = int(status), basis = basis,
         ["in"] = int(tokens["in"]), cr = int(tokens.cr), cw = int(tokens.cw), cw1h = int(tokens.cw1h),
         out = int(tokens.out), rsn = int(tokens.rsn), cost = int(charge),
         ms = int((now - start) * 1000), ttfb = int((st.ttfb or (now - start)) * 1000),

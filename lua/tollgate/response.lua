@@ -21,41 +21,44 @@ local MAX_EVENT = 4 * 1024 * 1024      -- an unterminated event larger than this
 local MAX_WHOLE_BODY = 1024 * 1024     -- non-streamed answers up to this size are decoded whole
 local TAIL = 64 * 1024                 -- larger ones: only their tail is searched for usage
 
--- Where each format keeps its usage in a decoded JSON object (stream event or whole answer).
+-- Where each format keeps its usage in a decoded JSON object (stream event or whole answer),
+-- and whether that usage is the answer's final figure. Anthropic's message_start carries the
+-- input side only; the closing message_delta has the final counts.
 local locate = {
     openai = function(obj)
-        return obj.usage
+        return obj.usage, true
     end,
     responses = function(obj)
         local r = obj.response
         if type(r) == "table" then
-            return r.usage
+            return r.usage, true
         end
-        return obj.usage
+        return obj.usage, true
     end,
     anthropic = function(obj)
         local m = obj.message
         if type(m) == "table" and m.usage ~= nil then
-            return m.usage
+            return m.usage, false
         end
-        return obj.usage
+        return obj.usage, true
     end,
 }
 
 function _M.new(format, is_stream, strip)
     return {
         format = format, stream = is_stream, strip = strip and is_stream and format == "openai",
-        acc = {}, rest = nil, parts = nil, size = 0, broken = false, bytes = 0,
+        acc = {}, rest = nil, parts = nil, size = 0, broken = false, bytes = 0, events = 0,
+        final = false,
     }
 end
 
-local function observe(st, obj)
+local function observe(st, obj, whole)
     if type(obj) ~= "table" then
         return nil
     end
-    local u = locate[st.format](obj)
-    if u ~= nil and u ~= null then
-        usage.observe(st.acc, st.format, u)
+    local u, final = locate[st.format](obj)
+    if u ~= nil and u ~= null and usage.observe(st.acc, st.format, u) then
+        st.final = st.final or final or whole
     end
     return u
 end
@@ -70,6 +73,7 @@ end
 
 -- One complete SSE event: note its usage; in strip mode return what the client gets.
 local function on_event(st, ev, out)
+    st.events = st.events + 1
     if not find(ev, '"usage"', 1, true) then
         if out then out[#out + 1] = ev end
         return
@@ -155,11 +159,11 @@ local function feed_whole(st, chunk, eof)
         st.parts = nil
         if st.truncated then
             local u = last_usage_object(text)
-            if u then
-                usage.observe(st.acc, st.format, u)
+            if u and usage.observe(st.acc, st.format, u) then
+                st.final = true
             end
         else
-            observe(st, decode(text))
+            observe(st, decode(text), true)
         end
     end
     return nil
@@ -174,9 +178,26 @@ function _M.feed(st, chunk, eof)
     return feed_whole(st, chunk, eof)
 end
 
--- The disjoint usage classes seen so far, or nil.
+-- The disjoint usage classes seen so far (nil when none), and whether they are the provider's
+-- final figures.
 function _M.usage(st)
-    return usage.classes(st.acc, st.format)
+    return usage.classes(st.acc, st.format), st.final
+end
+
+-- Estimated usage of an answer that ended before its final usage: what the provider reported so
+-- far, the input at about 4 bytes a token, and one output token per event (or per 4 bytes of a
+-- non-streamed answer) received.
+function _M.estimate(st, request_bytes)
+    local t = usage.classes(st.acc, st.format)
+        or { ["in"] = 0, cr = 0, cw = 0, cw1h = 0, out = 0, rsn = 0 }
+    if t["in"] + t.cr + t.cw + t.cw1h == 0 then
+        t["in"] = math.ceil(request_bytes / 4)
+    end
+    local received = st.stream and st.events or math.ceil(st.bytes / 4)
+    if t.out + t.rsn < received then
+        t.out = received - t.rsn
+    end
+    return t
 end
 
 return _M

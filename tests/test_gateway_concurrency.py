@@ -1,0 +1,58 @@
+"""Concurrent streams on one account whose balance covers only some of them: the balance never
+goes negative, and what is charged is exactly the sum of the admitted requests' costs."""
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+from control_plane.money import cost_nano
+from test_gateway_billing import SANDBOX_CHAT, api_get, tokens_of
+
+STREAMS = 50
+
+
+def stream_once(gateway, key, i):
+    body = json.dumps({"model": "sandbox-chat", "stream": True, "max_tokens": 30,
+                       "messages": [{"role": "user", "content": f"request {i}"}]}).encode()
+    req = urllib.request.Request(f"{gateway.url}/v1/chat/completions", data=body, headers={
+        "Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            r.read()
+            return r.status
+    except urllib.error.HTTPError as e:
+        e.read()
+        return e.code
+
+
+def test_concurrent_streams_never_overdraw_and_charge_exactly(gateway):
+    email = "concurrent@example.com"
+    key = gateway.create_customer(email, "0.0002")
+    start_nano = gateway.balance_nano(email)
+    r = gateway.redis()
+
+    with ThreadPoolExecutor(STREAMS) as pool:
+        statuses = list(pool.map(lambda i: stream_once(gateway, key, i), range(STREAMS)))
+
+    admitted = statuses.count(200)
+    assert set(statuses) <= {200, 402}, statuses
+    assert 0 < admitted < STREAMS, statuses
+
+    gateway.wait_drained()
+    rows = api_get(gateway, key, f"/api/v1/usage?limit={STREAMS + 10}")["data"]
+    assert len(rows) == admitted
+    exact = sum(cost_nano(tokens_of(row), SANDBOX_CHAT) for row in rows)
+    assert sum(row["cost_nano"] for row in rows) == exact
+    final = gateway.balance_nano(email)
+    assert final >= 0
+    assert start_nano - final == exact
+
+    # Every hold and lease returns once the key is idle.
+    account = next(k for k in r.scan_iter("tg:{*}:acct:*") if r.hget(k, "bal") == str(final))
+    deadline = time.monotonic() + 10
+    while int(r.hget(account, "held")) != 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert int(r.hget(account, "held")) == 0

@@ -1,0 +1,163 @@
+"""Bad input gets a clear error in the protocol's own shape and charges nothing."""
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+import openai
+import pytest
+from openai import OpenAI
+
+from harness import free_port
+
+CHAT = "/v1/chat/completions"
+HELLO = {"model": "sandbox-chat", "messages": [{"role": "user", "content": "Hi"}]}
+
+
+def post(gateway, path, body: bytes | dict, headers: dict | None = None):
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(f"{gateway.url}{path}", data=data, method="POST",
+                                 headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, dict(r.headers), json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), json.loads(e.read())
+
+
+def bearer(key):
+    return {"Authorization": f"Bearer {key}"}
+
+
+def assert_openai_error(body, code):
+    assert set(body) == {"error"}
+    assert body["error"]["code"] == code
+    assert body["error"]["type"]
+    assert body["error"]["message"]
+
+
+@pytest.fixture
+def unchanged_balance(gateway, customer):
+    """Asserts after the test that the customer's balance did not move."""
+    email, key = customer
+    before = gateway.balance_nano(email)
+    yield key
+    gateway.wait_drained()
+    assert gateway.balance_nano(email) == before
+
+
+def test_malformed_json_is_400(gateway, unchanged_balance):
+    status, headers, body = post(gateway, CHAT, b'{"model": "sandbox-chat", ', bearer(unchanged_balance))
+    assert status == 400
+    assert_openai_error(body, "malformed_json")
+    assert headers["x-request-id"]
+
+
+def test_missing_model_is_400(gateway, unchanged_balance):
+    status, _, body = post(gateway, CHAT, {"messages": []}, bearer(unchanged_balance))
+    assert status == 400
+    assert_openai_error(body, "missing_model")
+
+
+def test_body_that_is_not_an_object_is_400(gateway, unchanged_balance):
+    status, _, body = post(gateway, CHAT, b"[1, 2]", bearer(unchanged_balance))
+    assert status == 400
+    assert_openai_error(body, "invalid_request")
+
+
+def test_missing_key_is_401(gateway):
+    status, _, body = post(gateway, CHAT, HELLO)
+    assert status == 401
+    assert_openai_error(body, "missing_api_key")
+
+
+def test_wrong_key_is_401_and_says_why(gateway):
+    status, _, body = post(gateway, CHAT, HELLO, bearer("sk-proj-an-openai-key"))
+    assert status == 401
+    assert_openai_error(body, "invalid_api_key")
+    assert "stray spaces" in body["error"]["message"]
+
+
+def test_key_with_stray_whitespace_is_accepted(gateway, customer):
+    _, key = customer
+    status, _, _ = post(gateway, CHAT, HELLO, {"Authorization": f"Bearer   {key}  \t"})
+    assert status == 200
+
+
+def test_revoked_key_is_401_within_two_seconds(gateway, customer):
+    import time
+
+    email, key = customer
+    assert post(gateway, CHAT, HELLO, bearer(key))[0] == 200
+    key_id = json.loads(gateway.cli("key", "list", email, "--json").stdout)[0]["id"]
+    gateway.cli("key", "revoke", str(key_id))
+    time.sleep(2)
+    status, _, body = post(gateway, CHAT, HELLO, bearer(key))
+    assert status == 401
+    assert_openai_error(body, "invalid_api_key")
+
+
+def test_unknown_model_is_404(gateway, unchanged_balance):
+    status, _, body = post(gateway, CHAT, {**HELLO, "model": "gpt-nonexistent"}, bearer(unchanged_balance))
+    assert status == 404
+    assert_openai_error(body, "model_not_found")
+    assert "gpt-nonexistent" in body["error"]["message"]
+
+
+def test_insufficient_balance_is_402_with_the_amount_needed(gateway):
+    key = gateway.create_customer("poor@example.com", "0.000001")
+    status, _, body = post(gateway, CHAT, {**HELLO, "max_tokens": 4000}, bearer(key))
+    assert status == 402
+    assert_openai_error(body, "insufficient_balance")
+    assert "$0.000001" in body["error"]["message"]
+    assert "max_tokens" in body["error"]["message"]
+
+
+def test_key_limit_reached_is_402(gateway):
+    key = gateway.create_customer("limited@example.com", "10", limit_usd="0.000001")
+    status, _, body = post(gateway, CHAT, {**HELLO, "max_tokens": 4000}, bearer(key))
+    assert status == 402
+    assert_openai_error(body, "key_limit_reached")
+
+
+def test_body_too_large_is_413(gateway, unchanged_balance):
+    big = b'{"model": "sandbox-chat", "messages": [{"role": "user", "content": "' + b"x" * (33 * 1024 * 1024) + b'"}]}'
+    try:
+        status, _, body = post(gateway, CHAT, big, bearer(unchanged_balance))
+    except (ConnectionError, urllib.error.URLError):
+        pytest.skip("the server closed the connection before the client finished sending")
+    assert status == 413
+    assert_openai_error(body, "body_too_large")
+
+
+def test_doubled_v1_path_is_404_with_the_base_url_fix(gateway, customer):
+    _, key = customer
+    status, _, body = post(gateway, "/v1/v1/chat/completions", HELLO, bearer(key))
+    assert status == 404
+    assert "/v1 twice" in body["error"]["message"]
+
+
+def test_openai_path_without_v1_is_404_with_the_base_url_fix(gateway, customer):
+    _, key = customer
+    status, _, body = post(gateway, "/chat/completions", HELLO, bearer(key))
+    assert status == 404
+    assert "start with /v1" in body["error"]["message"]
+
+
+def test_unreachable_provider_is_502_and_charges_nothing(gateway, unchanged_balance):
+    gateway.cli("provider", "add", "nowhere", "--protocol", "openai", "--base-url",
+                f"http://127.0.0.1:{free_port()}/v1", "--api-key", "x")
+    gateway.cli("model", "add", "nowhere-model", "--provider", "nowhere", "--input", "1", "--output", "2")
+    import time
+    time.sleep(1.5)
+    status, headers, body = post(gateway, CHAT, {**HELLO, "model": "nowhere-model"}, bearer(unchanged_balance))
+    assert status == 502
+    assert_openai_error(body, "provider_unreachable")
+    assert headers["x-request-id"] in body["error"]["message"]
+
+
+def test_sdk_raises_typed_errors_with_the_gateway_message(gateway):
+    client = OpenAI(base_url=f"{gateway.url}/v1", api_key="sk-tg-wrong")
+    with pytest.raises(openai.AuthenticationError, match="Invalid API key"):
+        client.chat.completions.create(**HELLO)
