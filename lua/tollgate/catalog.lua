@@ -79,6 +79,20 @@ function _M.provider(name)
     return cached("p:", name, fetch_provider)
 end
 
+local function fetch_names(red)
+    local res, err = red:smembers(keys.MODELS)
+    if not res then
+        return nil, "failed to read model list: " .. tostring(err)
+    end
+    table.sort(res)
+    return res
+end
+
+-- Every published model name, sorted.
+function _M.model_names()
+    return cached("l:", "", fetch_names)
+end
+
 -- The route to use: the lowest priority number, weighted at random among equals.
 function _M.pick_route(model)
     local routes = model.routes

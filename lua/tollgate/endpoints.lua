@@ -18,6 +18,10 @@ _M.BY_PATH = {
     ["/v1/responses"] = {
         name = "responses", protocol = "openai", usage = "responses", upstream_path = "/responses",
     },
+    ["/v1/messages/count_tokens"] = {
+        name = "messages.count_tokens", protocol = "anthropic", unbilled = true,
+        upstream_path = "/v1/messages/count_tokens",
+    },
     ["/v1/messages"] = {
         name = "messages", protocol = "anthropic", usage = "anthropic",
         upstream_path = "/v1/messages",

@@ -59,4 +59,17 @@ function _M.respond(code, protocol, vars, headers)
     return ngx_exit(status)
 end
 
+-- respond() with the request id filled in, for messages that quote it.
+function _M.fail(code, protocol, vars)
+    vars = vars or {}
+    vars.request_id = ngx.var.request_id
+    return _M.respond(code, protocol, vars)
+end
+
+-- 503: Redis (the billing store) cannot be reached; nothing is admitted unbilled.
+function _M.unavailable(protocol, err)
+    ngx.log(ngx.ERR, "gateway unavailable: ", err)
+    return _M.fail("gateway_unavailable", protocol)
+end
+
 return _M

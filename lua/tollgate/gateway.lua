@@ -2,6 +2,7 @@
 -- picks the peer, the header and body filters read the answer's usage, the log phase settles.
 local cjson = require "cjson.safe"
 local body = require "tollgate.body"
+local auth = require "tollgate.auth"
 local catalog = require "tollgate.catalog"
 local client = require "tollgate.client"
 local config = require "tollgate.config"
@@ -62,25 +63,6 @@ local function usd(nano)
     return "$" .. text
 end
 
--- The client's key: Bearer token or x-api-key, surrounding whitespace removed.
-local function client_token()
-    local auth = ngx_var.http_authorization
-    if auth then
-        local token = auth:match("^%s*[Bb][Ee][Aa][Rr][Ee][Rr]%s+(.-)%s*$")
-        if token and token ~= "" then
-            return token
-        end
-    end
-    local key = ngx_var.http_x_api_key
-    if key then
-        key = key:match("^%s*(.-)%s*$")
-        if key ~= "" then
-            return key
-        end
-    end
-    return nil
-end
-
 local function request_body()
     req.read_body()
     local raw = req.get_body_data()
@@ -111,16 +93,8 @@ local function max_output(ep, parsed, model)
     return math.ceil(n)
 end
 
-local function fail(code, protocol, vars)
-    vars = vars or {}
-    vars.request_id = ngx_var.request_id
-    return errors.respond(code, protocol, vars)
-end
-
-local function unavailable(protocol, err)
-    ngx.log(ngx.ERR, "gateway unavailable: ", err)
-    return fail("gateway_unavailable", protocol)
-end
+local fail = errors.fail
+local unavailable = errors.unavailable
 
 -- Points the proxied request at the provider, with the provider's key instead of the client's.
 local function route_upstream(ep, provider, st)
@@ -159,16 +133,9 @@ function _M.access()
         return fail("method_not_allowed", protocol, { path = uri, method = req.get_method(), allowed = "POST" })
     end
 
-    local token = client_token()
-    if not token then
-        return fail("missing_api_key", protocol)
-    end
-    local key, kerr = catalog.api_key(token)
-    if key == nil then
-        return unavailable(protocol, kerr)
-    end
-    if not key or not key.active then
-        return fail("invalid_api_key", protocol)
+    local key = auth.authenticate(protocol)
+    if not key then
+        return
     end
 
     local raw = request_body()
@@ -223,14 +190,17 @@ function _M.access()
     end
 
     local price = model.price
-    local hold = cost.worst_case(#raw, max_output(ep, parsed, model), price)
-    local ok, why, available, lerr = lease.acquire(key.id, key.acct, key.shard, hold)
-    if not ok then
-        if why == "unavailable" then
-            return unavailable(protocol, lerr)
+    local hold = 0
+    if not ep.unbilled then
+        hold = cost.worst_case(#raw, max_output(ep, parsed, model), price)
+        local ok, why, available, lerr = lease.acquire(key.id, key.acct, key.shard, hold)
+        if not ok then
+            if why == "unavailable" then
+                return unavailable(protocol, lerr)
+            end
+            return fail(why == "key_limit" and "key_limit_reached" or "insufficient_balance", protocol,
+                { needed = usd(hold), available = usd(available) })
         end
-        return fail(why == "key_limit" and "key_limit_reached" or "insufficient_balance", protocol,
-            { needed = usd(hold), available = usd(available) })
     end
 
     if new_raw ~= raw then
@@ -269,7 +239,7 @@ function _M.header_filter()
     if upstream_id then
         ngx.header["x-upstream-request-id"] = upstream_id
     end
-    if status >= 200 and status < 300 then
+    if status >= 200 and status < 300 and st.ep.usage then
         local ctype = ngx.header["Content-Type"]
         local is_sse = ctype ~= nil and find(ctype, "event-stream", 1, true) ~= nil
         st.parser = response.new(st.ep.usage, is_sse, st.strip)
@@ -318,6 +288,9 @@ function _M.log()
         return
     end
     inflight[rid] = nil
+    if st.ep.unbilled then
+        return
+    end
     local tokens, basis = nil, "none"
     local status = st.status or ngx.status
     if st.parser then
