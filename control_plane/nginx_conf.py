@@ -60,6 +60,7 @@ def hot_path_settings(settings: Settings) -> dict:
         "config_ttl": CONFIG_TTL_SECONDS,
         "max_body_bytes": settings.max_body_bytes,
         "drain_limit_bytes": settings.drain_limit_bytes,
+        "journal_dir": str(settings.journal_dir),
     }
 
 

@@ -109,6 +109,10 @@ class Settings:
         return self.home / "redis"
 
     @property
+    def journal_dir(self) -> Path:
+        return self.home / "journal"
+
+    @property
     def redis_socket(self) -> Path:
         return self.run_dir / "redis.sock"
 

@@ -195,7 +195,8 @@ class Supervisor:
 
     def run(self) -> int:
         settings = self.settings
-        for directory in (settings.run_dir, settings.log_dir, settings.redis_dir, settings.nginx_dir):
+        for directory in (settings.run_dir, settings.log_dir, settings.redis_dir, settings.nginx_dir,
+                          settings.journal_dir):
             directory.mkdir(parents=True, exist_ok=True)
         self._claim_home()
         signal.signal(signal.SIGINT, self._on_signal)

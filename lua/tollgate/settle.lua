@@ -1,7 +1,10 @@
 -- Settles finished requests in batches: one script call per shard every few milliseconds per
--- worker debits the exact costs and appends the usage records (scripts.settle). A batch that
--- fails is retried as it was, under its own id, so it is applied exactly once.
+-- worker debits the exact costs and appends the usage records (scripts.settle). Each batch gets
+-- its id when it opens, and every record is journaled with it (journal.lua) before it is queued;
+-- a batch that fails is retried as it was, under that id, so it applies exactly once whether
+-- this worker's retry or the journal's replay gets there first.
 local config = require "tollgate.config"
+local journal = require "tollgate.journal"
 local keys = require "tollgate.keys"
 local lease = require "tollgate.lease"
 local redis = require "tollgate.redis"
@@ -22,14 +25,15 @@ local NF = #FIELDS
 local MAX_RECORDS = 200
 local RETRY_SECONDS = 1
 
-local queues = {}        -- shard -> flat list of values
-local failed = {}        -- batches waiting for a retry: {shard =, id =, values =}
+local open = {}          -- shard -> batch being filled: {shard =, id =, values =, n =}
+local ready = {}         -- closed batches, and failed ones waiting for a retry
 local scheduled = false
 local seq = 0
 
-local function batch_id()
+local function new_batch(shard)
     seq = seq + 1
-    return lease.node .. ":" .. ngx.worker.pid() .. ":" .. seq
+    return { shard = shard, id = lease.node .. ":" .. ngx.worker.pid() .. ":" .. ngx.time() .. ":" .. seq,
+        values = {}, n = 0 }
 end
 
 local function send(red, batch)
@@ -59,17 +63,12 @@ local schedule
 
 local function flush(premature)
     scheduled = false
-    local batches = failed
-    failed = {}
-    for shard, values in pairs(queues) do
-        local per = MAX_RECORDS * NF
-        for i = 1, #values, per do
-            batches[#batches + 1] = {
-                shard = shard, id = batch_id(), values = { unpack(values, i, math.min(i + per - 1, #values)) },
-            }
-        end
+    local batches = ready
+    ready = {}
+    for shard, batch in pairs(open) do
+        batches[#batches + 1] = batch
+        open[shard] = nil
     end
-    queues = {}
     if #batches == 0 then
         return
     end
@@ -86,15 +85,15 @@ local function flush(premature)
             serr = err
         end
         if not ok then
-            failed[#failed + 1] = batch
-            ngx.log(ngx.ERR, "failed to settle batch ", batch.id, " (", #batch.values / NF,
+            ready[#ready + 1] = batch
+            ngx.log(ngx.ERR, "failed to settle batch ", batch.id, " (", batch.n,
                 " records), will retry: ", serr)
         end
     end
     if red then
         redis.release(red)
     end
-    if #failed > 0 and not premature then
+    if #ready > 0 and not premature then
         schedule(RETRY_SECONDS)
     end
 end
@@ -111,16 +110,22 @@ schedule = function(delay)
     end
 end
 
--- Queues one finished request; `record` holds the FIELDS by name.
+-- Journals and queues one finished request; `record` holds the FIELDS by name.
 function _M.push(shard, record)
-    local q = queues[shard]
-    if not q then
-        q = {}
-        queues[shard] = q
+    local batch = open[shard]
+    if not batch then
+        batch = new_batch(shard)
+        open[shard] = batch
     end
-    local n = #q
+    local values, n = batch.values, #batch.values
     for i = 1, NF do
-        q[n + i] = record[FIELDS[i]]
+        values[n + i] = record[FIELDS[i]]
+    end
+    batch.n = batch.n + 1
+    journal.append(shard, batch.id, values, n + 1, n + NF)
+    if batch.n >= MAX_RECORDS then
+        ready[#ready + 1] = batch
+        open[shard] = nil
     end
     schedule(config.get().settle_interval)
 end
