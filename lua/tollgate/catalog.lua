@@ -36,14 +36,18 @@ local function cached(kind, name, fetch)
 end
 
 local function fetch_key(red, token)
-    local res, err = red:hmget(keys.apikey(hash.sha256_hex(token)), "id", "acct", "shard", "status")
+    local res, err = red:hmget(keys.apikey(hash.sha256_hex(token)), "id", "acct", "shard", "status",
+        "rpm", "tpm")
     if not res then
         return nil, "failed to read api key: " .. tostring(err)
     end
     if res[1] == ngx_null then
         return false
     end
-    return { id = res[1], acct = res[2], shard = tonumber(res[3]), active = res[4] == "active" }
+    return {
+        id = res[1], acct = res[2], shard = tonumber(res[3]), active = res[4] == "active",
+        rpm = tonumber(res[5]) or 0, tpm = tonumber(res[6]) or 0,
+    }
 end
 
 local function fetch_json(redis_key)

@@ -10,6 +10,7 @@ local cost = require "tollgate.cost"
 local endpoints = require "tollgate.endpoints"
 local errors = require "tollgate.errors"
 local lease = require "tollgate.lease"
+local ratelimit = require "tollgate.ratelimit"
 local response = require "tollgate.response"
 local settle = require "tollgate.settle"
 
@@ -190,9 +191,25 @@ function _M.access()
     end
 
     local price = model.price
+    local out_tokens = max_output(ep, parsed, model)
+    local limit_headers
+    if key.rpm > 0 or key.tpm > 0 then
+        local wait, rerr
+        limit_headers, wait = ratelimit.take(key, math.ceil(#raw / 4) + out_tokens)
+        if not limit_headers then
+            rerr = wait
+            return unavailable(protocol, rerr)
+        end
+        if wait then
+            return errors.respond("rate_limited", protocol, { retry_after = wait,
+                limit = (key.rpm > 0 and key.rpm .. " requests" or "")
+                    .. (key.rpm > 0 and key.tpm > 0 and ", " or "")
+                    .. (key.tpm > 0 and key.tpm .. " tokens" or "") .. " per minute" }, limit_headers)
+        end
+    end
     local hold = 0
     if not ep.unbilled then
-        hold = cost.worst_case(#raw, max_output(ep, parsed, model), price)
+        hold = cost.worst_case(#raw, out_tokens, price)
         local ok, why, available, lerr = lease.acquire(key.id, key.acct, key.shard, hold)
         if not ok then
             if why == "unavailable" then
@@ -209,7 +226,7 @@ function _M.access()
     local st = {
         ep = ep, key = key, hold = hold, price = price, model = model_name,
         umodel = upstream_model, provider = provider.name, stream = is_stream, strip = strip,
-        rid = ngx_var.request_id, request_bytes = #raw,
+        rid = ngx_var.request_id, request_bytes = #raw, limit_headers = limit_headers,
     }
     route_upstream(ep, provider, st)
     ngx.ctx.tg = st
@@ -238,6 +255,11 @@ function _M.header_filter()
     local upstream_id = ngx_var.upstream_http_x_request_id
     if upstream_id then
         ngx.header["x-upstream-request-id"] = upstream_id
+    end
+    if st.limit_headers then
+        for name, value in pairs(st.limit_headers) do
+            ngx.header[name] = value
+        end
     end
     if status >= 200 and status < 300 and st.ep.usage then
         local ctype = ngx.header["Content-Type"]

@@ -121,4 +121,36 @@ end
 return lost
 ]]
 
+-- Rate limits, requests and tokens per minute, as two GCRA buckets (a token bucket of one
+-- minute's capacity that refills continuously). Exact across workers and nodes: one atomic
+-- check-and-take in Redis.
+-- KEYS: the key's limiter hash. ARGV: now ms, rpm (0 = none), tpm (0 = none), tokens.
+-- Returns {allowed (1/0), retry_after ms, rq_remaining, rq_reset ms, tk_remaining, tk_reset ms}.
+_M.rate_limit = script [[
+local now = tonumber(ARGV[1])
+local window = 60000
+-- Returns allowed, ms to wait, then remaining and reset (ms) before and after taking, new TAT.
+local function check(field, per_minute, weight)
+  if per_minute <= 0 then return true, 0, -1, 0, -1, 0, nil end
+  local interval = window / per_minute
+  local tat = tonumber(redis.call('HGET', KEYS[1], field) or now)
+  if tat < now then tat = now end
+  local new_tat = tat + interval * weight
+  local left_before = math.floor((window - (tat - now)) / interval)
+  local left_after = math.floor((window - (new_tat - now)) / interval)
+  local allow_at = new_tat - window
+  return allow_at <= now, math.max(0, math.ceil(allow_at - now)), left_before, math.ceil(tat - now),
+    left_after, math.ceil(new_tat - now), new_tat
+end
+local rq_ok, rq_wait, rq_left0, rq_reset0, rq_left, rq_reset, rq_tat = check('rq', tonumber(ARGV[2]), 1)
+local tk_ok, tk_wait, tk_left0, tk_reset0, tk_left, tk_reset, tk_tat = check('tk', tonumber(ARGV[3]), tonumber(ARGV[4]))
+if not (rq_ok and tk_ok) then
+  return {0, math.max(rq_wait, tk_wait), rq_left0, rq_reset0, tk_left0, tk_reset0}
+end
+if rq_tat then redis.call('HSET', KEYS[1], 'rq', rq_tat) end
+if tk_tat then redis.call('HSET', KEYS[1], 'tk', tk_tat) end
+redis.call('PEXPIRE', KEYS[1], window * 2)
+return {1, 0, rq_left, rq_reset, tk_left, tk_reset}
+]]
+
 return _M
