@@ -1,0 +1,235 @@
+"""The SQL schema: accounts, keys, the catalog, the double-entry ledger and usage.
+
+Money and token counts are BigInteger nano-USD / counts. Every change here needs an Alembic
+revision under migrations/versions.
+"""
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
+
+# SQLite only auto-numbers INTEGER PRIMARY KEY; elsewhere high-volume tables get 64-bit ids.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+TRANSACTION_KINDS = ("deposit", "bonus", "usage", "refund", "adjustment")
+PROTOCOLS = ("openai", "anthropic")
+KEY_STATUSES = ("active", "revoked")
+ACCOUNT_STATUSES = ("active", "disabled")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class UtcDateTime(TypeDecorator):
+    """Aware UTC datetimes in and out, also on SQLite (which stores no offset)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime; use an aware UTC datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value, dialect):
+        if value is None or value.tzinfo is not None:
+            return value
+        return value.replace(tzinfo=UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(column_0_label)s",
+            "uq": "uq_%(table_name)s_%(column_0_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+    __table_args__ = (CheckConstraint(_in("status", ACCOUNT_STATUSES), name="status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    # Σ of this account's wallet entries, updated in the same SQL transaction as the entries.
+    balance_nano: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+    @validates("email")
+    def _normalize_email(self, _key, email: str) -> str:
+        return email.strip().lower()
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+    __table_args__ = (CheckConstraint(_in("status", KEY_STATUSES), name="status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    limit_nano: Mapped[int | None] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    account: Mapped[Account] = relationship()
+
+
+class Provider(Base):
+    __tablename__ = "providers"
+    __table_args__ = (CheckConstraint(_in("protocol", PROTOCOLS), name="protocol"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    protocol: Mapped[str] = mapped_column(String(16))
+    base_url: Mapped[str] = mapped_column(String(2000))
+    api_key_encrypted: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class Model(Base):
+    __tablename__ = "models"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    provider_id: Mapped[int] = mapped_column(ForeignKey("providers.id"), index=True)
+    upstream_model: Mapped[str] = mapped_column(String(200))
+    max_output: Mapped[int] = mapped_column(Integer, default=16384)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+    provider: Mapped[Provider] = relationship()
+
+
+class PriceVersion(Base):
+    """Nano-USD per 1M tokens, as the operator gave them (None = use the default of
+    docs/internals.md). Never updated in place; the newest row of a model is current."""
+
+    __tablename__ = "price_versions"
+    __table_args__ = (Index("ix_price_versions_model_newest", "model_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    input: Mapped[int] = mapped_column(BigInteger)
+    cached_input: Mapped[int | None] = mapped_column(BigInteger)
+    cache_write: Mapped[int | None] = mapped_column(BigInteger)
+    cache_write_1h: Mapped[int | None] = mapped_column(BigInteger)
+    output: Mapped[int] = mapped_column(BigInteger)
+    reasoning: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class LedgerAccount(Base):
+    """'wallet:<account id>' (account_id set) or a system account such as 'system:usage'."""
+
+    __tablename__ = "ledger_accounts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(100), unique=True)
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"), unique=True)
+
+
+class LedgerTransaction(Base):
+    __tablename__ = "ledger_transactions"
+    __table_args__ = (
+        CheckConstraint(_in("kind", TRANSACTION_KINDS), name="kind"),
+        Index("ix_ledger_transactions_account_newest", "account_id", "id"),
+        # Matches `WHERE ~published` as each dialect renders it: the worker polls this every few
+        # seconds over a table that grows by a row per request.
+        Index(
+            "ix_ledger_transactions_unpublished",
+            "id",
+            postgresql_where=text("NOT published"),
+            sqlite_where=text("published = 0"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"))
+    description: Mapped[str] = mapped_column(String(500), default="")
+    # Applied to the Redis balance (usage is always: Redis debited it first).
+    published: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+    entries: Mapped[list[LedgerEntry]] = relationship(back_populates="transaction")
+
+
+class LedgerEntry(Base):
+    __tablename__ = "ledger_entries"
+    __table_args__ = (Index("ix_ledger_entries_ledger_account_newest", "ledger_account_id", "transaction_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    transaction_id: Mapped[int] = mapped_column(ForeignKey("ledger_transactions.id"), index=True)
+    ledger_account_id: Mapped[int] = mapped_column(ForeignKey("ledger_accounts.id"))
+    amount: Mapped[int] = mapped_column(BigInteger)
+
+    transaction: Mapped[LedgerTransaction] = relationship(back_populates="entries")
+
+
+
+class Usage(Base):
+    """One row per proxied request, from the hot path's usage record. No prompt text, ever."""
+
+    __tablename__ = "usage"
+    __table_args__ = (
+        Index("ix_usage_account_newest", "account_id", "id"),
+        Index("ix_usage_key_id", "key_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(64), unique=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"))
+    model: Mapped[str] = mapped_column(String(200))
+    upstream_model: Mapped[str] = mapped_column(String(200), default="")
+    provider: Mapped[str] = mapped_column(String(100), default="")
+    price_version_id: Mapped[int | None] = mapped_column(ForeignKey("price_versions.id"))
+    endpoint: Mapped[str] = mapped_column(String(64), default="")
+    stream: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[int] = mapped_column(Integer)
+    billing_basis: Mapped[str] = mapped_column(String(16))
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cached_input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cache_write_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cache_write_1h_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    reasoning_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost_nano: Mapped[int] = mapped_column(BigInteger)
+    latency_ms: Mapped[int | None] = mapped_column(Integer)
+    ttfb_ms: Mapped[int | None] = mapped_column(Integer)
+    node: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # None when the request cost nothing (no ledger movement).
+    transaction_id: Mapped[int | None] = mapped_column(ForeignKey("ledger_transactions.id"))
