@@ -1,0 +1,170 @@
+"""The double-entry ledger: every movement of money is a balanced, idempotent transaction.
+
+Legs name ledger accounts by code ('wallet:<account id>', 'system:usage', …) with signed nano-USD
+amounts summing to zero. A wallet leg also moves the owning Account.balance_nano, in the same SQL
+transaction, so the cached balance always equals Σ of the wallet's entries.
+"""
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from .models import TRANSACTION_KINDS, Account, LedgerAccount, LedgerEntry, LedgerTransaction
+
+USAGE = "system:usage"
+ADJUSTMENTS = "system:adjustments"
+DEPOSITS = "system:deposits"
+BONUSES = "system:bonuses"
+
+# Where the money a credit of each kind puts into a wallet comes from.
+CREDIT_SOURCES = {"deposit": DEPOSITS, "bonus": BONUSES, "adjustment": ADJUSTMENTS, "refund": USAGE}
+
+
+def wallet(account_id: int) -> str:
+    return f"wallet:{account_id}"
+
+
+@dataclass(frozen=True)
+class Posting:
+    kind: str
+    idempotency_key: str
+    account_id: int | None
+    legs: tuple[tuple[str, int], ...]
+    description: str = ""
+    published: bool = False
+
+    def check(self) -> None:
+        if self.kind not in TRANSACTION_KINDS:
+            raise ValueError(f"unknown transaction kind {self.kind!r}")
+        codes = [code for code, _amount in self.legs]
+        if len(codes) < 2 or len(set(codes)) != len(codes):
+            raise ValueError("a transaction needs two or more legs on distinct ledger accounts")
+        for _code, amount in self.legs:
+            if type(amount) is not int or amount == 0:
+                raise ValueError(f"leg amounts must be non-zero integers (nano-USD), got {amount!r}")
+        if sum(amount for _code, amount in self.legs) != 0:
+            raise ValueError(f"unbalanced transaction {self.idempotency_key!r}: legs sum to non-zero")
+
+
+def open_wallet(session: Session, account_id: int) -> LedgerAccount:
+    wallet_account = LedgerAccount(code=wallet(account_id), account_id=account_id)
+    session.add(wallet_account)
+    return wallet_account
+
+
+def find(session: Session, idempotency_key: str) -> LedgerTransaction | None:
+    return session.scalar(select(LedgerTransaction).where(LedgerTransaction.idempotency_key == idempotency_key))
+
+
+def post(
+    session: Session,
+    kind: str,
+    idempotency_key: str,
+    account_id: int | None,
+    legs,
+    description: str = "",
+    published: bool = False,
+) -> LedgerTransaction:
+    """Record one transaction, or return the one already recorded under idempotency_key."""
+    return record(session, Posting(kind, idempotency_key, account_id, tuple(legs), description, published))
+
+
+def record(session: Session, posting: Posting) -> LedgerTransaction:
+    posting.check()
+    existing = find(session, posting.idempotency_key)
+    if existing is not None:
+        return existing
+    try:
+        with session.begin_nested():
+            (transaction,) = post_new(session, [posting])
+    except IntegrityError:
+        # Another session committed the same key between our look-up and our insert.
+        existing = find(session, posting.idempotency_key)
+        if existing is None:
+            raise
+        return existing
+    return transaction
+
+
+def post_new(session: Session, postings: list[Posting]) -> list[LedgerTransaction]:
+    """Insert transactions the caller knows are new in this SQL transaction (one flush for all).
+
+    A key that exists after all raises IntegrityError; the caller rolls back and retries.
+    """
+    for posting in postings:
+        posting.check()
+    owners = _ledger_accounts(session, {code for posting in postings for code, _amount in posting.legs})
+    balance_changes: dict[int, int] = defaultdict(int)
+    transactions = []
+    for posting in postings:
+        entries = []
+        for code, amount in posting.legs:
+            ledger_account_id, owner = owners[code]
+            if owner is not None:
+                if owner != posting.account_id:
+                    raise ValueError(f"{code} does not belong to account {posting.account_id}")
+                balance_changes[owner] += amount
+            entries.append(LedgerEntry(ledger_account_id=ledger_account_id, amount=amount))
+        transaction = LedgerTransaction(
+            kind=posting.kind,
+            idempotency_key=posting.idempotency_key,
+            account_id=posting.account_id,
+            description=posting.description,
+            published=posting.published,
+            entries=entries,
+        )
+        session.add(transaction)
+        transactions.append(transaction)
+    session.flush()
+    # A fixed order of row locks, so concurrent posters cannot deadlock.
+    for owner, change in sorted(balance_changes.items()):
+        if change:
+            session.execute(
+                update(Account).where(Account.id == owner).values(balance_nano=Account.balance_nano + change)
+            )
+    return transactions
+
+
+def _ledger_accounts(session: Session, codes: set[str]) -> dict[str, tuple[int, int | None]]:
+    rows = session.execute(
+        select(LedgerAccount.code, LedgerAccount.id, LedgerAccount.account_id).where(LedgerAccount.code.in_(codes))
+    )
+    found = {code: (ledger_account_id, owner) for code, ledger_account_id, owner in rows}
+    missing = codes - found.keys()
+    if missing:
+        raise ValueError(f"unknown ledger accounts: {', '.join(sorted(missing))}")
+    return found
+
+
+def account_balance(session: Session, account_id: int) -> int:
+    """Σ of the account's wallet entries: the balance of record."""
+    return session.scalar(
+        select(func.coalesce(func.sum(LedgerEntry.amount), 0))
+        .join(LedgerAccount, LedgerEntry.ledger_account_id == LedgerAccount.id)
+        .where(LedgerAccount.account_id == account_id)
+    )
+
+
+def credit(
+    session: Session, kind: str, account_id: int, amount: int, idempotency_key: str, description: str
+) -> LedgerTransaction:
+    """Move `amount` into the account's wallet (negative: out of it), unpublished to Redis."""
+    legs = [(wallet(account_id), amount), (CREDIT_SOURCES[kind], -amount)]
+    return post(session, kind, idempotency_key, account_id, legs, description)
+
+
+def adjust(session: Session, account_id: int, amount: int, reason: str) -> LedgerTransaction:
+    """An operator's correction; each call is a new transaction."""
+    return credit(session, "adjustment", account_id, amount, f"adjustment:{uuid.uuid4()}", reason)
+
+
+def usage_posting(account_id: int, request_id: str, cost: int, description: str) -> Posting:
+    """The charge for one request. Published: the hot path debited Redis before recording it."""
+    legs = ((wallet(account_id), -cost), (USAGE, cost))
+    return Posting("usage", f"usage:{request_id}", account_id, legs, description, published=True)
+
