@@ -6,7 +6,6 @@ import json
 from decimal import Decimal
 
 
-
 def dumps(value) -> str:
     if isinstance(value, Decimal):
         if not value.is_finite():

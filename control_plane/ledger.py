@@ -10,7 +10,7 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import BigInteger, cast, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -141,10 +141,16 @@ def _ledger_accounts(session: Session, codes: set[str]) -> dict[str, tuple[int, 
     return found
 
 
+def total(column):
+    """Σ of a nano-USD or token column, 0 when empty, as an integer (PostgreSQL's SUM of a
+    BIGINT is NUMERIC, which would come back as a Decimal)."""
+    return cast(func.coalesce(func.sum(column), 0), BigInteger)
+
+
 def account_balance(session: Session, account_id: int) -> int:
     """Σ of the account's wallet entries: the balance of record."""
     return session.scalar(
-        select(func.coalesce(func.sum(LedgerEntry.amount), 0))
+        select(total(LedgerEntry.amount))
         .join(LedgerAccount, LedgerEntry.ledger_account_id == LedgerAccount.id)
         .where(LedgerAccount.account_id == account_id)
     )
