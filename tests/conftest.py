@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 from control_plane import accounts, catalog, db, hot_state, keys, ledger, redis_keys
 from control_plane import settings as settings_module
 from control_plane.app import create_app
-from control_plane.models import ApiKey, Account, Base, PriceVersion
+from control_plane.models import Account, ApiKey, Base, PriceVersion
 from control_plane.money import usd_to_nano
 
 POSTGRES_URL = os.environ.get("TOLLGATE_TEST_POSTGRES_URL")
@@ -178,7 +178,7 @@ def make_customer(settings):
                 amount = usd_to_nano(deposit_usd)
                 ledger.credit(session, "deposit", account.id, amount, f"test-deposit:{email}", "Test deposit")
             limit = None if limit_usd is None else usd_to_nano(limit_usd)
-            key, plaintext = keys.create_key(session, account, "test key", limit)
+            key, plaintext = keys.create_key(session, account, "test key", keys.KeyLimits(spend_nano=limit))
         with db.session_scope(settings) as session:
             hot_state.publish_key(session, settings, key)
             hot_state.apply_unpublished(session, settings)

@@ -56,6 +56,8 @@ def upgrade() -> None:
         sa.Column("key_hash", sa.String(length=64), nullable=False),
         sa.Column("prefix", sa.String(length=16), nullable=False),
         sa.Column("limit_nano", sa.BigInteger(), nullable=True),
+        sa.Column("rpm", sa.Integer(), nullable=True),
+        sa.Column("tpm", sa.Integer(), nullable=True),
         sa.Column("status", sa.String(length=16), nullable=False),
         _timestamp("created_at"),
         _timestamp("revoked_at", nullable=True),

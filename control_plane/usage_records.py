@@ -1,0 +1,111 @@
+"""Usage records as the hot path appends them to tg:{s<n>}:usage (docs/internals.md)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from . import money
+from .models import Usage
+
+TOKEN_LABELS = {"in": "input", "cr": "cached", "cw": "cache write", "cw1h": "cache write 1h", "out": "output",
+                "rsn": "reasoning"}
+ALWAYS_DESCRIBED = ("in", "out")
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    request_id: str
+    ts_ms: int
+    account_id: int
+    key_id: int
+    model: str
+    upstream_model: str
+    provider: str
+    price_version_id: int | None
+    endpoint: str
+    stream: bool
+    status: int
+    billing_basis: str
+    tokens: dict[str, int]  # by record field: in, cr, cw, cw1h, out, rsn
+    cost_nano: int
+    latency_ms: int | None
+    ttfb_ms: int | None
+    node: str
+
+    def description(self) -> str:
+        """'sandbox-chat: 12 input, 3 cached, 40 output, 2 reasoning tokens'."""
+        counts = [
+            f"{self.tokens[field]} {TOKEN_LABELS[field]}"
+            for field, _price in money.USAGE_CLASSES
+            if self.tokens[field] or field in ALWAYS_DESCRIBED
+        ]
+        return f"{self.model}: {', '.join(counts)} tokens"
+
+    def to_row(self, transaction_id: int | None) -> Usage:
+        return Usage(
+            request_id=self.request_id,
+            account_id=self.account_id,
+            key_id=self.key_id,
+            model=self.model,
+            upstream_model=self.upstream_model,
+            provider=self.provider,
+            price_version_id=self.price_version_id,
+            endpoint=self.endpoint,
+            stream=self.stream,
+            status=self.status,
+            billing_basis=self.billing_basis,
+            cost_nano=self.cost_nano,
+            latency_ms=self.latency_ms,
+            ttfb_ms=self.ttfb_ms,
+            node=self.node,
+            created_at=datetime.fromtimestamp(self.ts_ms // 1000, UTC).replace(microsecond=self.ts_ms % 1000 * 1000),
+            transaction_id=transaction_id,
+            **{f"{price}_tokens": self.tokens[field] for field, price in money.USAGE_CLASSES},
+        )
+
+
+def parse(fields: dict[str, str]) -> UsageRecord:
+    """A stream entry's fields as a record; ValueError names the first bad field."""
+    return UsageRecord(
+        request_id=_text(fields, "rid", Usage.request_id, required=True),
+        ts_ms=_count(fields, "ts", INT64_MAX),
+        account_id=_count(fields, "acct", INT32_MAX),
+        key_id=_count(fields, "key", INT32_MAX),
+        model=_text(fields, "model", Usage.model, required=True),
+        upstream_model=_text(fields, "umodel", Usage.upstream_model),
+        provider=_text(fields, "provider", Usage.provider),
+        price_version_id=_count(fields, "pv", INT32_MAX, optional=True),
+        endpoint=_text(fields, "ep", Usage.endpoint),
+        stream=fields.get("stream") == "1",
+        status=_count(fields, "status", INT32_MAX),
+        billing_basis=_text(fields, "basis", Usage.billing_basis) or "none",
+        tokens={field: _count(fields, field, INT64_MAX, default=0) for field, _price in money.USAGE_CLASSES},
+        cost_nano=_count(fields, "cost", INT64_MAX),
+        latency_ms=_count(fields, "ms", INT32_MAX, optional=True),
+        ttfb_ms=_count(fields, "ttfb", INT32_MAX, optional=True),
+        node=_text(fields, "node", Usage.node),
+    )
+
+
+def _text(fields, name, column, required=False) -> str:
+    """A text field that fits its Usage column."""
+    value = fields.get(name, "")
+    if required and not value:
+        raise ValueError(f"{name}: missing")
+    if len(value) > column.type.length:
+        raise ValueError(f"{name}: longer than {column.type.length} characters")
+    return value
+
+
+def _count(fields, name, maximum, default=None, optional=False) -> int | None:
+    """A non-negative integer field. Absent or empty: `default`, None if optional, else an error."""
+    raw = fields.get(name, "")
+    if raw == "":
+        if default is not None or optional:
+            return default
+        raise ValueError(f"{name}: missing")
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > maximum:
+        raise ValueError(f"{name}: not an integer from 0 to {maximum}")
+    return int(raw)
