@@ -1,0 +1,80 @@
+"""`tollgate worker`: drains usage into SQL and keeps Redis in step with it.
+
+Besides the drain, every few seconds: re-apply unpublished credits, publish balances missing from
+Redis, return expired leases, claim entries of dead consumers; every minute: re-publish
+providers (their hosts' addresses change). SIGTERM / SIGINT stop it after the current batch.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+
+import redis
+from sqlalchemy.exc import SQLAlchemyError
+
+from . import db, hot_state, logs
+from .lease_reaper import LeaseReaper
+from .settings import Settings
+from .usage_drain import UsageDrain
+
+log = logging.getLogger(__name__)
+
+BLOCK_MS = 1000
+HOUSEKEEPING_SECONDS = 5
+PROVIDER_REFRESH_SECONDS = 60
+RETRY_SECONDS = 1
+
+
+class Worker:
+    def __init__(self, settings: Settings, consumer: str | None = None):
+        self.settings = settings
+        self.drain = UsageDrain(settings, consumer or f"{socket.gethostname()}-{os.getpid()}")
+        self.reaper = LeaseReaper(hot_state.client(settings), settings.redis_shards)
+        self._housekeeping_due = 0.0
+        self._provider_refresh_due = time.monotonic() + PROVIDER_REFRESH_SECONDS
+
+    def housekeeping(self) -> None:
+        self.drain.record(self.drain.claim_stale())
+        with db.session_scope(self.settings) as session:
+            hot_state.apply_unpublished(session, self.settings)
+            hot_state.publish_missing_accounts(session, self.settings)
+        self.reaper.reap()
+
+    def run(self, stopping: threading.Event) -> None:
+        self.drain.ensure_groups()
+        while not stopping.is_set():
+            try:
+                self._run_due_tasks()
+                self.drain.record(self.drain.read(BLOCK_MS))
+            except (redis.RedisError, SQLAlchemyError) as exc:
+                log.error("%s; retrying in %s s", logs.error_summary(exc), RETRY_SECONDS)
+                self.drain.reread_pending()
+                stopping.wait(RETRY_SECONDS)
+
+    def _run_due_tasks(self) -> None:
+        now = time.monotonic()
+        if now >= self._housekeeping_due:
+            self._housekeeping_due = now + HOUSEKEEPING_SECONDS
+            self.housekeeping()
+        if now >= self._provider_refresh_due:
+            self._provider_refresh_due = now + PROVIDER_REFRESH_SECONDS
+            with db.session_scope(self.settings) as session:
+                hot_state.publish_providers(session, self.settings)
+
+
+def run(settings: Settings) -> None:
+    logs.configure(settings.log_level)
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda _signum, _frame: stopping.set())
+    worker = Worker(settings)
+    log.info("usage worker %s started on %s shards", worker.drain.consumer, settings.redis_shards)
+    try:
+        worker.run(stopping)
+    finally:
+        db.dispose_engines()
+    log.info("usage worker %s stopped", worker.drain.consumer)

@@ -1,0 +1,195 @@
+"""The usage drain: synthetic records (docs/internals.md format) into SQL exactly once."""
+import logging
+
+import pytest
+from sqlalchemy import func, select
+
+from control_plane import db, redis_keys
+from control_plane.models import Account, LedgerEntry, LedgerTransaction, Usage
+from control_plane.usage_drain import GROUP, UsageDrain
+
+TOKENS = {"in": "1000", "cr": "200", "cw": "0", "cw1h": "0", "out": "500", "rsn": "100"}
+# At the price_version fixture's prices (nano-USD per 1M: input 150e6, cached 75e6, output and
+# reasoning 600e6): (1000×150e6 + 200×75e6 + 500×600e6 + 100×600e6) / 1e6.
+COST = 525_000
+
+
+def fields_of(customer, price_version, rid, **overrides):
+    fields = {
+        "rid": rid, "ts": "1700000000123", "acct": str(customer.account.id), "key": str(customer.key.id),
+        "model": "test-chat", "umodel": "test-chat-upstream", "provider": "test", "pv": str(price_version.id),
+        "ep": "chat.completions", "stream": "1", "status": "200", "basis": "provider", **TOKENS,
+        "cost": str(COST), "ms": "850", "ttfb": "120", "node": "node-a",
+    }
+    fields.update(overrides)
+    return fields
+
+
+@pytest.fixture
+def drain(settings):
+    usage_drain = UsageDrain(settings, "test-consumer")
+    usage_drain.ensure_groups()
+    return usage_drain
+
+
+@pytest.fixture
+def stream(settings, customer):
+    return redis_keys.usage_stream(customer.shard(settings))
+
+
+def drain_all(drain) -> int:
+    written = 0
+    while entries := drain.read(block_ms=1):
+        written += drain.record(entries)
+    return written
+
+
+def count(settings, model) -> int:
+    with db.session_scope(settings) as session:
+        return session.scalar(select(func.count()).select_from(model))
+
+
+def test_record_becomes_a_usage_row_with_every_field(settings, drain, stream, redis_client, customer, price_version):
+    redis_client.xadd(stream, fields_of(customer, price_version, "req-1"))
+    assert drain_all(drain) == 1
+    with db.session_scope(settings) as session:
+        row = session.scalar(select(Usage))
+        assert (row.request_id, row.account_id, row.key_id, row.model, row.upstream_model, row.provider) == (
+            "req-1", customer.account.id, customer.key.id, "test-chat", "test-chat-upstream", "test")
+        assert (row.endpoint, row.stream, row.status, row.billing_basis, row.node) == (
+            "chat.completions", True, 200, "provider", "node-a")
+        assert (row.input_tokens, row.cached_input_tokens, row.cache_write_tokens, row.cache_write_1h_tokens,
+                row.output_tokens, row.reasoning_tokens) == (1000, 200, 0, 0, 500, 100)
+        assert (row.cost_nano, row.price_version_id, row.latency_ms, row.ttfb_ms) == (
+            COST, price_version.id, 850, 120)
+        assert row.created_at.isoformat() == "2023-11-14T22:13:20.123000+00:00"
+
+
+def test_usage_is_charged_to_the_wallet_in_a_balanced_transaction(settings, drain, stream, redis_client, customer,
+                                                                  price_version):
+    redis_client.xadd(stream, fields_of(customer, price_version, "req-1"))
+    drain_all(drain)
+    with db.session_scope(settings) as session:
+        transaction = session.scalar(select(LedgerTransaction).where(LedgerTransaction.kind == "usage"))
+        assert transaction.idempotency_key == "usage:req-1"
+        assert transaction.published is True
+        assert transaction.description == "test-chat: 1000 input, 200 cached, 500 output, 100 reasoning tokens"
+        assert sorted(entry.amount for entry in transaction.entries) == [-COST, COST]
+        assert session.scalar(select(Usage.transaction_id)) == transaction.id
+        assert session.get(Account, customer.account.id).balance_nano == 10_000_000_000 - COST
+
+
+def test_drained_entries_are_acknowledged_and_deleted(settings, drain, stream, redis_client, customer, price_version):
+    redis_client.xadd(stream, fields_of(customer, price_version, "req-1"))
+    drain_all(drain)
+    assert redis_client.xlen(stream) == 0
+    assert redis_client.xpending(stream, GROUP)["pending"] == 0
+
+
+def test_entry_delivered_twice_is_recorded_once(settings, drain, stream, redis_client, customer, price_version):
+    redis_client.xadd(stream, fields_of(customer, price_version, "req-1"))
+    entries = drain.read(block_ms=1)
+    assert drain.record(entries) == 1
+    assert drain.record(entries) == 0  # e.g. the worker died after COMMIT, before XACK
+    assert count(settings, Usage) == 1
+    assert count(settings, LedgerTransaction) == 2  # the deposit and one usage charge
+
+
+def test_same_request_id_in_two_entries_is_recorded_once(settings, drain, stream, redis_client, customer,
+                                                         price_version):
+    redis_client.xadd(stream, fields_of(customer, price_version, "req-1"))
+    redis_client.xadd(stream, fields_of(customer, price_version, "req-1"))
+    assert drain_all(drain) == 1
+    assert count(settings, Usage) == 1
+    assert redis_client.xlen(stream) == 0
+
+
+def test_nothing_is_acknowledged_when_sql_fails(settings, drain, stream, redis_client, customer, price_version,
+                                                monkeypatch):
+    redis_client.xadd(stream, fields_of(customer, price_version, "req-1"))
+    entries = drain.read(block_ms=1)
+    monkeypatch.setattr("control_plane.ledger.post_new", lambda *args: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        drain.record(entries)
+    assert redis_client.xpending(stream, GROUP)["pending"] == 1
+    assert count(settings, Usage) == 0
+
+
+def test_pending_entries_are_read_again_after_a_failure(settings, drain, stream, redis_client, customer,
+                                                        price_version):
+    redis_client.xadd(stream, fields_of(customer, price_version, "req-1"))
+    assert drain.read(block_ms=1)  # delivered, then the batch fails before it is recorded
+    drain.reread_pending()
+    assert drain_all(drain) == 1
+
+
+def test_entries_of_a_dead_consumer_are_claimed(settings, drain, stream, redis_client, customer, price_version):
+    redis_client.xadd(stream, fields_of(customer, price_version, "req-1"))
+    redis_client.xreadgroup(GROUP, "dead-consumer", {stream: ">"}, count=10)
+    assert drain.claim_stale() == []  # idle for less than a minute
+    redis_client.execute_command("XCLAIM", stream, GROUP, "dead-consumer", 0,
+                                 redis_client.xrange(stream)[0][0], "IDLE", 61_000)
+    assert drain.record(drain.claim_stale()) == 1
+    assert redis_client.xlen(stream) == 0
+
+
+def test_cost_mismatch_is_logged_and_the_charge_stands(settings, drain, stream, redis_client, customer,
+                                                       price_version, caplog):
+    redis_client.xadd(stream, fields_of(customer, price_version, "req-odd", cost="999"))
+    with caplog.at_level(logging.ERROR):
+        drain_all(drain)
+    assert [record.getMessage() for record in caplog.records] == [
+        f"usage req-odd: charged 999 nano but price version {price_version.id} gives {COST}; recorded as charged"]
+    assert usage_cost(settings) == 999
+
+
+def test_estimate_capped_below_its_price_is_not_an_error(settings, drain, stream, redis_client, customer,
+                                                         price_version, caplog):
+    redis_client.xadd(stream, fields_of(customer, price_version, "req-est", cost="1000", basis="estimated"))
+    with caplog.at_level(logging.ERROR):
+        drain_all(drain)
+    assert caplog.records == []
+
+
+def usage_cost(settings) -> int:
+    with db.session_scope(settings) as session:
+        return session.scalar(select(Usage.cost_nano))
+
+
+def test_free_request_is_recorded_without_a_ledger_transaction(settings, drain, stream, redis_client, customer,
+                                                               price_version):
+    zero = {field: "0" for field in TOKENS}
+    redis_client.xadd(stream, fields_of(customer, price_version, "req-free", cost="0", status="502",
+                                        basis="none", **zero))
+    assert drain_all(drain) == 1
+    with db.session_scope(settings) as session:
+        assert session.scalar(select(Usage.transaction_id)) is None
+        assert session.scalar(select(func.count()).select_from(LedgerEntry)) == 2  # the deposit only
+
+
+def test_malformed_record_is_left_pending_and_logged(settings, drain, stream, redis_client, customer,
+                                                     price_version, caplog):
+    redis_client.xadd(stream, fields_of(customer, price_version, "req-bad", cost="12.5"))
+    redis_client.xadd(stream, fields_of(customer, price_version, "req-good"))
+    with caplog.at_level(logging.ERROR):
+        assert drain_all(drain) == 1
+    assert "cost: not an integer" in caplog.text
+    assert redis_client.xpending(stream, GROUP)["pending"] == 1
+    assert redis_client.xlen(stream) == 1
+
+
+def test_record_for_a_key_of_another_account_is_left_pending(settings, drain, stream, redis_client, customer,
+                                                             price_version, caplog):
+    redis_client.xadd(stream, fields_of(customer, price_version, "req-x", acct=str(customer.account.id + 1000)))
+    with caplog.at_level(logging.ERROR):
+        assert drain_all(drain) == 0
+    assert "is not a key of account" in caplog.text
+    assert redis_client.xpending(stream, GROUP)["pending"] == 1
+
+
+def test_log_lines_carry_no_record_text(settings, drain, stream, redis_client, customer, price_version, caplog):
+    redis_client.xadd(stream, fields_of(customer, price_version, "req-odd", cost="1", model="secret-model-name"))
+    with caplog.at_level(logging.DEBUG):
+        drain_all(drain)
+    assert "secret-model-name" not in caplog.text
+    assert all("\n" not in record.getMessage() for record in caplog.records)
