@@ -1,0 +1,33 @@
+"""The JSON API under /api: /api/healthz, and /api/v1/* for customers with their API key."""
+from __future__ import annotations
+
+from flask import Blueprint, Flask, g, request
+from werkzeug.exceptions import HTTPException
+
+from .errors import ApiError, error_response
+from .health import healthz
+from .v1 import v1
+
+api = Blueprint("api", __name__, url_prefix="/api")
+api.add_url_rule("/healthz", view_func=healthz, methods=["GET"])
+api.register_blueprint(v1)
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(api)
+    app.register_error_handler(ApiError, lambda error: error.response())
+    app.register_error_handler(HTTPException, _http_error)
+    app.teardown_request(_close_session)
+
+
+def _http_error(error: HTTPException):
+    """Under /api, Werkzeug's errors (404, 405, …) in the OpenAI shape too."""
+    if not request.path.startswith("/api/"):
+        return error
+    return error_response(error.code, error.description, "invalid_request_error", error.name.lower().replace(" ", "_"))
+
+
+def _close_session(_exc):
+    session = g.pop("db_session", None)
+    if session is not None:
+        session.close()

@@ -1,0 +1,34 @@
+"""The Flask control plane, served by gunicorn behind nginx (`control_plane.app:create_app()`)."""
+from __future__ import annotations
+
+from flask import Flask
+from flask.json.provider import DefaultJSONProvider
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from . import api, exact_json, logs
+from . import settings as settings_module
+
+
+class ExactJSONProvider(DefaultJSONProvider):
+    """Responses render money Decimals as exact JSON numbers."""
+
+    def dumps(self, obj, **_kwargs) -> str:
+        return exact_json.dumps(obj)
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """test_config may carry TOLLGATE_SETTINGS (a Settings); otherwise they come from the
+    TOLLGATE_* environment."""
+    app = Flask(__name__)
+    app.config.from_mapping(TOLLGATE_SETTINGS=None)
+    if test_config is not None:
+        app.config.update(test_config)
+    if app.config["TOLLGATE_SETTINGS"] is None:
+        app.config["TOLLGATE_SETTINGS"] = settings_module.load()
+    if not app.testing:
+        logs.configure(app.config["TOLLGATE_SETTINGS"].log_level)
+    # nginx is the one proxy in front: trust its X-Forwarded-For / -Proto / -Host.
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)
+    app.json = ExactJSONProvider(app)
+    api.init_app(app)
+    return app
