@@ -1,0 +1,54 @@
+"""The demo: an account with $100, the built-in sandbox providers and models, and a key.
+
+Safe to run any number of times; it never duplicates anything. The demo key is derived from the
+installation secret, so every run prints the same key without it being stored anywhere.
+"""
+from __future__ import annotations
+
+import base64
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from . import accounts, catalog, crypto, keys, ledger
+from .models import ApiKey
+from .money import usd_to_nano
+from .settings import Settings
+
+DEMO_EMAIL = "demo@tollgate.local"
+DEMO_CREDIT_USD = "100"
+SANDBOX_API_KEY = "sandbox"
+# name, protocol, path below the gateway's base URL (nginx serves the sandbox itself)
+SANDBOX_PROVIDERS = (
+    ("sandbox", "openai", "/sandbox/openai/v1"),
+    ("sandbox-anthropic", "anthropic", "/sandbox/anthropic"),
+)
+# name, provider, USD per 1M tokens
+SANDBOX_MODELS = (
+    ("sandbox-chat", "sandbox", {"input": "0.15", "cached_input": "0.075", "output": "0.60"}),
+    ("sandbox-reasoner", "sandbox", {"input": "1.10", "cached_input": "0.55", "output": "4.40"}),
+    (
+        "sandbox-claude",
+        "sandbox-anthropic",
+        {"input": "3", "cache_write": "3.75", "cache_write_1h": "6", "cached_input": "0.30", "output": "15"},
+    ),
+)
+
+
+def demo_key(settings: Settings) -> str:
+    digest = crypto.derive(settings, b"tollgate demo key")
+    return keys.KEY_PREFIX + base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def ensure_demo(session: Session, settings: Settings, base_url: str) -> str:
+    """Create or update the demo data; returns the demo key."""
+    account = accounts.find_by_email(session, DEMO_EMAIL) or accounts.create_account(session, DEMO_EMAIL)
+    ledger.credit(session, "bonus", account.id, usd_to_nano(DEMO_CREDIT_USD), "demo:credit", "Demo credit")
+    for name, protocol, path in SANDBOX_PROVIDERS:
+        catalog.upsert_provider(session, settings, name, protocol, base_url.rstrip("/") + path, SANDBOX_API_KEY)
+    for name, provider, prices in SANDBOX_MODELS:
+        catalog.upsert_model(session, name, provider, {field: usd_to_nano(usd) for field, usd in prices.items()})
+    plaintext = demo_key(settings)
+    if session.scalar(select(ApiKey.id).where(ApiKey.key_hash == keys.hash_key(plaintext))) is None:
+        keys.add_key(session, account, plaintext, name="demo")
+    return plaintext
