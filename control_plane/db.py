@@ -17,6 +17,7 @@ from .settings import Settings
 
 ALEMBIC_INI = Path(__file__).resolve().parent / "alembic.ini"
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+READ_ONLY = "tollgate_read_only"  # execution option of read_session's engine
 
 
 def make_engine(database_url: str) -> Engine:
@@ -27,10 +28,15 @@ def make_engine(database_url: str) -> Engine:
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url)
     event.listen(engine, "connect", _configure_sqlite_connection)
-    # sqlite3 would otherwise start transactions lazily and ignore SAVEPOINT; take the write
-    # lock up front so a transaction that reads before it writes cannot fail half-way.
-    event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+    event.listen(engine, "begin", _begin_sqlite_transaction)
     return engine
+
+
+def _begin_sqlite_transaction(conn):
+    """sqlite3 would start transactions lazily and ignore SAVEPOINT, so we BEGIN ourselves. A
+    writer takes the write lock up front (IMMEDIATE), so a transaction that reads before it
+    writes cannot fail half-way; a reader takes none and never holds up a writer (WAL)."""
+    conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
 
 def _configure_sqlite_connection(dbapi_connection, _record):
@@ -64,6 +70,11 @@ def session_scope(settings: Settings):
     """One transaction: committed when the block ends, rolled back if it raises."""
     with Session(engine_for(settings.database_url), expire_on_commit=False) as session, session.begin():
         yield session
+
+
+def read_session(settings: Settings) -> Session:
+    """A session that only reads (the API's): on SQLite it takes no write lock. Close it."""
+    return Session(engine_for(settings.database_url).execution_options(**{READ_ONLY: True}))
 
 
 def upgrade(settings: Settings, revision: str = "head") -> None:

@@ -2,9 +2,11 @@
 import json
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from control_plane import db, demo, keys, redis_keys
+from control_plane.cli import main
 from control_plane.models import Account, ApiKey, LedgerTransaction, Model, PriceVersion, Provider
 
 
@@ -169,7 +171,7 @@ def test_demo_credit_and_key_are_live(settings, cli, redis_client):
     assert redis_client.smembers("tg:models") == {"sandbox-chat", "sandbox-reasoner", "sandbox-claude"}
 
 
-def test_demo_follows_a_new_base_url(settings, cli, tollgate_env):
+def test_demo_follows_a_new_base_url(settings, cli):
     cli("demo")
     with db.session_scope(settings) as session:
         demo.ensure_demo(session, settings, "http://127.0.0.1:9999")
@@ -192,11 +194,8 @@ def test_publish_restores_a_flushed_redis(settings, cli, redis_client, alice):
     assert json.loads(cli("balance", alice).stdout)["balance_nano"] == 5_000_000_000
 
 
-def test_bad_setting_is_status_2(cli, tollgate_env, monkeypatch):
-    from click.testing import CliRunner
-
-    from control_plane.cli import main
-
-    result = CliRunner().invoke(main, ["balance", "x@example.com"], env={**tollgate_env, "TOLLGATE_REDIS_SHARDS": "x"})
+def test_bad_setting_is_status_2(tollgate_env):
+    environment = {**tollgate_env, "TOLLGATE_REDIS_SHARDS": "x"}
+    result = CliRunner().invoke(main, ["balance", "x@example.com"], env=environment)
     assert result.exit_code == 2
     assert "TOLLGATE_REDIS_SHARDS must be an integer" in result.stderr

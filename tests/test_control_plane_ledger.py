@@ -1,4 +1,6 @@
 """The double-entry ledger: balanced, idempotent, and the cached balance equal to the entries."""
+import time
+
 import pytest
 from sqlalchemy import func, select
 
@@ -84,3 +86,13 @@ def test_wallet_leg_must_belong_to_the_transactions_account(settings, account_id
         other = accounts.create_account(session, "carol@example.com").id
         with pytest.raises(ValueError, match="does not belong"):
             ledger.post(session, "adjustment", "k1", account_id, [(ledger.wallet(other), 1), (ledger.ADJUSTMENTS, -1)])
+
+
+def test_open_reader_does_not_hold_up_a_writer(settings, account_id):
+    """The API reads while the worker writes: on SQLite a reader must take no write lock."""
+    with db.read_session(settings) as reader:
+        assert reader.get(Account, account_id) is not None
+        started = time.monotonic()
+        with db.session_scope(settings) as writer:
+            ledger.credit(writer, "deposit", account_id, 1, "d-concurrent", "Deposit")
+        assert time.monotonic() - started < 1

@@ -38,7 +38,7 @@ def invalid_key() -> ApiError:
 
 
 def revoked_key() -> ApiError:
-    return ApiError(401, "This API key has been revoked; create a new one in the console.",
+    return ApiError(401, "This API key has been revoked or its account disabled; use another key.",
                     "invalid_request_error", "invalid_api_key")
 
 

@@ -13,7 +13,7 @@ def healthz():
     settings = current_app.config["TOLLGATE_SETTINGS"]
     checks = {}
     try:
-        with db.session_scope(settings) as session:
+        with db.read_session(settings) as session:
             session.execute(text("SELECT 1"))
         checks["database"] = "ok"
     except SQLAlchemyError:

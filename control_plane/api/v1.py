@@ -25,7 +25,7 @@ def _settings():
 def _session() -> Session:
     """The request's read-only session (closed at teardown; the API never writes)."""
     if "db_session" not in g:
-        g.db_session = Session(db.engine_for(_settings().database_url))
+        g.db_session = db.read_session(_settings())
     return g.db_session
 
 
