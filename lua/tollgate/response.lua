@@ -106,7 +106,7 @@ local function feed_stream(st, chunk, eof)
         return nil
     end
     if st.broken then
-        out[#out + 1] = st.rest
+        out[#out + 1] = st.rest or chunk
         st.rest = nil
     elseif eof and st.rest ~= "" then
         out[#out + 1] = st.rest
