@@ -1,0 +1,203 @@
+-- response.lua over every golden provider answer (tests/fixtures), split at every byte.
+local response = require "tollgate.response"
+local cost = require "tollgate.cost"
+local t = require "runner"
+
+local concat = table.concat
+local sub = string.sub
+local find = string.find
+
+-- Feeds `chunks` to a new parser, eof on the last one (or on an extra empty chunk); returns the
+-- parser and the bytes the client would get.
+local function feed_all(expected, chunks, strip, eof_apart)
+    local st = response.new(expected.format, expected.stream, strip)
+    local out = {}
+    for i, chunk in ipairs(chunks) do
+        local replaced = response.feed(st, chunk, i == #chunks and not eof_apart)
+        out[#out + 1] = replaced == nil and chunk or replaced
+    end
+    if eof_apart then
+        out[#out + 1] = response.feed(st, "", true) or ""
+    end
+    return st, concat(out)
+end
+
+local function check_usage(st, expected, where)
+    local tokens, final = response.usage(st)
+    t.eq(tokens, expected.usage, where .. ": usage")
+    t.eq(final, true, where .. ": final")
+    t.eq(cost.cost(tokens, expected.price), expected.cost, where .. ": cost")
+end
+
+local function bytes_of(data)
+    local chunks = {}
+    for i = 1, #data do
+        chunks[i] = sub(data, i, i)
+    end
+    return chunks
+end
+
+local function replace_plain(s, from, to)
+    local out, pos = {}, 1
+    while true do
+        local a, b = find(s, from, pos, true)
+        if not a then break end
+        out[#out + 1] = sub(s, pos, a - 1) .. to
+        pos = b + 1
+    end
+    out[#out + 1] = sub(s, pos)
+    return concat(out)
+end
+
+-- What a client that did not ask for usage gets: the provider's stream without the usage-only
+-- chunk and without the `"usage":null` fields.
+local function without_requested_usage(data)
+    local out, pos = {}, 1
+    while pos <= #data do
+        local _, e = find(data, "\n\n", pos, true)
+        e = e or #data
+        local event = sub(data, pos, e)
+        pos = e + 1
+        if not (find(event, '"choices":[]', 1, true) and find(event, '"usage":{', 1, true)) then
+            out[#out + 1] = replace_plain(event, ',"usage":null', "")
+        end
+    end
+    return concat(out)
+end
+
+local tests = {}
+
+for _, file in ipairs(t.fixture_files()) do
+    local data, expected, stem = t.fixture(file)
+
+    tests[stem .. ", usage and cost, split in two at every byte"] = function()
+        for i = 1, #data - 1 do
+            local st, out = feed_all(expected, { sub(data, 1, i), sub(data, i + 1) })
+            check_usage(st, expected, "split at " .. i)
+            t.eq(out == data, true, "split at " .. i .. ": bytes passed through unchanged")
+        end
+    end
+
+    tests[stem .. ", usage and cost, one byte per chunk"] = function()
+        local st, out = feed_all(expected, bytes_of(data))
+        check_usage(st, expected, "1-byte chunks")
+        t.eq(out == data, true, "1-byte chunks: bytes passed through unchanged")
+    end
+
+    tests[stem .. ", usage and cost, whole answer then an empty last chunk"] = function()
+        local st = feed_all(expected, { data }, false, true)
+        check_usage(st, expected, "whole")
+    end
+
+    if expected.stream and expected.format == "openai" then
+        local want = without_requested_usage(data)
+
+        tests[stem .. ", strip mode, split in two at every byte"] = function()
+            for i = 1, #data - 1 do
+                local st, out = feed_all(expected, { sub(data, 1, i), sub(data, i + 1) }, true)
+                check_usage(st, expected, "strip, split at " .. i)
+                t.eq(out, want, "strip, split at " .. i .. ": client bytes")
+            end
+        end
+
+        tests[stem .. ", strip mode, one byte per chunk"] = function()
+            local st, out = feed_all(expected, bytes_of(data), true)
+            check_usage(st, expected, "strip, 1-byte chunks")
+            t.eq(out, want, "strip, 1-byte chunks: client bytes")
+        end
+    end
+end
+
+-- Answers that end before their final usage.
+
+tests["anthropic stream cut after message_start gives its input usage, not final"] = function()
+    local data, expected = t.fixture("anthropic_stream.sse")
+    local cut = find(data, "event: content_block_start", 1, true) - 1
+    local st = feed_all(expected, { sub(data, 1, cut) })
+    local tokens, final = response.usage(st)
+    t.eq(not final, true, "not final")
+    t.eq(tokens, { ["in"] = 2095, cr = 14336, cw = 1843, cw1h = 0, out = 1, rsn = 0 }, "usage")
+end
+
+tests["openai stream cut before its usage chunk has no usage and an estimate by events"] = function()
+    local data, expected = t.fixture("openai_chat_stream.sse")
+    local cut = find(data, '"choices":[]', 1, true)
+    cut = find(sub(data, 1, cut), "\n\n[^\n]*$") + 1
+    local st = feed_all(expected, { sub(data, 1, cut) })
+    local tokens, final = response.usage(st)
+    t.eq(tokens, nil, "usage")
+    t.eq(not final, true, "not final")
+    local events = select(2, sub(data, 1, cut):gsub("\n\n", ""))
+    t.eq(response.estimate(st, 400), { ["in"] = 100, cr = 0, cw = 0, cw1h = 0, out = events, rsn = 0 },
+        "estimate")
+end
+
+tests["stream with no usage at all has usage nil"] = function()
+    local data = 'data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,'
+        .. '"delta":{"content":"hi"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+    local st = feed_all({ format = "openai", stream = true }, { data })
+    t.eq(response.usage(st), nil, "usage")
+end
+
+tests["non-streamed answer that is not JSON has usage nil"] = function()
+    local st = feed_all({ format = "openai", stream = false }, { "<html>bad gateway</html>" })
+    t.eq(response.usage(st), nil, "usage")
+end
+
+-- Large answers.
+
+local function big_chat_answer(size)
+    return '{"id":"chatcmpl-big","object":"chat.completion","choices":[{"index":0,"message":'
+        .. '{"role":"assistant","content":"' .. string.rep("é", size / 2) .. '"},"finish_reason":"stop"}],'
+        .. '"usage":{"prompt_tokens":1200,"completion_tokens":300000,"total_tokens":301200,'
+        .. '"prompt_tokens_details":{"cached_tokens":1024},'
+        .. '"completion_tokens_details":{"reasoning_tokens":0}}}\n'
+end
+
+local function chunked(data, size)
+    local chunks = {}
+    for i = 1, #data, size do
+        chunks[#chunks + 1] = sub(data, i, i + size - 1)
+    end
+    return chunks
+end
+
+tests["non-streamed answer over 1 MiB has its usage read from its tail"] = function()
+    local data = big_chat_answer(3 * 1024 * 1024)
+    for _, size in ipairs({ 8192, 65536, 1000003 }) do
+        local st = feed_all({ format = "openai", stream = false }, chunked(data, size))
+        local tokens, final = response.usage(st)
+        t.eq(tokens, { ["in"] = 176, cr = 1024, cw = 0, cw1h = 0, out = 300000, rsn = 0 },
+            size .. "-byte chunks: usage")
+        t.eq(final, true, size .. "-byte chunks: final")
+    end
+end
+
+tests["non-streamed anthropic answer over 1 MiB has its nested cache_creation read"] = function()
+    local data = '{"id":"msg_big","type":"message","role":"assistant","model":"claude-sonnet-4-5",'
+        .. '"content":[{"type":"text","text":"' .. string.rep("日本", 300000) .. '"}],'
+        .. '"stop_reason":"max_tokens","stop_sequence":null,"usage":{"input_tokens":10,'
+        .. '"cache_creation_input_tokens":300,"cache_read_input_tokens":20,"cache_creation":'
+        .. '{"ephemeral_5m_input_tokens":100,"ephemeral_1h_input_tokens":200},"output_tokens":64000,'
+        .. '"service_tier":"standard"}}'
+    local st = feed_all({ format = "anthropic", stream = false }, chunked(data, 16384))
+    local tokens, final = response.usage(st)
+    t.eq(tokens, { ["in"] = 10, cr = 20, cw = 100, cw1h = 200, out = 64000, rsn = 0 }, "usage")
+    t.eq(final, true, "final")
+end
+
+tests["strip mode passes on the bytes after an oversized event"] = function()
+    -- An event larger than the parser's limit (4 MiB) stops parsing; the rest of the stream must
+    -- still pass through untouched.
+    local huge = 'data: {"choices":[{"index":0,"delta":{"content":"' .. string.rep("a", 5 * 1024 * 1024)
+        .. '"}}],"usage":null}\n\n'
+    local tail = 'data: {"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}'
+        .. '\n\ndata: [DONE]\n\n'
+    local chunks = chunked(huge, 65536)
+    chunks[#chunks + 1] = tail
+    local _, out = feed_all({ format = "openai", stream = true }, chunks, true)
+    t.eq(#out, #huge + #tail, "client bytes")
+    t.eq(sub(out, -#tail) == tail, true, "the bytes after the oversized event are passed on")
+end
+
+return tests
