@@ -33,6 +33,8 @@ RESULTS = BENCH / "results" / "latest.json"
 UPSTREAM_KEY = "upstream-secret"
 WARMUP = "2s"
 MAX_ERROR_RATE = 0.001  # above this share of non-2xx / socket errors the figures mean nothing
+IDLE_CPU_SHARE = 0.05   # the servers count as idle below this share of one core
+IDLE_TIMEOUT = 300
 NGINX = "openresty" if shutil.which("openresty") else "nginx"
 LUA_MODULES = "" if NGINX == "openresty" else (
     "load_module /usr/lib/nginx/modules/ndk_http_module.so;\n"
@@ -164,6 +166,37 @@ def cpu_seconds(roots):
     return totals
 
 
+def wait_idle(roots):
+    """Wait until the servers stop using CPU (e.g. the usage worker has drained what the last
+    run queued), so that one run's leftovers never land in the next."""
+    deadline = time.monotonic() + IDLE_TIMEOUT
+    before = sum(cpu_seconds(roots).values())
+    while True:
+        time.sleep(1)
+        now = sum(cpu_seconds(roots).values())
+        if now - before < IDLE_CPU_SHARE:
+            return
+        if time.monotonic() > deadline:
+            print(f"warning: servers still busy after {IDLE_TIMEOUT}s; measuring anyway",
+                  file=sys.stderr)
+            return
+        before = now
+
+
+def redis_calls(socket_path):
+    """Commands the gateway's Redis has served so far, by name ({} for the bare proxy)."""
+    if socket_path is None or not shutil.which("redis-cli"):
+        return {}
+    done = subprocess.run(["redis-cli", "-s", str(socket_path), "info", "commandstats"],
+                          capture_output=True, text=True)
+    return {name: int(calls) for name, calls in re.findall(r"cmdstat_(\S+?):calls=(\d+)", done.stdout)}
+
+
+def cpu_us_per_request(before, after, requests):
+    spent = {name: (cpu - before.get(name, 0.0)) * 1e6 / max(requests, 1) for name, cpu in after.items()}
+    return {name: round(us, 1) for name, us in sorted(spent.items()) if us >= 0.1}
+
+
 class Bench:
     def __init__(self, stack, workdir, server_pin):
         self.stack = stack
@@ -212,7 +245,8 @@ class Bench:
         return self.nginx("fake-upstream", "upstream.conf", lua=True, KEY=UPSTREAM_KEY, ANSWERS=answers)
 
     def gateway(self, upstream_port):
-        """`tollgate up` in a fresh TOLLGATE_HOME, configured for the fake upstream; (url, key)."""
+        """`tollgate up` in a fresh TOLLGATE_HOME, configured for the fake upstream;
+        (url, key, its Redis socket)."""
         tollgate = find_tollgate()
         port = free_port()
         # Never inherit TOLLGATE_* (a real Redis or database must not be touched by a benchmark).
@@ -245,7 +279,7 @@ class Bench:
         cli("credit", "bench@example.com", "1000000", "--reason", "bench")
         key = cli("key", "create", "bench@example.com", "--name", "bench").strip().splitlines()[-1].strip()
         time.sleep(2)  # let the gateway see the new configuration
-        return url, key
+        return url, key, self.workdir / "gateway" / "run" / "redis.sock"
 
 
 def find_tollgate():
@@ -310,7 +344,7 @@ def parse_wrk(out):
     }
 
 
-def measure(base_url, scenario, key, args, wrk_pin, roots):
+def measure(base_url, key, redis_socket, scenario, args, wrk_pin, roots):
     env = dict(os.environ, BENCH_BODY=json.dumps(scenario.body), BENCH_HEADERS="\n".join(
         f"{name}: {value}" for name, value in credential_headers(scenario.protocol, key).items()))
 
@@ -323,14 +357,20 @@ def measure(base_url, scenario, key, args, wrk_pin, roots):
         return done.stdout
 
     wrk(WARMUP)
-    cpu_before = cpu_seconds(roots)
+    wait_idle(roots)
+    cpu_before, calls_before = cpu_seconds(roots), redis_calls(redis_socket)
     out = wrk(args.duration)
-    cpu_after = cpu_seconds(roots)
+    cpu_during, calls_during = cpu_seconds(roots), redis_calls(redis_socket)
+    wait_idle(roots)
     result = parse_wrk(out)
-    per_request = {name: (cpu - cpu_before.get(name, 0.0)) * 1e6 / max(result["requests"], 1)
-                   for name, cpu in cpu_after.items()}
-    result["cpu_us_per_request"] = {name: round(us, 1) for name, us in sorted(per_request.items())
-                                    if us >= 0.1}
+    result["cpu_us_per_request"] = cpu_us_per_request(cpu_before, cpu_during, result["requests"])
+    # Work the run queued and the servers did after it (e.g. usage records drained into SQL).
+    calls = {name: (n - calls_before.get(name, 0)) / max(result["requests"], 1)
+             for name, n in calls_during.items()}
+    result["redis_calls_per_request"] = {name: round(n, 2) for name, n in sorted(calls.items())
+                                         if n >= 0.01}
+    result["cpu_us_per_request_after"] = cpu_us_per_request(cpu_during, cpu_seconds(roots),
+                                                            result["requests"])
     errors = result["non_2xx"] + result["socket_errors"]
     result["failed"] = errors > MAX_ERROR_RATE * max(result["requests"], 1)
     if result["failed"]:
@@ -347,12 +387,21 @@ def print_table(results):
         flag = "  <-- FAILED" if row["failed"] else ""
         print(f"{row['scenario']:<18}{row['target']:<9}{row['rps']:>10.0f}{row['p50_ms']:>9.2f}"
               f"{row['p99_ms']:>9.2f}{row['non_2xx'] + row['socket_errors']:>8}{ratio:>9}{flag}")
-    print("\nCPU µs per request by process, of the 1e6 / req/s µs one core had per request:")
+    print("\nCPU µs per request by process, of the 1e6 / req/s µs one core had per request"
+          " (+N: spent after the run ended, on work it queued):")
     for row in results:
-        cpu = row["cpu_us_per_request"]
-        parts = ", ".join(f"{name} {us:.1f}" for name, us in cpu.items())
-        print(f"  {row['scenario']} / {row['target']}: {sum(cpu.values()):.1f} of "
+        during, after = row["cpu_us_per_request"], row["cpu_us_per_request_after"]
+        parts = ", ".join(f"{name} {during.get(name, 0):.1f}" + (f" +{after[name]:.1f}" if name in after else "")
+                          for name in sorted(during.keys() | after.keys()))
+        later = f" +{sum(after.values()):.1f}" if after else ""
+        print(f"  {row['scenario']} / {row['target']}: {sum(during.values()):.1f}{later} of "
               f"{1e6 / row['rps']:.1f}: {parts}")
+    print("\nRedis commands per request during the run (gateway's Redis; commands run inside"
+          " scripts and the usage worker's count too):")
+    for row in results:
+        if row["redis_calls_per_request"]:
+            calls = ", ".join(f"{name} {n:.2f}" for name, n in row["redis_calls_per_request"].items())
+            print(f"  {row['scenario']} / {row['target']}: {calls}")
 
 
 def git_commit():
@@ -369,16 +418,17 @@ def run(args, workdir):
         bench = Bench(stack, workdir, server_pin)
         upstream_port = bench.fake_upstream()
         bare_port = bench.nginx("bare-proxy", "bare_proxy.conf", UPSTREAM_PORT=upstream_port)
-        targets = {"bare": (f"http://127.0.0.1:{bare_port}", UPSTREAM_KEY)}
+        targets = {"bare": (f"http://127.0.0.1:{bare_port}", UPSTREAM_KEY, None)}
         if not args.only_baseline:
             targets["gateway"] = bench.gateway(upstream_port)
         for name in args.scenarios:
             scenario = SCENARIOS[name]
-            for target, (base_url, key) in targets.items():
+            for target, (base_url, key, redis_socket) in targets.items():
                 probe(base_url, scenario, key, target)
                 print(f"{name} / {target}: wrk -c{args.connections} -d{args.duration} ...", flush=True)
                 results.append({"scenario": name, "target": target,
-                                **measure(base_url, scenario, key, args, wrk_pin, bench.roots)})
+                                **measure(base_url, key, redis_socket, scenario, args, wrk_pin,
+                                           bench.roots)})
             if len(targets) == 2:
                 results[-1]["ratio"] = results[-1]["rps"] / results[-2]["rps"]
     print_table(results)
