@@ -47,7 +47,7 @@ def gateway(gateway_database, tmp_path_factory):
 
 
 @pytest.fixture
-def customer(gateway):
+def gw_customer(gateway):
     """A fresh account with $10 and a key: (email, key)."""
     email = f"c{uuid.uuid4().hex[:12]}@example.com"
     return email, gateway.create_customer(email, "10")

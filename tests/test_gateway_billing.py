@@ -44,8 +44,8 @@ def tokens_of(row) -> dict:
             "cw1h": t["cache_write_1h"], "out": t["output"], "rsn": t["reasoning"]}
 
 
-def test_non_streamed_request_is_charged_the_exact_provider_cost(gateway, customer):
-    email, key = customer
+def test_non_streamed_request_is_charged_the_exact_provider_cost(gateway, gw_customer):
+    email, key = gw_customer
     before = gateway.balance_nano(email)
     client = OpenAI(base_url=f"{gateway.url}/v1", api_key=key)
     answer = client.chat.completions.create(
@@ -61,8 +61,8 @@ def test_non_streamed_request_is_charged_the_exact_provider_cost(gateway, custom
     assert gateway.balance_nano(email) == before - expected
 
 
-def test_streamed_request_is_charged_the_exact_provider_cost(gateway, customer):
-    email, key = customer
+def test_streamed_request_is_charged_the_exact_provider_cost(gateway, gw_customer):
+    email, key = gw_customer
     before = gateway.balance_nano(email)
     client = OpenAI(base_url=f"{gateway.url}/v1", api_key=key)
     chunks = list(client.chat.completions.create(
@@ -80,8 +80,8 @@ def test_streamed_request_is_charged_the_exact_provider_cost(gateway, customer):
     assert gateway.balance_nano(email) == before - expected
 
 
-def test_stream_without_include_usage_gets_no_usage_chunk_but_is_billed(gateway, customer):
-    email, key = customer
+def test_stream_without_include_usage_gets_no_usage_chunk_but_is_billed(gateway, gw_customer):
+    email, key = gw_customer
     before = gateway.balance_nano(email)
     client = OpenAI(base_url=f"{gateway.url}/v1", api_key=key)
     chunks = list(client.chat.completions.create(
@@ -97,8 +97,8 @@ def test_stream_without_include_usage_gets_no_usage_chunk_but_is_billed(gateway,
     assert gateway.balance_nano(email) == before - row["cost_nano"]
 
 
-def test_stream_without_include_usage_has_no_usage_fields_on_the_wire(gateway, customer):
-    _, key = customer
+def test_stream_without_include_usage_has_no_usage_fields_on_the_wire(gateway, gw_customer):
+    _, key = gw_customer
     body = json.dumps({"model": "sandbox-chat", "stream": True,
                        "messages": [{"role": "user", "content": "Hi"}]}).encode()
     req = urllib.request.Request(f"{gateway.url}/v1/chat/completions", data=body, headers={
@@ -109,8 +109,8 @@ def test_stream_without_include_usage_has_no_usage_fields_on_the_wire(gateway, c
     assert raw.rstrip().endswith("data: [DONE]")
 
 
-def test_usage_lands_in_the_ledger_with_a_description_naming_model_and_tokens(gateway, customer):
-    email, key = customer
+def test_usage_lands_in_the_ledger_with_a_description_naming_model_and_tokens(gateway, gw_customer):
+    email, key = gw_customer
     client = OpenAI(base_url=f"{gateway.url}/v1", api_key=key)
     client.chat.completions.create(model="sandbox-chat", messages=[{"role": "user", "content": "Hi"}])
     row = only_usage_row(gateway, key)
@@ -123,14 +123,14 @@ def test_usage_lands_in_the_ledger_with_a_description_naming_model_and_tokens(ga
     assert str(row["tokens"]["output"]) in usage_tx["description"]
 
 
-def test_balance_api_reports_the_live_balance(gateway, customer):
-    email, key = customer
+def test_balance_api_reports_the_live_balance(gateway, gw_customer):
+    email, key = gw_customer
     assert api_get(gateway, key, "/api/v1/balance") == {
         "balance": 10, "balance_nano": 10_000_000_000, "currency": "USD"}
 
 
-def test_every_response_carries_a_request_id_that_the_usage_log_finds(gateway, customer):
-    _, key = customer
+def test_every_response_carries_a_request_id_that_the_usage_log_finds(gateway, gw_customer):
+    _, key = gw_customer
     client = OpenAI(base_url=f"{gateway.url}/v1", api_key=key)
     raw = client.chat.completions.with_raw_response.create(
         model="sandbox-chat", messages=[{"role": "user", "content": "Hi"}])

@@ -38,9 +38,9 @@ def assert_openai_error(body, code):
 
 
 @pytest.fixture
-def unchanged_balance(gateway, customer):
-    """Asserts after the test that the customer's balance did not move."""
-    email, key = customer
+def unchanged_balance(gateway, gw_customer):
+    """Asserts after the test that the gw_customer's balance did not move."""
+    email, key = gw_customer
     before = gateway.balance_nano(email)
     yield key
     gateway.wait_drained()
@@ -79,18 +79,18 @@ def test_wrong_key_is_401_and_says_why(gateway):
     assert "stray spaces" in body["error"]["message"]
 
 
-def test_key_with_stray_whitespace_is_accepted(gateway, customer):
-    _, key = customer
+def test_key_with_stray_whitespace_is_accepted(gateway, gw_customer):
+    _, key = gw_customer
     status, _, _ = post(gateway, CHAT, HELLO, {"Authorization": f"Bearer   {key}  \t"})
     assert status == 200
 
 
-def test_revoked_key_is_401_within_two_seconds(gateway, customer):
+def test_revoked_key_is_401_within_two_seconds(gateway, gw_customer):
     import time
 
-    email, key = customer
+    email, key = gw_customer
     assert post(gateway, CHAT, HELLO, bearer(key))[0] == 200
-    key_id = json.loads(gateway.cli("key", "list", email, "--json").stdout)[0]["id"]
+    key_id = json.loads(gateway.cli("key", "list", email).stdout)[0]["id"]
     gateway.cli("key", "revoke", str(key_id))
     time.sleep(2)
     status, _, body = post(gateway, CHAT, HELLO, bearer(key))
@@ -131,15 +131,15 @@ def test_body_too_large_is_413(gateway, unchanged_balance):
     assert_openai_error(body, "body_too_large")
 
 
-def test_doubled_v1_path_is_404_with_the_base_url_fix(gateway, customer):
-    _, key = customer
+def test_doubled_v1_path_is_404_with_the_base_url_fix(gateway, gw_customer):
+    _, key = gw_customer
     status, _, body = post(gateway, "/v1/v1/chat/completions", HELLO, bearer(key))
     assert status == 404
     assert "/v1 twice" in body["error"]["message"]
 
 
-def test_openai_path_without_v1_is_404_with_the_base_url_fix(gateway, customer):
-    _, key = customer
+def test_openai_path_without_v1_is_404_with_the_base_url_fix(gateway, gw_customer):
+    _, key = gw_customer
     status, _, body = post(gateway, "/chat/completions", HELLO, bearer(key))
     assert status == 404
     assert "start with /v1" in body["error"]["message"]

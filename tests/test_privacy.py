@@ -46,8 +46,8 @@ def everything_on_disk(home) -> bytes:
     return b"\n".join(p.read_bytes() for p in home.rglob("*") if p.is_file() and not p.is_socket())
 
 
-def test_prompt_canary_appears_nowhere(gateway, customer):
-    _, key = customer
+def test_prompt_canary_appears_nowhere(gateway, gw_customer):
+    _, key = gw_customer
     canary = f"CANARY-{uuid.uuid4().hex}"
     client = OpenAI(base_url=f"{gateway.url}/v1", api_key=key)
     prompt = [{"role": "user", "content": f"Please repeat {canary} back to me."}]
