@@ -178,7 +178,7 @@ function _M.access()
     if is_stream and ep.stream_usage_option then
         local so = parsed.stream_options
         if type(so) ~= "table" or so.include_usage ~= true then
-            local edited, berr = body.request_stream_usage(new_raw, type(so) == "table" and so or nil)
+            local edited, berr = body.request_stream_usage(new_raw, so)
             if not edited then
                 return fail("invalid_request", protocol, { detail = berr })
             end
@@ -187,7 +187,7 @@ function _M.access()
     end
     local upstream_model = route.upstream_model or model_name
     if upstream_model ~= model_name then
-        new_raw = body.replace_model(new_raw, model_name, upstream_model) or new_raw
+        new_raw = body.replace_model(new_raw, upstream_model) or new_raw
     end
 
     local price = model.price

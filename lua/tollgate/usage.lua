@@ -97,6 +97,9 @@ finishers.openai = function(acc)
     local out
     if reasoning > 0 and acc.total and acc.total == prompt + completion + reasoning then
         out = completion
+    elseif reasoning == 0 and acc.total and acc.total > prompt + completion then
+        -- Gemini reports thinking tokens in total_tokens only: the surplus is reasoning.
+        out, reasoning = completion, acc.total - prompt - completion
     else
         out = clamp(completion - reasoning)
     end

@@ -12,11 +12,10 @@ local function count(s, plain)
     end
 end
 
--- What the gateway passes for a body: the decoded stream_options, nil when absent or not an
--- object (lua/tollgate/gateway.lua).
+-- What the gateway passes for a body: the decoded stream_options (nil when absent, or null).
 local function ask_usage(raw)
     local so = cjson.decode(raw).stream_options
-    local out, err = body.request_stream_usage(raw, type(so) == "table" and so or nil)
+    local out, err = body.request_stream_usage(raw, so)
     t.truthy(out, "edited body (" .. tostring(err) .. ")")
     return out
 end
@@ -75,10 +74,10 @@ end
 tests["stream_options that is not an object is an error"] = function()
     local out, err = body.request_stream_usage('{"model":"m","stream_options":[]}', {})
     t.eq(out, nil, "body")
-    t.eq(err, "stream_options is not an object", "error")
+    t.eq(err, "stream_options must be an object", "error")
 end
 
--- replace_model: { name, body, from, to, expected body (nil: not found) }
+-- replace_model: { name, body, the name the client used, to, expected body (nil: not found) }
 local REPLACE_CASES = {
     { "replace_model with hyphens", '{"model":"gpt-4o-mini","messages":[]}', "gpt-4o-mini",
         "gpt-4o-mini-2024-07-18", '{"model":"gpt-4o-mini-2024-07-18","messages":[]}' },
@@ -88,10 +87,8 @@ local REPLACE_CASES = {
         "deepseek/deepseek-chat:free", "deepseek-chat", '{"stream":true,"model":"deepseek-chat"}' },
     { "replace_model with a dot", '{"model":"claude-3.5"}', "claude-3.5", "claude-3-5-sonnet-20241022",
         '{"model":"claude-3-5-sonnet-20241022"}' },
-    { "replace_model treats the dot literally", '{"model":"claude-3x5"}', "claude-3.5", "x", nil },
     { "replace_model with pattern characters in both names", '{"model":"a+b(c)[d]^$?*%"}',
         "a+b(c)[d]^$?*%", "x%1y%%z", '{"model":"x%1y%%z"}' },
-    { "replace_model matches the whole name, not a prefix", '{"model":"gpt-4o-mini"}', "gpt-4o", "x", nil },
     { "replace_model leaves a quoted mention in a message alone",
         '{"messages":[{"role":"user","content":"say \\"model\\": \\"gpt-4o-mini\\""}],"model":"gpt-4o-mini"}',
         "gpt-4o-mini", "o4-mini",
@@ -106,9 +103,9 @@ local REPLACE_CASES = {
 }
 
 for _, case in ipairs(REPLACE_CASES) do
-    local name, raw, from, to, expected = case[1], case[2], case[3], case[4], case[5]
+    local name, raw, to, expected = case[1], case[2], case[4], case[5]
     tests[name] = function()
-        local out, err = body.replace_model(raw, from, to)
+        local out, err = body.replace_model(raw, to)
         t.eq(out, expected, "body")
         if expected == nil then
             t.eq(err, "model field not found", "error")
