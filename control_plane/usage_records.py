@@ -10,6 +10,10 @@ from .models import Usage
 TOKEN_LABELS = {"in": "input", "cr": "cached", "cw": "cache write", "cw1h": "cache write 1h", "out": "output",
                 "rsn": "reasoning"}
 ALWAYS_DESCRIBED = ("in", "out")
+# The record's values, in the order the hot path packs them (tab-separated) into the stream
+# entry's one field `r` and into the usage journal: lua/tollgate/settle.lua FIELDS.
+RECORD_FIELDS = ("rid", "ts", "acct", "key", "model", "umodel", "provider", "pv", "ep", "stream", "status",
+                 "basis", "in", "cr", "cw", "cw1h", "out", "rsn", "cost", "ms", "ttfb", "node")
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
 
@@ -66,8 +70,19 @@ class UsageRecord:
         )
 
 
+def unpack(packed: str) -> dict[str, str]:
+    """The named values of a packed record; ValueError when the count is wrong."""
+    values = packed.split("\t")
+    if len(values) != len(RECORD_FIELDS):
+        raise ValueError(f"packed record has {len(values)} values, expected {len(RECORD_FIELDS)}")
+    return dict(zip(RECORD_FIELDS, values))
+
+
 def parse(fields: dict[str, str]) -> UsageRecord:
-    """A stream entry's fields as a record; ValueError names the first bad field."""
+    """A stream entry (its packed field `r`, or named fields) as a record; ValueError names the
+    first bad field."""
+    if "r" in fields:
+        fields = unpack(fields["r"])
     return UsageRecord(
         request_id=_text(fields, "rid", Usage.request_id, required=True),
         ts_ms=_count(fields, "ts", INT64_MAX),

@@ -15,8 +15,32 @@ _M.CLASSES = {
 }
 local CLASSES = _M.CLASSES
 
+local EXACT = 2 ^ 53
+
 -- Σ tokens × price / 1e6, rounded half-up once. Returns a Lua number (exact below 2^53 nano-USD).
+-- Doubles are exact while every product and the sum stay below 2^53 (the usual case, and much
+-- cheaper than boxed 64-bit integers); larger figures take the int64 path.
 function _M.cost(tokens, price)
+    local sum = 0
+    for i = 1, #CLASSES do
+        local n = tokens[CLASSES[i][1]]
+        if n and n > 0 then
+            local product = n * price[CLASSES[i][2]]
+            if product >= EXACT then
+                sum = nil
+                break
+            end
+            sum = sum + product
+        end
+    end
+    if sum and sum < EXACT then
+        local q = math.floor(sum / 1e6)
+        local r = sum - q * 1e6
+        if r * 2 >= 1e6 then
+            q = q + 1
+        end
+        return q
+    end
     local total = 0LL
     for i = 1, #CLASSES do
         local n = tokens[CLASSES[i][1]]

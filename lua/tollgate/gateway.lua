@@ -111,14 +111,17 @@ local function route_upstream(ep, provider, st)
     ngx_var.tg_uri = provider.base_path .. ep.upstream_path .. (args and ("?" .. args) or "")
     st.peer_ip = provider.ips[math.random(#provider.ips)]
     st.peer_port = provider.port
-    req.clear_header("OpenAI-Organization")
-    req.clear_header("OpenAI-Project")
+    -- proxy/upstream.conf sends these two variables as the provider's credentials and drops
+    -- the client's (an empty value removes a header).
     if provider.protocol == "anthropic" then
-        req.clear_header("Authorization")
-        req.set_header("x-api-key", provider.api_key)
+        ngx_var.tg_x_api_key = provider.api_key
     else
-        req.clear_header("x-api-key")
-        req.set_header("Authorization", "Bearer " .. provider.api_key)
+        local bearer = provider.bearer
+        if not bearer then
+            bearer = "Bearer " .. provider.api_key
+            provider.bearer = bearer -- cached with the provider
+        end
+        ngx_var.tg_authorization = bearer
     end
 end
 
@@ -248,7 +251,6 @@ function _M.header_filter()
     if not st then
         return
     end
-    ngx.update_time()
     st.ttfb = ngx.now() - ngx.req.start_time()
     local status = ngx.status
     st.status = status
@@ -300,6 +302,9 @@ end
 local NO_TOKENS = { ["in"] = 0, cr = 0, cw = 0, cw1h = 0, out = 0, rsn = 0 }
 
 local function int(n)
+    if n < 1e14 then
+        return tostring(n) -- integral doubles below 1e14 print without exponent or decimals
+    end
     return format("%d", n)
 end
 
@@ -331,7 +336,6 @@ function _M.log()
     tokens = tokens or NO_TOKENS
     local key = st.key
     lease.finish(key.id, st.hold, charge)
-    ngx.update_time()
     local now = ngx.now()
     local start = ngx.req.start_time()
     settle.push(key.shard, {

@@ -1,13 +1,12 @@
 -- The usage journal: every usage record is appended to a local file before it is queued for
 -- settlement, one file per worker and hour (<home>/journal/<node>-<pid>-<YYYYMMDDHH>.tsv).
 -- The control plane's worker replays records that never reached Redis, or that Redis lost, by
--- their batch id (control_plane/journal_replay.py). A line: shard, batch id, then the record's
--- values in settle.FIELDS order, tab-separated. No prompt or completion text is ever in it.
+-- their batch id. A line: shard, batch id, then the packed record (settle.FIELDS order),
+-- tab-separated. No prompt or completion text is ever in it.
 local config = require "tollgate.config"
 local lease = require "tollgate.lease"
 
 local ngx = ngx
-local concat = table.concat
 
 local _M = {}
 
@@ -34,14 +33,14 @@ local function current_file()
     return f
 end
 
-function _M.append(shard, batch_id, values, first, last)
+function _M.append(shard, batch_id, packed)
     local f = current_file()
     if not f then
         return
     end
     -- One write(2) per line (the file is unbuffered), so a crash never leaves half a line
     -- followed by another.
-    local ok, err = f:write(shard .. "\t" .. batch_id .. "\t" .. concat(values, "\t", first, last) .. "\n")
+    local ok, err = f:write(shard .. "\t" .. batch_id .. "\t" .. packed .. "\n")
     if not ok then
         ngx.log(ngx.ERR, "failed to write usage journal: ", err)
     end

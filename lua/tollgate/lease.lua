@@ -25,10 +25,8 @@ local function expiry_ms()
     return tostring(math.floor(ngx.now() * 1000) + config.get().lease_ttl_seconds * 1000)
 end
 
-local function in_use(kid, acct, shard)
+local function in_use(kid)
     dict:incr("i:" .. kid, 1, 0)
-    dict:set("t:" .. kid, ngx.now())
-    dict:set("m:" .. kid, acct .. "|" .. shard)
 end
 
 -- Takes up to `amount` from the local lease, never below zero. Returns what it took.
@@ -46,7 +44,7 @@ end
 function _M.acquire(kid, acct, shard, need)
     local got = need > 0 and take(kid, need) or 0
     if got == need then
-        in_use(kid, acct, shard)
+        in_use(kid)
         return true
     end
     -- The local lease covered `got`; Redis must cover the rest.
@@ -74,7 +72,8 @@ function _M.acquire(kid, acct, shard, need)
     if granted ~= missing then
         dict:incr("a:" .. kid, granted - missing, 0)
     end
-    in_use(kid, acct, shard)
+    dict:set("m:" .. kid, acct .. "|" .. shard)
+    in_use(kid)
     return true
 end
 

@@ -71,11 +71,27 @@ local function without_null_usage(ev)
     return out
 end
 
+local COMPACT_NULL = '"usage":null'
+local COMMA = string.byte(",")
+
 -- One complete SSE event: note its usage; in strip mode return what the client gets.
 local function on_event(st, ev, out)
     st.events = st.events + 1
     if not find(ev, '"usage"', 1, true) then
         if out then out[#out + 1] = ev end
+        return
+    end
+    -- The common case, an OpenAI chunk with compact `"usage":null`: nothing to decode.
+    local s = find(ev, COMPACT_NULL, 1, true)
+    if s then
+        if out then
+            local e = s + #COMPACT_NULL
+            if string.byte(ev, s - 1) == COMMA then
+                out[#out + 1] = sub(ev, 1, s - 2) .. sub(ev, e)
+            else
+                out[#out + 1] = without_null_usage(ev)
+            end
+        end
         return
     end
     local data = sse.parse(ev)

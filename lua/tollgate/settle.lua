@@ -12,10 +12,12 @@ local scripts = require "tollgate.scripts"
 
 local ngx = ngx
 local timer_at = ngx.timer.at
+local concat = table.concat
 
 local _M = {}
 
--- Usage record fields, in the order push() receives their values (docs/internals.md).
+-- Usage record fields, in the order they are packed (tab-separated) into the stream entry's
+-- one field `r` and the journal (docs/internals.md; control_plane/usage_records.py).
 _M.FIELDS = {
     "rid", "ts", "acct", "key", "model", "umodel", "provider", "pv", "ep", "stream", "status",
     "basis", "in", "cr", "cw", "cw1h", "out", "rsn", "cost", "ms", "ttfb", "node",
@@ -37,19 +39,10 @@ local function new_batch(shard)
 end
 
 local function send(red, batch)
-    local args = {
+    local res, err = redis.eval(red, scripts.settle, 1, keys.usage_stream(batch.shard),
         keys.tag(batch.shard), lease.node, batch.id,
-        tostring(math.floor(ngx.now() * 1000) + config.get().lease_ttl_seconds * 1000), NF,
-    }
-    for i = 1, NF do
-        args[5 + i] = FIELDS[i]
-    end
-    local base = 5 + NF
-    local values = batch.values
-    for i = 1, #values do
-        args[base + i] = values[i]
-    end
-    local res, err = redis.eval(red, scripts.settle, 1, keys.usage_stream(batch.shard), unpack(args))
+        tostring(math.floor(ngx.now() * 1000) + config.get().lease_ttl_seconds * 1000),
+        unpack(batch.values))
     if not res then
         return nil, err
     end
@@ -117,12 +110,15 @@ function _M.push(shard, record)
         batch = new_batch(shard)
         open[shard] = batch
     end
-    local values, n = batch.values, #batch.values
+    local packed = {}
     for i = 1, NF do
-        values[n + i] = record[FIELDS[i]]
+        packed[i] = record[FIELDS[i]]
     end
+    packed = concat(packed, "\t")
+    local values, n = batch.values, #batch.values
+    values[n + 1], values[n + 2], values[n + 3], values[n + 4] = record.key, record.acct, record.cost, packed
     batch.n = batch.n + 1
-    journal.append(shard, batch.id, values, n + 1, n + NF)
+    journal.append(shard, batch.id, packed)
     if batch.n >= MAX_RECORDS then
         ready[#ready + 1] = batch
         open[shard] = nil
