@@ -218,6 +218,30 @@ def balance(settings: Settings, email: str) -> None:
         click.echo(exact_json.dumps(balance_document(current_balance_nano(settings, owner))))
 
 
+@main.command("reconcile")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per account.")
+@click.pass_obj
+def reconcile_command(settings: Settings, as_json: bool) -> None:
+    """Compare every account's Redis balance with its SQL ledger; exit 1 on any drift."""
+    from . import reconcile
+
+    with db.read_session(settings) as session:
+        results = reconcile.reconcile(session, settings)
+    for row in results:
+        if as_json:
+            click.echo(exact_json.dumps(row.as_dict()))
+        else:
+            redis_text = "missing" if row.redis_nano is None else format_usd(row.redis_nano)
+            drift = "-" if row.drift_nano is None else format_usd(row.drift_nano)
+            click.echo(f"{'ok   ' if row.ok else 'DRIFT'} {row.account_id:>6} {row.email:<32} redis {redis_text:>18} "
+                       f"expected {format_usd(row.expected_nano):>18} drift {drift} "
+                       f"({row.undrained} records not drained yet)")
+    drifting = [row for row in results if not row.ok]
+    click.echo(f"{len(results)} accounts, {len(drifting)} with drift", err=True)
+    if drifting:
+        raise SystemExit(1)
+
+
 @main.group()
 def provider() -> None:
     """Upstream providers."""

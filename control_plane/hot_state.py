@@ -118,10 +118,14 @@ def balance_nano(settings: Settings, account_id: int) -> int | None:
 
 
 def _initial_balance(session: Session, settings: Settings, account_shard: int, account_id: int) -> int:
-    """SQL balance of the transactions already applied to Redis (published), minus the usage
-    Redis debited that SQL has not recorded yet. One statement, so one snapshot, even while the
-    worker drains."""
-    undrained = _undrained(settings, account_shard, "acct", account_id)
+    return expected_balance(session, account_id, _undrained(settings, account_shard, "acct", account_id))
+
+
+def expected_balance(session: Session, account_id: int, undrained: dict[str, int]) -> int:
+    """What Redis `bal` must be: the SQL balance of the transactions already applied to Redis
+    (published), minus the usage Redis debited that SQL has not recorded yet (`undrained`:
+    request id -> cost, read from the stream before this). One statement, so one snapshot, even
+    while the worker drains."""
     unpublished = (
         select(total(LedgerEntry.amount))
         .join(LedgerTransaction, LedgerEntry.transaction_id == LedgerTransaction.id)
@@ -145,13 +149,13 @@ def _undrained(settings: Settings, account_shard: int, field: str, value: int) -
     while True:
         page = client(settings).xrange(stream, min=start, count=STREAM_PAGE)
         for _entry_id, fields in page:
-            if fields.get(field) != str(value):
-                continue
             try:
                 record = usage_records.parse(fields)
             except ValueError:
                 continue  # the worker reports it and leaves it pending
-            found[record.request_id] = record.cost_nano
+            owner = record.account_id if field == "acct" else record.key_id
+            if owner == value:
+                found[record.request_id] = record.cost_nano
         if len(page) < STREAM_PAGE:
             return found
         start = "(" + page[-1][0]

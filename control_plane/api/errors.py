@@ -44,3 +44,8 @@ def revoked_key() -> ApiError:
 
 def bad_parameter(name: str, requirement: str) -> ApiError:
     return ApiError(400, f"'{name}' must be {requirement}.", "invalid_request_error", "invalid_parameter")
+
+
+def forbidden() -> ApiError:
+    return ApiError(403, "This endpoint is for admin accounts; use an admin account's key.",
+                    "permission_error", "forbidden")

@@ -9,7 +9,7 @@ from .. import db, keys
 from ..balances import balance_document, current_balance_nano
 from ..models import Account, LedgerAccount, LedgerEntry, LedgerTransaction, Usage
 from ..money import nano_to_decimal
-from .errors import bad_parameter, invalid_key, missing_key, revoked_key
+from .errors import bad_parameter, forbidden, invalid_key, missing_key, revoked_key
 
 DEFAULT_PAGE = 20
 MAX_PAGE = 100
@@ -70,6 +70,17 @@ def transactions():
         for transaction, amount, _cursor in rows
     ]
     return {"transactions": items, "has_more": has_more, "next_before": next_before}
+
+
+@v1.get("/admin/reconcile")
+def admin_reconcile():
+    """Every account's drift between Redis and the SQL ledger (admin keys only)."""
+    from .. import reconcile
+
+    if not g.account.is_admin:
+        raise forbidden()
+    results = reconcile.reconcile(_session(), _settings())
+    return {"accounts": [row.as_dict() for row in results], "drifting": sum(not row.ok for row in results)}
 
 
 @v1.get("/usage")

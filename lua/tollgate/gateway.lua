@@ -302,6 +302,7 @@ end
 local NO_TOKENS = { ["in"] = 0, cr = 0, cw = 0, cw1h = 0, out = 0, rsn = 0 }
 
 local function int(n)
+    n = math.floor(n)
     if n < 1e14 then
         return tostring(n) -- integral doubles below 1e14 print without exponent or decimals
     end
