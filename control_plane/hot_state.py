@@ -308,6 +308,15 @@ def publish_all(session: Session, settings: Settings) -> None:
     for key in session.scalars(select(ApiKey).order_by(ApiKey.id)):
         publish_key(session, settings, key)
     apply_unpublished(session, settings)
+    client(settings).set(redis_keys.PUBLISHED, "1")
+
+
+def republish_if_lost(session: Session, settings: Settings) -> bool:
+    """publish_all when Redis came back without its data; True if it did."""
+    if client(settings).exists(redis_keys.PUBLISHED):
+        return False
+    publish_all(session, settings)
+    return True
 
 
 def _recorded_cost(undrained: dict[str, int]):

@@ -35,7 +35,7 @@ def _load_modules(binary: str) -> str:
 
 def redis_target(redis_url: str) -> dict:
     parts = urlsplit(redis_url)
-    target = {"connect_timeout_ms": 500, "send_timeout_ms": 500, "read_timeout_ms": 1000}
+    target = {"connect_timeout_ms": 500, "send_timeout_ms": 500, "read_timeout_ms": 700}
     if parts.scheme == "unix":
         target["socket"] = parts.path
     else:

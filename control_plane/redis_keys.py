@@ -27,6 +27,8 @@ def provider(name: str) -> str:
 
 
 MODELS = f"{PREFIX}models"
+# Set by publish_all: its absence means Redis lost its data (or is new) and needs everything again.
+PUBLISHED = f"{PREFIX}published"
 
 
 def account(shard: int, account_id: int) -> str:

@@ -1,7 +1,7 @@
 """`tollgate worker`: drains usage into SQL and keeps Redis in step with it.
 
 Besides the drain, every few seconds: re-apply unpublished credits, publish balances missing from
-Redis, return expired leases, claim entries of dead consumers; every minute: re-publish
+Redis, return expired leases, claim entries of dead consumers, replay the usage journal; every minute: re-publish
 providers (their hosts' addresses change). SIGTERM / SIGINT stop it after the current batch.
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ import redis
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import db, hot_state, logs
+from .journal_replay import JournalReplay
 from .lease_reaper import LeaseReaper
 from .settings import Settings
 from .usage_drain import UsageDrain
@@ -34,15 +35,19 @@ class Worker:
         self.settings = settings
         self.drain = UsageDrain(settings, consumer or f"{socket.gethostname()}-{os.getpid()}")
         self.reaper = LeaseReaper(hot_state.client(settings), settings.redis_shards)
+        self.journal = JournalReplay(settings)
         self._housekeeping_due = 0.0
         self._provider_refresh_due = time.monotonic() + PROVIDER_REFRESH_SECONDS
 
     def housekeeping(self) -> None:
         self.drain.record(self.drain.claim_stale())
         with db.session_scope(self.settings) as session:
+            if hot_state.republish_if_lost(session, self.settings):
+                log.warning("Redis had lost its data: published everything again from SQL")
             hot_state.apply_unpublished(session, self.settings)
             hot_state.publish_missing_accounts(session, self.settings)
         self.reaper.reap()
+        self.journal.run_once()
 
     def run(self, stopping: threading.Event) -> None:
         self.drain.ensure_groups()
@@ -54,6 +59,10 @@ class Worker:
                 log.error("%s; retrying in %s s", logs.error_summary(exc), RETRY_SECONDS)
                 self.drain.reread_pending()
                 stopping.wait(RETRY_SECONDS)
+                try:
+                    self.drain.ensure_groups()  # Redis may have come back empty
+                except redis.RedisError:
+                    pass
 
     def _run_due_tasks(self) -> None:
         now = time.monotonic()

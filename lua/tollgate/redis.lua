@@ -7,6 +7,10 @@ end
 
 local config = require "tollgate.config"
 
+-- Older clients (Debian's nginx.redis 0.27) have only set_timeout, and turn any unknown method
+-- into a Redis command, so the method must be looked up without that fallback.
+local HAS_SET_TIMEOUTS = rawget(redis, "set_timeouts") ~= nil
+
 local _M = {}
 
 local POOL_IDLE_MS = 60000
@@ -16,7 +20,11 @@ local POOL_SIZE = 256
 function _M.connect()
     local conf = config.get().redis
     local red = redis:new()
-    red:set_timeouts(conf.connect_timeout_ms, conf.send_timeout_ms, conf.read_timeout_ms)
+    if HAS_SET_TIMEOUTS then
+        red:set_timeouts(conf.connect_timeout_ms, conf.send_timeout_ms, conf.read_timeout_ms)
+    else
+        red:set_timeout(conf.read_timeout_ms)
+    end
     local ok, err
     if conf.socket then
         ok, err = red:connect("unix:" .. conf.socket)
