@@ -83,7 +83,7 @@ def add_model(gateway, name: str, provider: str, price: dict) -> None:
     args = ["model", "add", name, "--provider", provider]
     for field, flag in PRICE_FLAGS:
         args += [flag, usd_per_million(price[field])]
-    gateway.cli(*args)
+    tg(gateway, *args)
 
 
 def worst_case_hold(raw_len: int, max_output: int, price: dict) -> int:
@@ -95,9 +95,31 @@ def worst_case_hold(raw_len: int, max_output: int, price: dict) -> int:
     return -(-total // 1_000_000)
 
 
-def new_customer(gateway, usd="10"):
+def tg(gateway, *args: str) -> str:
+    """`tollgate args…` against this gateway, in-process (the same commands as gateway.cli, without
+    a Python start-up per call); its output."""
+    from click.testing import CliRunner
+
+    from control_plane.cli import main
+
+    result = CliRunner().invoke(main, list(args), env={k: v for k, v in gateway.env.items()
+                                                        if k.startswith("TOLLGATE_")})
+    assert result.exit_code == 0, f"tollgate {' '.join(args)} failed:\n{result.output}\n{result.exception!r}"
+    return result.output
+
+
+def new_customer(gateway, usd="10", *key_args: str):
+    """A fresh account credited with `usd` and a key: (email, key)."""
     email = f"s{uuid.uuid4().hex[:12]}@example.com"
-    return email, gateway.create_customer(email, usd)
+    tg(gateway, "account", "create", email)
+    if usd != "0":
+        tg(gateway, "credit", email, usd, "--reason", "test credit")
+    return email, tg(gateway, "key", "create", email, *key_args).strip().splitlines()[-1]
+
+
+def balance_nano(gateway, key) -> int:
+    """The live balance, as the customer API reports it."""
+    return api_get(gateway, key, "/api/v1/balance")["balance_nano"]
 
 
 def post_raw(gateway, path: str, body: dict, headers: dict, timeout: float = 30):
@@ -146,9 +168,9 @@ def golden(gateway, sim):
     """Providers at the simulator and one model per golden fixture, priced as its sidecar."""
     suffix = uuid.uuid4().hex[:6]
     providers = {"openai": f"sim-openai-{suffix}", "anthropic": f"sim-anthropic-{suffix}"}
-    gateway.cli("provider", "add", providers["openai"], "--protocol", "openai",
+    tg(gateway, "provider", "add", providers["openai"], "--protocol", "openai",
                 "--base-url", sim.url + "/v1", "--api-key", UPSTREAM_KEY)
-    gateway.cli("provider", "add", providers["anthropic"], "--protocol", "anthropic",
+    tg(gateway, "provider", "add", providers["anthropic"], "--protocol", "anthropic",
                 "--base-url", sim.url, "--api-key", UPSTREAM_KEY)
     models = {}
     for name in GOLDEN:
@@ -168,7 +190,7 @@ def test_golden_answer_is_billed_exactly_at_every_chunking(gateway, sim, golden,
     expected = sidecar(name)
     path = endpoint_of(name, expected)
     email, key = new_customer(gateway)
-    before = gateway.balance_nano(email)
+    before = balance_nano(gateway, key)
     chunkings = ["bytes", random_chunking(zlib.crc32(name.encode())), random_chunking(7 + len(name))]
     fixture_bytes = fixture_path(name).read_bytes()
     for chunking in chunkings:
@@ -184,7 +206,7 @@ def test_golden_answer_is_billed_exactly_at_every_chunking(gateway, sim, golden,
         assert row["cost_nano"] == expected["cost"]
         assert row["billing_basis"] == "provider"
         assert row["stream"] is expected["stream"]
-    assert gateway.balance_nano(email) == before - len(chunkings) * expected["cost"]
+    assert balance_nano(gateway, key) == before - len(chunkings) * expected["cost"]
 
 
 def test_openai_provider_gets_the_provider_key_never_the_clients(gateway, sim, golden):
@@ -233,7 +255,7 @@ def test_client_gone_mid_stream_is_billed_from_the_drained_usage(gateway, sim, g
     expected = sidecar(name)
     path = endpoint_of(name, expected)
     email, key = new_customer(gateway)
-    before = gateway.balance_nano(email)
+    before = balance_nano(gateway, key)
     size = len(fixture_path(name).read_bytes())
     sim.enqueue(name, chunking=[size // 20 + 1], delay=0.1)  # ~2 s upstream
 
@@ -251,7 +273,7 @@ def test_client_gone_mid_stream_is_billed_from_the_drained_usage(gateway, sim, g
     assert row["billing_basis"] == "drained"
     assert tokens_of(row) == expected["usage"]
     assert row["cost_nano"] == expected["cost"]
-    assert gateway.balance_nano(email) == before - expected["cost"]
+    assert balance_nano(gateway, key) == before - expected["cost"]
 
 
 @pytest.mark.parametrize("name", ["openai_chat_stream", "anthropic_stream", "openai_responses_stream"])
@@ -259,7 +281,7 @@ def test_stream_cut_before_usage_is_billed_an_estimate_within_the_hold(gateway, 
     expected = sidecar(name)
     path = endpoint_of(name, expected)
     email, key = new_customer(gateway)
-    before = gateway.balance_nano(email)
+    before = balance_nano(gateway, key)
     fixture_bytes = fixture_path(name).read_bytes()
     # Inside the stream, before the last usage report (OpenAI's last chunk, Anthropic's message_delta).
     marker = {"openai_chat_stream": b'"choices":[]', "anthropic_stream": b"event: message_delta",
@@ -275,20 +297,20 @@ def test_stream_cut_before_usage_is_billed_an_estimate_within_the_hold(gateway, 
     hold = worst_case_hold(len(json.dumps(body).encode()), 2048, expected["price"])
     assert row["billing_basis"] == "estimated"
     assert 0 < row["cost_nano"] <= hold
-    assert gateway.balance_nano(email) == before - row["cost_nano"]
+    assert balance_nano(gateway, key) == before - row["cost_nano"]
 
 
 def _assert_nothing_charged(gateway, email, key, before):
     gateway.wait_drained()
     time.sleep(0.3)
     gateway.wait_drained()
-    assert gateway.balance_nano(email) == before
+    assert balance_nano(gateway, key) == before
     assert all(row["cost_nano"] == 0 for row in api_get(gateway, key, "/api/v1/usage")["data"])
 
 
 def test_openai_upstream_429_reaches_the_client_unchanged_and_charges_nothing(gateway, sim, golden):
     email, key = new_customer(gateway)
-    before = gateway.balance_nano(email)
+    before = balance_nano(gateway, key)
     error_body = (FIXTURES / "errors" / "openai_rate_limit.json").read_bytes()
     sim.enqueue("errors/openai_rate_limit", status=429, headers={"retry-after": "1"})
     status, headers, data = post_raw(gateway, "/v1/chat/completions",
@@ -302,7 +324,7 @@ def test_openai_upstream_429_reaches_the_client_unchanged_and_charges_nothing(ga
 
 def test_anthropic_upstream_529_overloaded_reaches_the_client_unchanged_and_charges_nothing(gateway, sim, golden):
     email, key = new_customer(gateway)
-    before = gateway.balance_nano(email)
+    before = balance_nano(gateway, key)
     error_body = (FIXTURES / "errors" / "anthropic_overloaded.json").read_bytes()
     sim.enqueue("errors/anthropic_overloaded", status=529)
     status, _, data = post_raw(gateway, "/v1/messages",
@@ -319,12 +341,12 @@ def test_anthropic_upstream_529_overloaded_reaches_the_client_unchanged_and_char
 def slow_gateway(tmp_path_factory, sim):
     gw = Gateway(tmp_path_factory.mktemp("gateway-timeout"),
                  extra_env={"TOLLGATE_UPSTREAM_READ_TIMEOUT": "2"}).start()
-    gw.cli("provider", "add", "hang-openai", "--protocol", "openai", "--base-url", sim.url + "/v1",
+    tg(gw, "provider", "add", "hang-openai", "--protocol", "openai", "--base-url", sim.url + "/v1",
            "--api-key", UPSTREAM_KEY)
-    gw.cli("provider", "add", "hang-anthropic", "--protocol", "anthropic", "--base-url", sim.url,
+    tg(gw, "provider", "add", "hang-anthropic", "--protocol", "anthropic", "--base-url", sim.url,
            "--api-key", UPSTREAM_KEY)
-    gw.cli("model", "add", "hang-chat", "--provider", "hang-openai", "--input", "1", "--output", "2")
-    gw.cli("model", "add", "hang-claude", "--provider", "hang-anthropic", "--input", "3", "--output", "15")
+    tg(gw, "model", "add", "hang-chat", "--provider", "hang-openai", "--input", "1", "--output", "2")
+    tg(gw, "model", "add", "hang-claude", "--provider", "hang-anthropic", "--input", "3", "--output", "15")
     time.sleep(CACHE_SECONDS)
     yield gw
     gw.stop()
@@ -333,7 +355,7 @@ def slow_gateway(tmp_path_factory, sim):
 @pytest.mark.parametrize("path,model", [("/v1/chat/completions", "hang-chat"), ("/v1/messages", "hang-claude")])
 def test_provider_timeout_is_504_in_the_protocols_shape_and_charges_nothing(slow_gateway, sim, path, model):
     email, key = new_customer(slow_gateway)
-    before = slow_gateway.balance_nano(email)
+    before = balance_nano(slow_gateway, key)
     sim.enqueue_hang()
     started = time.monotonic()
     status, headers, data = post_raw(slow_gateway, path, request_body(path, model, False),
