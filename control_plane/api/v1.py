@@ -93,6 +93,7 @@ def _usage_item(row: Usage) -> dict:
     return {
         "created_at": _timestamp(row.created_at),
         "request_id": row.request_id,
+        "key_id": row.key_id,
         "model": row.model,
         "upstream_model": row.upstream_model,
         "provider": row.provider,
