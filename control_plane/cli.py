@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import click
 import redis
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import accounts, catalog, db, demo, exact_json, hot_state, keys, ledger, logs
@@ -15,7 +16,7 @@ from . import settings as settings_module
 from .balances import balance_document, current_balance_nano
 from .crypto import SecretError
 from .errors import ServiceError
-from .models import PROTOCOLS, LedgerTransaction, Model
+from .models import PROTOCOLS, ApiKey, LedgerTransaction, Model
 from .money import format_usd, nano_to_decimal, usd_to_nano
 from .settings import Settings
 
@@ -121,6 +122,29 @@ def account_create(settings: Settings, email: str, admin: bool) -> None:
         created = accounts.create_account(session, email, is_admin=admin)
     _publish(settings, lambda session: hot_state.publish_account(session, settings, created.id), REPUBLISH_HINT)
     click.echo(f"created {'admin ' if admin else ''}account {created.id} ({created.email})")
+
+
+@account.command("limits")
+@click.argument("email")
+@click.option("--rpm", type=click.IntRange(min=0), help="Default requests per minute of its keys (0: none).")
+@click.option("--tpm", type=click.IntRange(min=0), help="Default tokens per minute of its keys (0: none).")
+@click.pass_obj
+def account_limits(settings: Settings, email: str, rpm: int | None, tpm: int | None) -> None:
+    """Default rate limits for the account's keys that have none of their own."""
+    with db.session_scope(settings) as session:
+        owner = accounts.require_by_email(session, email)
+        if rpm is not None:
+            owner.rpm = rpm or None
+        if tpm is not None:
+            owner.tpm = tpm or None
+        account_id, shown = owner.id, f"rpm {owner.rpm or 'unlimited'}, tpm {owner.tpm or 'unlimited'}"
+
+    def publish(session):
+        for key in session.scalars(select(ApiKey).where(ApiKey.account_id == account_id)):
+            hot_state.publish_key(session, settings, key)
+
+    _publish(settings, publish, REPUBLISH_HINT)
+    click.echo(f"account {email}: default rate limits {shown}")
 
 
 @main.group()

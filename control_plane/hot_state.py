@@ -187,10 +187,12 @@ def revoke_key(settings: Settings, key: ApiKey) -> None:
 
 
 def _publish_key_lookup(settings: Settings, key: ApiKey) -> None:
-    """id, acct, shard, status, and rpm / tpm only when the key has them (absent: no limit)."""
+    """id, acct, shard, status, and rpm / tpm when the key, or else its account, has them
+    (absent: no limit)."""
     name = redis_keys.apikey(key.key_hash)
     fields = {"id": key.id, "acct": key.account_id, "shard": shard(settings, key.account_id), "status": key.status}
-    rates = {"rpm": key.rpm, "tpm": key.tpm}
+    rates = {"rpm": key.rpm if key.rpm is not None else key.account.rpm,
+             "tpm": key.tpm if key.tpm is not None else key.account.tpm}
     fields.update({field: rate for field, rate in rates.items() if rate is not None})
     pipe = client(settings).pipeline()
     pipe.hset(name, mapping=fields)

@@ -82,6 +82,9 @@ class Account(Base):
     status: Mapped[str] = mapped_column(String(16), default="active")
     # Σ of this account's wallet entries, updated in the same SQL transaction as the entries.
     balance_nano: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Default rate limits for keys that have none of their own (None: unlimited).
+    rpm: Mapped[int | None] = mapped_column(Integer)
+    tpm: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
     @validates("email")

@@ -161,3 +161,21 @@ def test_sdk_raises_typed_errors_with_the_gateway_message(gateway):
     client = OpenAI(base_url=f"{gateway.url}/v1", api_key="sk-tg-wrong")
     with pytest.raises(openai.AuthenticationError, match="Invalid API key"):
         client.chat.completions.create(**HELLO)
+
+
+def test_account_default_rate_limit_applies_to_its_keys_with_openai_headers(gateway):
+    import time
+
+    key = gateway.create_customer("ratelimited@example.com", "10")
+    gateway.cli("account", "limits", "ratelimited@example.com", "--rpm", "2")
+    time.sleep(1.5)
+    statuses, headers = [], []
+    for _ in range(3):
+        status, h, body = post(gateway, CHAT, HELLO, bearer(key))
+        statuses.append(status)
+        headers.append(h)
+    assert statuses == [200, 200, 429]
+    assert headers[0]["x-ratelimit-limit-requests"] == "2"
+    assert headers[1]["x-ratelimit-remaining-requests"] == "0"
+    assert int(headers[2]["Retry-After"]) >= 1
+    assert body["error"]["code"] == "rate_limited"

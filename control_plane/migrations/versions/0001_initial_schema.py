@@ -31,6 +31,8 @@ def upgrade() -> None:
         sa.Column("is_admin", sa.Boolean(), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("balance_nano", sa.BigInteger(), nullable=False),
+        sa.Column("rpm", sa.Integer(), nullable=True),
+        sa.Column("tpm", sa.Integer(), nullable=True),
         _timestamp("created_at"),
         sa.CheckConstraint("status IN ('active', 'disabled')", name=op.f("ck_accounts_status")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_accounts")),
