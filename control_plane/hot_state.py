@@ -178,21 +178,21 @@ def publish_key(session: Session, settings: Settings, key: ApiKey) -> None:
         connection.hdel(state, "limit")
     else:
         connection.hset(state, "limit", key.limit_nano)
-    _publish_key_lookup(settings, key)
+    _publish_key_lookup(settings, key, session.get(Account, key.account_id))
 
 
 def revoke_key(settings: Settings, key: ApiKey) -> None:
     """Tell nginx a key SQL has revoked is refused (it notices within its 1 s cache)."""
-    _publish_key_lookup(settings, key)
+    client(settings).hset(redis_keys.apikey(key.key_hash), "status", key.status)
 
 
-def _publish_key_lookup(settings: Settings, key: ApiKey) -> None:
+def _publish_key_lookup(settings: Settings, key: ApiKey, owner: Account) -> None:
     """id, acct, shard, status, and rpm / tpm when the key, or else its account, has them
     (absent: no limit)."""
     name = redis_keys.apikey(key.key_hash)
     fields = {"id": key.id, "acct": key.account_id, "shard": shard(settings, key.account_id), "status": key.status}
-    rates = {"rpm": key.rpm if key.rpm is not None else key.account.rpm,
-             "tpm": key.tpm if key.tpm is not None else key.account.tpm}
+    rates = {"rpm": key.rpm if key.rpm is not None else owner.rpm,
+             "tpm": key.tpm if key.tpm is not None else owner.tpm}
     fields.update({field: rate for field, rate in rates.items() if rate is not None})
     pipe = client(settings).pipeline()
     pipe.hset(name, mapping=fields)

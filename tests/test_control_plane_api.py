@@ -111,7 +111,7 @@ def test_usage_has_the_documented_shape(settings, client, customer):
     body = client.get("/api/v1/usage", headers=auth(customer)).json
     assert body["has_more"] is False and body["next_before"] is None
     assert body["data"] == [{
-        "created_at": "2023-11-14T22:13:20.123Z", "request_id": "req-1", "model": "test-chat",
+        "created_at": "2023-11-14T22:13:20.123Z", "request_id": "req-1", "key_id": customer.key.id, "model": "test-chat",
         "upstream_model": "up", "provider": "test", "endpoint": "chat.completions", "stream": False,
         "status": 200, "billing_basis": "provider",
         "tokens": {"input": 10, "cached_input": 2, "cache_write": 3, "cache_write_1h": 4, "output": 5,
