@@ -18,6 +18,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
     TypeDecorator,
     text,
 )
@@ -239,3 +240,76 @@ class Usage(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     # None when the request cost nothing (no ledger movement).
     transaction_id: Mapped[int | None] = mapped_column(ForeignKey("ledger_transactions.id"))
+
+
+# Top-ups (control_plane/deposits) ---------------------------------------------------------
+
+DEPOSIT_STATUSES = ("seen", "confirmed", "credited", "orphaned", "below_minimum")
+DEPOSIT_CHAINS = ("tron", "bsc", "polygon")
+ADDRESS_FAMILIES = ("evm", "tron")
+
+
+class TokenUnits(TypeDecorator):
+    """A non-negative integer of token base units, stored as decimal text: 18-decimal tokens
+    overflow 64-bit columns at 9.2 tokens, and SQLite's NUMERIC would round them through a float."""
+
+    impl = String(80)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if type(value) is not int or value < 0:
+            raise ValueError(f"token amounts are non-negative integers of base units, got {value!r}")
+        return str(value)
+
+    def process_result_value(self, value, dialect):
+        return None if value is None else int(value)
+
+
+class Deposit(Base):
+    """One token transfer to a customer's deposit address, credited at most once per
+    (chain, tx hash, log index)."""
+
+    __tablename__ = "deposits"
+    __table_args__ = (
+        UniqueConstraint("chain", "tx_hash", "log_index", name="uq_deposits_chain_tx_hash_log_index"),
+        CheckConstraint(_in("status", DEPOSIT_STATUSES), name="status"),
+        CheckConstraint(_in("chain", DEPOSIT_CHAINS), name="chain"),
+        Index("ix_deposits_account_newest", "account_id", "id"),
+        Index("ix_deposits_status", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    chain: Mapped[str] = mapped_column(String(16))
+    tx_hash: Mapped[str] = mapped_column(String(100))
+    log_index: Mapped[int] = mapped_column(Integer)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    token_contract: Mapped[str] = mapped_column(String(100))
+    amount: Mapped[int] = mapped_column(TokenUnits)
+    # amount in nano-USD (1 USDT = 1 USD); sub-nano dust of 18-decimal tokens truncated.
+    amount_nano: Mapped[int] = mapped_column(BigInteger)
+    block_number: Mapped[int] = mapped_column(BigInteger)
+    block_hash: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(16), default="seen")
+    # The `deposit` ledger transaction, once credited.
+    transaction_id: Mapped[int | None] = mapped_column(ForeignKey("ledger_transactions.id"))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class DepositAddress(Base):
+    """The watch-only address of an account on a chain family: child 0/<index> of the family's xpub."""
+
+    __tablename__ = "deposit_addresses"
+    __table_args__ = (
+        UniqueConstraint("family", "index", name="uq_deposit_addresses_family_index"),
+        UniqueConstraint("account_id", "family", name="uq_deposit_addresses_account_id_family"),
+        CheckConstraint(_in("family", ADDRESS_FAMILIES), name="family"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    family: Mapped[str] = mapped_column(String(8))
+    index: Mapped[int] = mapped_column(BigInteger)
+    address: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

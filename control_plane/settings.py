@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from .money import usd_to_nano
@@ -69,6 +70,27 @@ def _size(env, name, default):
     return int(digits) * factor
 
 
+def _bonus_tiers(env, name, default):
+    """'10:0,50:2,100:5': from a top-up of at least <USD>, a bonus of <percent> % (ascending USD)."""
+    raw = _raw(env, name, default)
+    tiers = []
+    for part in raw.split(","):
+        threshold, sep, percent = part.strip().partition(":")
+        try:
+            if not sep:
+                raise ValueError
+            threshold_nano = usd_to_nano(threshold.strip())
+            bonus = Decimal(percent.strip())
+        except (ValueError, InvalidOperation):
+            raise SettingsError(f"{name} must look like 10:0,50:2,100:5 (USD:percent), got {raw!r}") from None
+        if threshold_nano < 0 or not bonus.is_finite() or not 0 <= bonus <= 100:
+            raise SettingsError(f"{name}: thresholds must be >= 0 and percents within 0..100, got {part.strip()!r}")
+        tiers.append((threshold_nano, bonus))
+    if [t for t, _b in tiers] != sorted({t for t, _b in tiers}):
+        raise SettingsError(f"{name}: thresholds must be distinct and ascending, got {raw!r}")
+    return tuple(tiers)
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
@@ -91,6 +113,14 @@ class Settings:
     drain_limit_bytes: int
     demo: bool
     log_level: str
+    # Top-ups (control_plane/deposits): minimum deposit, volume-bonus tiers, watch-only xpubs, card webhook.
+    min_deposit_nano: int = 10 * 10**9
+    topup_bonus_tiers: tuple[tuple[int, Decimal], ...] = ((10 * 10**9, Decimal(0)), (50 * 10**9, Decimal(2)),
+                                                           (100 * 10**9, Decimal(5)))
+    xpub_evm: str | None = None
+    xpub_tron: str | None = None
+    payment_webhook_secret: str | None = None
+    payment_checkout_url: str | None = None
 
     @property
     def run_dir(self) -> Path:
@@ -158,4 +188,10 @@ def load(env=None) -> Settings:
         drain_limit_bytes=_size(env, "TOLLGATE_DRAIN_LIMIT", "8m"),
         demo=_bool(env, "TOLLGATE_DEMO", True),
         log_level=log_level,
+        min_deposit_nano=_usd(env, "TOLLGATE_MIN_DEPOSIT_USD", "10"),
+        topup_bonus_tiers=_bonus_tiers(env, "TOLLGATE_TOPUP_BONUS_TIERS", "10:0,50:2,100:5"),
+        xpub_evm=_raw(env, "TOLLGATE_XPUB_EVM", None),
+        xpub_tron=_raw(env, "TOLLGATE_XPUB_TRON", None),
+        payment_webhook_secret=_raw(env, "TOLLGATE_PAYMENT_WEBHOOK_SECRET", None),
+        payment_checkout_url=_raw(env, "TOLLGATE_PAYMENT_CHECKOUT_URL", None),
     )
