@@ -164,7 +164,8 @@ def credit_deposit(session: Session, settings: Settings, deposit: Deposit) -> li
 def credit_topup(session: Session, settings: Settings, account_id: int, amount_nano: int, idempotency_key: str,
                  description: str) -> list[LedgerTransaction]:
     """A top-up that is not on chain (card checkout): the deposit and its tier bonus, once."""
-    if session.get(Account, account_id) is None:
+    locked = session.execute(select(Account.id).where(Account.id == account_id).with_for_update()).first()
+    if locked is None:
         raise ServiceError(f"no account with id {account_id}")
     if ledger.find(session, idempotency_key) is not None:
         return []

@@ -1,0 +1,153 @@
+"""Top-up endpoints.
+
+- `POST /api/v1/webhooks/payments`: the card provider's signed webhook (no API key; see payments.py).
+- `POST /api/v1/checkout` (customer key): `{"amount": "25.00"}` → `{"url": …}` of the hosted page.
+- `GET /api/v1/deposits` (customer key): the account's deposits, newest first, and its addresses.
+
+Registered by control_plane/api/__init__.py (importing this module registers the blueprints).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from decimal import Decimal
+
+from flask import Blueprint, g, request
+from sqlalchemy import select
+
+from .. import db
+from ..api import api
+from ..api.errors import ApiError, bad_parameter
+from ..api.v1 import _page, _session, _settings, _timestamp, v1
+from ..errors import ServiceError
+from ..models import Deposit, DepositAddress
+from ..money import format_usd, nano_to_decimal, usd_to_nano
+from . import addresses, payments
+from .ledger import credit_topup, publish
+from .tokens import CHAIN_FAMILY
+
+log = logging.getLogger(__name__)
+
+MAX_CHECKOUT_CENTS = 100_000_000  # $1,000,000
+CHECKOUT_COMPLETED = "checkout.session.completed"
+
+webhooks = Blueprint("payment_webhooks", __name__, url_prefix="/v1/webhooks")
+topups = Blueprint("topups", __name__)  # nested in v1: its API-key check applies
+
+
+def _invalid(message: str, code: str = "invalid_request") -> ApiError:
+    return ApiError(400, message, "invalid_request_error", code)
+
+
+def _not_configured(setting: str) -> ApiError:
+    return ApiError(503, f"Card top-ups are not configured on this server ({setting}).", "api_error",
+                    "not_configured")
+
+
+@webhooks.post("/payments")
+def payment_webhook():
+    settings = _settings()
+    if not settings.payment_webhook_secret:
+        raise _not_configured("TOLLGATE_PAYMENT_WEBHOOK_SECRET")
+    body = request.get_data(cache=False)
+    try:
+        payments.verify(settings.payment_webhook_secret, request.headers.get("Stripe-Signature"), body)
+    except payments.SignatureError as exc:
+        raise _invalid(f"Webhook signature rejected: {exc}.", "invalid_signature") from None
+    try:
+        event = json.loads(body)
+    except ValueError:
+        raise _invalid("The webhook body is not JSON.") from None
+    event_id = event.get("id") if isinstance(event, dict) else None
+    if not isinstance(event_id, str) or not 0 < len(event_id) <= 150:
+        raise _invalid("The event has no id.")
+    if event.get("type") != CHECKOUT_COMPLETED:
+        return {"received": True, "credited": False}
+    session_object = (event.get("data") or {}).get("object") or {}
+    if session_object.get("payment_status", "paid") != "paid":
+        # Delayed payment methods: paid later, in another event type this endpoint does not credit.
+        return {"received": True, "credited": False}
+    try:
+        account_id, amount_nano = payments.checkout_amount(session_object)
+        with db.session_scope(settings) as session:
+            posted = credit_topup(session, settings, account_id, amount_nano, f"payment:{event_id}",
+                                  f"Card top-up {format_usd(amount_nano)} (event {event_id})")
+            ids = [transaction.id for transaction in posted]
+    except ServiceError as exc:
+        log.warning("payment event %s not credited: %s", event_id, exc)
+        raise _invalid(f"Event {event_id} not credited: {exc}.", "not_credited") from None
+    publish(settings, ids)
+    return {"received": True, "credited": bool(ids)}
+
+
+@topups.post("/checkout")
+def checkout():
+    settings = _settings()
+    if not settings.payment_checkout_url:
+        raise _not_configured("TOLLGATE_PAYMENT_CHECKOUT_URL")
+    try:
+        payload = json.loads(request.get_data() or b"null", parse_float=Decimal)
+    except ValueError:
+        raise _invalid("The body must be JSON: {\"amount\": \"25.00\"}.") from None
+    raw = payload.get("amount") if isinstance(payload, dict) else None
+    try:
+        if raw is None or isinstance(raw, bool):
+            raise ValueError
+        nano = usd_to_nano(raw)
+    except (ValueError, ArithmeticError):
+        raise bad_parameter("amount", "a USD amount such as \"25.00\"") from None
+    cents, rest = divmod(nano, payments.NANO_PER_CENT)
+    if rest or not 0 < cents <= MAX_CHECKOUT_CENTS:
+        raise bad_parameter("amount", f"whole cents between $0.01 and {format_usd(MAX_CHECKOUT_CENTS * 10**7)}")
+    if nano < settings.min_deposit_nano:
+        raise bad_parameter("amount", f"at least the minimum top-up of {format_usd(settings.min_deposit_nano)}")
+    url = payments.checkout_url(settings.payment_checkout_url, g.account.id, cents)
+    return {"url": url, "amount": nano_to_decimal(nano), "amount_nano": nano}
+
+
+@topups.get("/deposits")
+def deposit_list():
+    rows, has_more, next_before = _page(select(Deposit).where(Deposit.account_id == g.account.id), Deposit.id)
+    return {
+        "data": [deposit_item(row) for row, _cursor in rows],
+        "has_more": has_more,
+        "next_before": next_before,
+        "addresses": _addresses(g.account.id),
+        "minimum": nano_to_decimal(_settings().min_deposit_nano),
+    }
+
+
+def deposit_item(row: Deposit) -> dict:
+    return {
+        "id": row.id,
+        "chain": row.chain,
+        "tx_hash": row.tx_hash,
+        "log_index": row.log_index,
+        "token_contract": row.token_contract,
+        "amount_base_units": str(row.amount),
+        "amount": nano_to_decimal(row.amount_nano),
+        "amount_nano": row.amount_nano,
+        "block_number": row.block_number,
+        "status": row.status,
+        "transaction_id": row.transaction_id,
+        "created_at": _timestamp(row.created_at),
+    }
+
+
+def _addresses(account_id: int) -> dict:
+    """{chain: address} for the chains whose xpub is configured (stored on first request)."""
+    settings = _settings()
+    stored = {row.family: row.address for row in _session().scalars(
+        select(DepositAddress).where(DepositAddress.account_id == account_id))}
+    result = {}
+    for chain, family in CHAIN_FAMILY.items():
+        if family not in stored and (settings.xpub_evm if family == "evm" else settings.xpub_tron):
+            with db.session_scope(settings) as session:
+                stored[family] = addresses.address_for(session, settings, account_id, chain).address
+        if family in stored:
+            result[chain] = stored[family]
+    return result
+
+
+api.register_blueprint(webhooks)
+v1.register_blueprint(topups)
