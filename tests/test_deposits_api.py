@@ -191,3 +191,21 @@ def test_deposits_list_shows_own_deposits_newest_first(pay_settings, pay_client,
 
 def test_deposits_list_needs_an_api_key(client):
     assert client.get("/api/v1/deposits").status_code == 401
+
+
+def test_deposits_list_shows_the_accounts_addresses_when_xpubs_are_set(tollgate_env, customer):
+    from bip_utils import Bip39SeedGenerator, Bip44, Bip44Coins
+
+    from control_plane.deposits import addresses
+
+    seed = Bip39SeedGenerator("abandon " * 11 + "about").Generate()
+    xpub = {coin: Bip44.FromSeed(seed, coin).Purpose().Coin().Account(0).PublicKey().ToExtended()
+            for coin in (Bip44Coins.ETHEREUM, Bip44Coins.TRON)}
+    loaded = settings_module.load({**tollgate_env, "TOLLGATE_XPUB_EVM": xpub[Bip44Coins.ETHEREUM],
+                                   "TOLLGATE_XPUB_TRON": xpub[Bip44Coins.TRON]})
+    client = create_app({"TESTING": True, "TOLLGATE_SETTINGS": loaded}).test_client()
+    for _ in range(2):  # stored on the first request, read back on the second
+        response = client.get("/api/v1/deposits", headers={"Authorization": f"Bearer {customer.plaintext}"})
+        evm = addresses.derive(xpub[Bip44Coins.ETHEREUM], "evm", customer.account.id)
+        tron = addresses.derive(xpub[Bip44Coins.TRON], "tron", customer.account.id)
+        assert response.get_json()["addresses"] == {"tron": tron, "bsc": evm, "polygon": evm}
