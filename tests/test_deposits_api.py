@@ -4,7 +4,7 @@ import threading
 import time
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from control_plane import db, ledger, redis_keys
 from control_plane import settings as settings_module
@@ -90,7 +90,8 @@ def test_concurrent_deliveries_of_one_event_credit_once(pay_settings, pay_client
 def test_card_topup_gets_the_tier_bonus_as_its_own_transaction(pay_settings, pay_client, customer):
     _post(pay_client, _event(customer.account.id, cents=5000, event_id="evt_b"))
     with db.session_scope(pay_settings) as session:
-        bonus = session.scalar(select(LedgerTransaction).where(LedgerTransaction.idempotency_key == "bonus:payment:evt_b"))
+        bonus = session.scalar(
+            select(LedgerTransaction).where(LedgerTransaction.idempotency_key == "bonus:payment:evt_b"))
         assert bonus.kind == "bonus"
         assert ledger.account_balance(session, customer.account.id) == (10 + 50 + 1) * 10**9
 

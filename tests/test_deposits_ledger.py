@@ -158,6 +158,29 @@ def test_below_minimum_deposits_are_credited_once_their_sum_reaches_it(settings,
     assert _balance(settings, account_id) == 10 * 10**9
 
 
+def test_concurrent_below_minimum_deposits_that_reach_it_together_are_credited(settings, account_id):
+    ids = [_deposit(settings, account_id, 6 * USDT6, tx=f"0{n}") for n in range(4)]
+    barrier = threading.Barrier(len(ids))
+    errors = []
+
+    def run(deposit_id):
+        try:
+            barrier.wait()
+            deposits.credit_and_publish(settings, deposit_id)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(deposit_id,)) for deposit_id in ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with db.session_scope(settings) as session:
+        assert set(session.scalars(select(Deposit.status))) == {"credited"}
+    assert _balance(settings, account_id) == 24 * 10**9
+
+
 def test_bonus_is_a_separate_transaction_at_the_reached_tier(settings, account_id):
     deposit_id = _deposit(settings, account_id, 100 * USDT6, tx="ff")
     deposits.credit_and_publish(settings, deposit_id)

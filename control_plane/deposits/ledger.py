@@ -48,7 +48,7 @@ def bonus_key(idempotency_key: str) -> str:
 def normal_tx_hash(chain: str, tx_hash: str) -> str:
     """One spelling per transaction: lowercase hex, with 0x on EVM chains and without on TRON."""
     text = tx_hash.strip().lower()
-    text = text[2:] if text.startswith("0x") else text
+    text = text.removeprefix("0x")
     return text if chain == "tron" else "0x" + text
 
 
@@ -129,7 +129,8 @@ def credit_deposit(session: Session, settings: Settings, deposit: Deposit) -> li
     waiting = list(
         session.scalars(
             select(Deposit)
-            .where(Deposit.account_id == deposit.account_id, Deposit.status == "below_minimum", Deposit.id != deposit.id)
+            .where(Deposit.account_id == deposit.account_id, Deposit.status == "below_minimum",
+                   Deposit.id != deposit.id)
             .order_by(Deposit.id)
         )
     )
