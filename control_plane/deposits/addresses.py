@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from bip_utils import Bip32KeyError, Bip32Secp256k1, EthAddrEncoder, TrxAddrEncoder
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -23,7 +22,10 @@ MAX_INDEX = 2**31 - 1  # non-hardened children only
 
 
 @lru_cache(maxsize=8)
-def _account_node(xpub: str) -> Bip32Secp256k1:
+def _account_node(xpub: str):
+    # Imported here: bip_utils takes ~0.2 s to import, which every CLI command would otherwise pay.
+    from bip_utils import Bip32KeyError, Bip32Secp256k1
+
     try:
         node = Bip32Secp256k1.FromExtendedKey(xpub)
     except (Bip32KeyError, ValueError) as exc:
@@ -38,6 +40,8 @@ def derive(xpub: str, family: str, index: int) -> str:
     """The address of child 0/<index> of the xpub: EVM checksummed (0x…) or TRON base58 (T…)."""
     if not 0 <= index <= MAX_INDEX:
         raise ServiceError(f"address index must be within 0..{MAX_INDEX}, got {index}")
+    from bip_utils import EthAddrEncoder, TrxAddrEncoder
+
     public_key = _account_node(xpub).DerivePath(f"0/{index}").PublicKey().KeyObject()
     if family == "evm":
         return EthAddrEncoder.EncodeKey(public_key)
