@@ -85,6 +85,7 @@ def children(settings: Settings, nginx_conf_path: Path) -> list[Child]:
         Child("gunicorn", [
             _venv_bin("gunicorn"), "--bind", f"unix:{settings.gunicorn_socket}",
             "--workers", str(settings.gunicorn_workers), "--graceful-timeout", "10",
+            "--control-socket", str(settings.run_dir / "gunicorn.ctl"),
             "--error-logfile", str(logs / "gunicorn.log"), "control_plane.app:create_app()",
         ], log_path=logs / "gunicorn.log"),
         Child("worker", [_venv_bin("tollgate"), "worker"], log_path=logs / "worker.log"),
