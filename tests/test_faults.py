@@ -117,3 +117,50 @@ def test_redis_down_answers_503_fast_and_recovers(own_gateway):
     gw.wait_drained()
     ok, report = reconciled(gw)
     assert ok, report
+
+
+def nginx_worker_pids(gw):
+    master = int((gw.home / "run" / "nginx.pid").read_text())
+    children = open(f"/proc/{master}/task/{master}/children").read().split()
+    return [int(pid) for pid in children]
+
+
+def test_killing_an_nginx_worker_mid_stream_loses_and_duplicates_nothing(own_gateway):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from simulator import Simulator
+
+    gw = own_gateway
+    with Simulator() as sim:
+        gw.cli("provider", "add", "slow", "--protocol", "openai", "--base-url", sim.url + "/v1", "--api-key", "k")
+        gw.cli("model", "add", "slow-chat", "--provider", "slow", "--input", "0.15", "--output", "0.60")
+        key = gw.create_customer("killed@example.com", "10")
+        start = gw.balance_nano("killed@example.com")
+        time.sleep(1.5)
+        for _ in range(100):
+            sim.enqueue("openai_chat_stream", chunking=[64] * 200, delay=0.02)
+        body = json.dumps({"model": "slow-chat", "stream": True, "stream_options": {"include_usage": True},
+                           "messages": [{"role": "user", "content": "Hi"}]}).encode()
+
+        def stream(_):
+            req = urllib.request.Request(f"{gw.url}/v1/chat/completions", data=body, headers={
+                "Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=60) as r:
+                    r.read()
+                    return r.status
+            except Exception:  # the killed worker's clients lose their connection
+                return None
+
+        with ThreadPoolExecutor(100) as pool:
+            futures = [pool.submit(stream, i) for i in range(100)]
+            time.sleep(0.5)
+            os.kill(nginx_worker_pids(gw)[0], signal.SIGKILL)
+            statuses = [f.result() for f in futures]
+
+    completed = statuses.count(200)
+    assert completed > 0 and statuses.count(None) > 0, statuses
+    wait_for(lambda: reconciled(gw)[0], 60, "reconciliation")
+    rows = usage_rows(gw, key)
+    assert len(rows) == len({row["request_id"] for row in rows}) >= completed
+    assert gw.balance_nano("killed@example.com") == start - sum(row["cost_nano"] for row in rows)
