@@ -9,8 +9,9 @@ import socket
 import subprocess
 import sys
 import time
-from decimal import Decimal
+import urllib.error
 import urllib.request
+from decimal import Decimal
 from pathlib import Path
 
 import redis
@@ -109,6 +110,18 @@ class Gateway:
     def balance_nano(self, email: str) -> int:
         out = json.loads(self.cli("balance", email).stdout, parse_float=Decimal)
         return int(Decimal(out["balance"]) * 10**9)
+
+    def chat(self, key: str, body: dict) -> int:
+        """POSTs a chat completion with `key`, reads the whole answer, returns the status."""
+        req = urllib.request.Request(f"{self.url}/v1/chat/completions", data=json.dumps(body).encode(),
+                                     headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                r.read()
+                return r.status
+        except urllib.error.HTTPError as e:
+            e.read()
+            return e.code
 
     # -- stores --------------------------------------------------------------------------------
     def redis(self) -> redis.Redis:

@@ -2,30 +2,19 @@
 goes negative, and what is charged is exactly the sum of the admitted requests' costs."""
 from __future__ import annotations
 
-import json
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
-from control_plane.money import cost_nano
 from test_gateway_billing import SANDBOX_CHAT, api_get, tokens_of
+
+from control_plane.money import cost_nano
 
 STREAMS = 50
 
 
 def stream_once(gateway, key, i):
-    body = json.dumps({"model": "sandbox-chat", "stream": True, "max_tokens": 30,
-                       "messages": [{"role": "user", "content": f"request {i}"}]}).encode()
-    req = urllib.request.Request(f"{gateway.url}/v1/chat/completions", data=body, headers={
-        "Authorization": f"Bearer {key}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            r.read()
-            return r.status
-    except urllib.error.HTTPError as e:
-        e.read()
-        return e.code
+    return gateway.chat(key, {"model": "sandbox-chat", "stream": True, "max_tokens": 30,
+                              "messages": [{"role": "user", "content": f"request {i}"}]})
 
 
 def test_concurrent_streams_never_overdraw_and_charge_exactly(gateway):

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import json
 import socket
-import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import sqlalchemy as sa
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_gateway_billing import SANDBOX_CHAT, tokens_of
 
 from control_plane.money import cost_nano
-from test_gateway_billing import SANDBOX_CHAT, tokens_of
 
 request_plans = st.lists(
     st.tuples(st.integers(0, 5),            # which key
@@ -26,23 +26,16 @@ request_plans = st.lists(
 
 
 def send(gateway, key, max_tokens, prompt_len, stream, hang_up):
-    body = json.dumps({"model": "sandbox-chat", "stream": stream, "max_tokens": max_tokens,
-                       "messages": [{"role": "user", "content": "x" * prompt_len}]}).encode()
+    request = {"model": "sandbox-chat", "stream": stream, "max_tokens": max_tokens,
+               "messages": [{"role": "user", "content": "x" * prompt_len}]}
     if hang_up and stream:
+        body = json.dumps(request).encode()
         with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as s:
             s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                       + f"Authorization: Bearer {key}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
             s.recv(64)
         return None
-    req = urllib.request.Request(f"{gateway.url}/v1/chat/completions", data=body,
-                                 headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            r.read()
-            return r.status
-    except urllib.error.HTTPError as e:
-        e.read()
-        return e.code
+    return gateway.chat(key, request)
 
 
 def usage_rows(gateway, key):
