@@ -33,6 +33,9 @@ return amount or '0'
 """
 
 
+NEVER = 2**62  # an expiry every lease has passed
+
+
 class LeaseReaper:
     def __init__(self, client: redis.Redis, shards: int):
         self.redis = client
@@ -48,6 +51,17 @@ class LeaseReaper:
             for member in self.redis.zrangebyscore(leases, "-inf", now_ms):
                 returned += self._return(shard, leases, member, now_ms)
         return returned
+
+    def release_node(self, node: str) -> int:
+        """Return every lease of a gateway node that has stopped (cleanly: its settlements are
+        done), without waiting for their expiry; how many."""
+        released = 0
+        for shard in range(self.shards):
+            leases = redis_keys.leases(shard)
+            for member in self.redis.zrange(leases, 0, -1):
+                if member.endswith("|" + node):
+                    released += self._return(shard, leases, member, NEVER)
+        return released
 
     def _return(self, shard: int, leases: str, member: str, now_ms: int) -> int:
         parts = member.split("|", 2)

@@ -61,6 +61,7 @@ def hot_path_settings(settings: Settings) -> dict:
         "max_body_bytes": settings.max_body_bytes,
         "drain_limit_bytes": settings.drain_limit_bytes,
         "journal_dir": str(settings.journal_dir),
+        "node_file": str(settings.run_dir / "nginx-node"),
     }
 
 

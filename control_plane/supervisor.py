@@ -182,6 +182,24 @@ class Supervisor:
         for child in reversed(self.children):
             child.stop()
             child.wait(time.monotonic() + STOP_TIMEOUT_SECONDS)
+            if child.name == "nginx":
+                self._release_leases()
+
+    def _release_leases(self) -> None:
+        """A stopped node's leases go back at once, not after their TTL (the next start is a new
+        node: its shared memory is gone)."""
+        from . import hot_state
+        from .lease_reaper import LeaseReaper
+
+        node_file = self.settings.run_dir / "nginx-node"
+        if not node_file.exists():
+            return
+        try:
+            released = LeaseReaper(hot_state.client(self.settings), self.settings.redis_shards).release_node(
+                node_file.read_text().strip())
+            log(f"returned {released} leases of the stopped gateway node")
+        except redis.RedisError as exc:
+            log(f"leases of the stopped node are left to expire: {exc}")
 
     def _claim_home(self) -> None:
         """One `tollgate up` per TOLLGATE_HOME."""

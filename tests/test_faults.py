@@ -164,3 +164,16 @@ def test_killing_an_nginx_worker_mid_stream_loses_and_duplicates_nothing(own_gat
     rows = usage_rows(gw, key)
     assert len(rows) == len({row["request_id"] for row in rows}) >= completed
     assert gw.balance_nano("killed@example.com") == start - sum(row["cost_nano"] for row in rows)
+
+
+def test_stopping_returns_the_nodes_leases_at_once(own_gateway):
+    gw = own_gateway
+    key = gw.create_customer("leased@example.com", "10")
+    assert gw.chat(key, {"model": "sandbox-chat", "messages": [{"role": "user", "content": "Hi"}]}) == 200
+    gw.wait_drained()
+    gw.stop()
+    # Start again at once and look long before the old node's leases could expire (120 s).
+    gw.start()
+    r = gw.redis()
+    held = [int(r.hget(k, "held") or 0) for k in r.scan_iter("tg:{*}:acct:*")]
+    assert held and all(h == 0 for h in held), held

@@ -48,6 +48,12 @@ function _M.init(config_path)
     local conf = config.load(config_path)
     errors.load(conf.errors_path)
     lease.node = node_id(conf.node_name)
+    -- `tollgate up` returns this node's leases when it stops nginx.
+    local f = io.open(conf.node_file, "w")
+    if f then
+        f:write(lease.node, "\n")
+        f:close()
+    end
 end
 
 function _M.init_worker()
