@@ -177,3 +177,23 @@ def test_stopping_returns_the_nodes_leases_at_once(own_gateway):
     r = gw.redis()
     held = [int(r.hget(k, "held") or 0) for k in r.scan_iter("tg:{*}:acct:*")]
     assert held and all(h == 0 for h in held), held
+
+
+def test_rate_limits_are_exact_across_two_gateway_nodes_sharing_redis(own_gateway, tmp_path):
+    first = own_gateway
+    database_url = first.env.get("TOLLGATE_DATABASE_URL") or f"sqlite:///{first.home / 'tollgate.db'}"
+    second = Gateway(tmp_path / "second", database_url, extra_env={
+        "TOLLGATE_REDIS_URL": f"unix://{first.home / 'run' / 'redis.sock'}", "TOLLGATE_DEMO": "0",
+        "TOLLGATE_SECRET_KEY": (first.home / "secret.key").read_text().strip()}).start()
+    try:
+        first.cli("account", "create", "twonodes@example.com")
+        first.cli("credit", "twonodes@example.com", "10", "--reason", "test")
+        key = first.cli("key", "create", "twonodes@example.com", "--rpm", "5").stdout.strip().splitlines()[-1]
+        time.sleep(1.5)
+        hello = {"model": "sandbox-chat", "messages": [{"role": "user", "content": "Hi"}]}
+        statuses = [(first if i % 2 else second).chat(key, hello) for i in range(10)]
+        assert statuses.count(200) == 5 and statuses.count(429) == 5, statuses
+        first.wait_drained()
+        wait_for(lambda: reconciled(first)[0], 30, "reconciliation")
+    finally:
+        second.stop()
