@@ -335,4 +335,4 @@ def demo_command(settings: Settings) -> None:
     _publish(settings, lambda session: hot_state.publish_all(session, settings), REPUBLISH_HINT)
     click.echo(f"demo account {demo.DEMO_EMAIL} is ready (sandbox models at {settings.base_url}/v1); its key:")
     click.echo(plaintext)
-from .deposits import cli as _deposits_cli  # noqa: E402,F401  (registers `deposit` and `deposits`)
+from .deposits import cli as _deposits_cli  # noqa: F401  (registers `deposit` and `deposits`)

@@ -19,7 +19,16 @@ from . import crypto, pricing, redis_keys, usage_records
 from .catalog import current_price, parse_base_url
 from .errors import ServiceError
 from .ledger import total
-from .models import Account, ApiKey, LedgerAccount, LedgerEntry, LedgerTransaction, Model, Provider, Usage
+from .models import (
+    Account,
+    ApiKey,
+    LedgerAccount,
+    LedgerEntry,
+    LedgerTransaction,
+    Model,
+    Provider,
+    Usage,
+)
 from .settings import Settings
 
 log = logging.getLogger(__name__)

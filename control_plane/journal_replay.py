@@ -13,7 +13,6 @@ import json
 import logging
 import time
 from collections import defaultdict
-from pathlib import Path
 
 from sqlalchemy import select
 

@@ -14,7 +14,13 @@ from sqlalchemy import BigInteger, cast, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from .models import TRANSACTION_KINDS, Account, LedgerAccount, LedgerEntry, LedgerTransaction
+from .models import (
+    TRANSACTION_KINDS,
+    Account,
+    LedgerAccount,
+    LedgerEntry,
+    LedgerTransaction,
+)
 
 USAGE = "system:usage"
 ADJUSTMENTS = "system:adjustments"

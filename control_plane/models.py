@@ -22,7 +22,13 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    mapped_column,
+    relationship,
+    validates,
+)
 
 # SQLite only auto-numbers INTEGER PRIMARY KEY; elsewhere high-volume tables get 64-bit ids.
 BigId = BigInteger().with_variant(Integer(), "sqlite")

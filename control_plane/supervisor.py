@@ -157,7 +157,7 @@ class Supervisor:
         self.stopping = False
         self.children: list[Child] = []
 
-    def _on_signal(self, signum, frame):  # noqa: ARG002 - signal handler signature
+    def _on_signal(self, signum, frame):
         self.stopping = True
 
     def _watch(self) -> None:

@@ -31,4 +31,4 @@ def _close_session(_exc):
     session = g.pop("db_session", None)
     if session is not None:
         session.close()
-from ..deposits import api as _deposits_api  # noqa: E402,F401  (registers the top-up endpoints)
+from ..deposits import api as _deposits_api  # noqa: F401  (registers the top-up endpoints)
