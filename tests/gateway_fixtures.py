@@ -1,6 +1,7 @@
 """Fixtures that start whole Tollgate instances (see harness.py): once per session per database."""
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 
@@ -19,11 +20,12 @@ def _databases():
     return names
 
 
-@pytest.fixture(scope="session", params=_databases())
-def gateway_database(request, tmp_path_factory):
-    """A database URL for one gateway instance: a SQLite file, or a fresh PostgreSQL database."""
-    if request.param == SQLITE:
-        yield None  # tollgate's default: SQLite under TOLLGATE_HOME
+@contextlib.contextmanager
+def _fresh_database(kind):
+    """A database URL for one gateway instance: None (SQLite under its own TOLLGATE_HOME), or a
+    PostgreSQL database created for it and dropped afterwards."""
+    if kind == SQLITE:
+        yield None
         return
     import sqlalchemy as sa
 
@@ -32,10 +34,33 @@ def gateway_database(request, tmp_path_factory):
     admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield sa.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    try:
+        yield sa.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session", params=_databases())
+def gateway_kind(request):
+    """Which database the gateway instances of this part of the session use."""
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def gateway_database(gateway_kind):
+    """The database of the session's shared instance."""
+    with _fresh_database(gateway_kind) as url:
+        yield url
+
+
+@pytest.fixture
+def own_database(gateway_kind):
+    """A database for an instance of a test's own: never the shared instance's, whose secret key
+    (and so whose encrypted provider keys) a second TOLLGATE_HOME does not have."""
+    with _fresh_database(gateway_kind) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

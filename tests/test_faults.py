@@ -17,9 +17,9 @@ REQUESTS = 20
 
 
 @pytest.fixture
-def own_gateway(tmp_path, gateway_database):
+def own_gateway(tmp_path, own_database):
     """An instance of its own: these tests break it."""
-    gw = Gateway(tmp_path / "gw", gateway_database).start()
+    gw = Gateway(tmp_path / "gw", own_database).start()
     yield gw
     gw.stop()
 
