@@ -319,3 +319,14 @@ class DepositAddress(Base):
     index: Mapped[int] = mapped_column(BigInteger)
     address: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class ChainCursor(Base):
+    """Where a chain watcher resumes: every block below `next_block` has been scanned for deposits."""
+
+    __tablename__ = "chain_cursors"
+    __table_args__ = (CheckConstraint(_in("chain", DEPOSIT_CHAINS), name="chain"),)
+
+    chain: Mapped[str] = mapped_column(String(16), primary_key=True)
+    next_block: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
