@@ -5,13 +5,16 @@ A bad value stops the process at start-up with a message naming the variable.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
+from .deposits.tokens import USDT
 from .money import usd_to_nano
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+TRON_USDT = next(token.contract for token in USDT if token.chain == "tron")
+TRONGRID_URL = "https://api.trongrid.io"
 
 
 class SettingsError(ValueError):
@@ -91,6 +94,21 @@ def _bonus_tiers(env, name, default):
     return tuple(tiers)
 
 
+def _url(env, name, default):
+    raw = _raw(env, name, default).rstrip("/")
+    if not raw.startswith(("http://", "https://")):
+        raise SettingsError(f"{name} must be an http(s) URL, got {raw!r}")
+    return raw
+
+
+def _tron_address(env, name, default):
+    """A base58 TRON address (T…, 34 characters); its checksum is checked where it is used."""
+    raw = _raw(env, name, default)
+    if not (raw.startswith("T") and len(raw) == 34 and raw.isalnum()):
+        raise SettingsError(f"{name} must be a base58 TRON address (T…), got {raw!r}")
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
@@ -121,6 +139,13 @@ class Settings:
     xpub_tron: str | None = None
     payment_webhook_secret: str | None = None
     payment_checkout_url: str | None = None
+    # TRON watcher (deposits/tron_watcher.py): one URL serving the full-node API and TronGrid's /v1 API;
+    # the TronGrid key goes only into the TRON-PRO-API-KEY header (repr=False: never printed).
+    tron_url: str = TRONGRID_URL
+    tron_api_key: str | None = field(default=None, repr=False)
+    tron_usdt_contract: str = TRON_USDT
+    tron_start_block: int | None = None  # None: the solidified head at the first scan
+    tron_page_size: int = 200
 
     @property
     def run_dir(self) -> Path:
@@ -194,4 +219,9 @@ def load(env=None) -> Settings:
         xpub_tron=_raw(env, "TOLLGATE_XPUB_TRON", None),
         payment_webhook_secret=_raw(env, "TOLLGATE_PAYMENT_WEBHOOK_SECRET", None),
         payment_checkout_url=_raw(env, "TOLLGATE_PAYMENT_CHECKOUT_URL", None),
+        tron_url=_url(env, "TOLLGATE_TRON_URL", TRONGRID_URL),
+        tron_api_key=_raw(env, "TOLLGATE_TRON_API_KEY", None),
+        tron_usdt_contract=_tron_address(env, "TOLLGATE_TRON_USDT_CONTRACT", TRON_USDT),
+        tron_start_block=_int(env, "TOLLGATE_TRON_START_BLOCK", None, 0),
+        tron_page_size=_int(env, "TOLLGATE_TRON_PAGE_SIZE", 200, 1, 200),
     )
