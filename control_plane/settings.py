@@ -109,6 +109,47 @@ def _tron_address(env, name, default):
     return raw
 
 
+# EVM deposit chains (deposits/evm_watcher.py), TOLLGATE_<CHAIN>_… for bsc and polygon.
+EVM_CONFIRMATIONS = {"bsc": 15, "polygon": 40}
+
+
+@dataclass(frozen=True)
+class EvmChainSettings:
+    chain: str
+    rpc_url: str | None = field(repr=False)  # None: not watched; may carry an API key, so never printed
+    usdt_contract: str  # the one accepted USDT contract (0x…); the canonical one by default
+    usdt_decimals: int  # checked against the contract's decimals() when a watcher starts
+    confirmations: int  # blocks on top of a deposit's block, where the node has no `finalized` tag
+    log_range: int  # most blocks per eth_getLogs call
+    start_block: int | None  # where the first scan starts; None: the chain's confirmed head then
+
+
+def _evm_address(env, name, default):
+    raw = _raw(env, name, default)
+    digits = raw[2:] if raw[:2].lower() == "0x" else ""
+    if len(digits) != 40 or any(c not in "0123456789abcdefABCDEF" for c in digits):
+        raise SettingsError(f"{name} must be a contract address (0x and 40 hex digits), got {raw!r}")
+    return raw
+
+
+def _evm_chains(env) -> tuple[EvmChainSettings, ...]:
+    chains = []
+    for token in USDT:
+        if token.chain not in EVM_CONFIRMATIONS:
+            continue
+        prefix = f"TOLLGATE_{token.chain.upper()}_"
+        chains.append(EvmChainSettings(
+            chain=token.chain,
+            rpc_url=_raw(env, prefix + "RPC_URL", None),
+            usdt_contract=_evm_address(env, prefix + "USDT_CONTRACT", token.contract),
+            usdt_decimals=_int(env, prefix + "USDT_DECIMALS", token.decimals, 0, 36),
+            confirmations=_int(env, prefix + "CONFIRMATIONS", EVM_CONFIRMATIONS[token.chain], 1, 100_000),
+            log_range=_int(env, prefix + "LOG_RANGE", 1000, 1, 1_000_000),
+            start_block=_int(env, prefix + "START_BLOCK", None, 0),
+        ))
+    return tuple(chains)
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
@@ -146,6 +187,14 @@ class Settings:
     tron_usdt_contract: str = TRON_USDT
     tron_start_block: int | None = None  # None: the solidified head at the first scan
     tron_page_size: int = 200
+    evm_chains: tuple[EvmChainSettings, ...] = ()
+    chain_poll_seconds: int = 2  # how often `tollgate chain watch` scans each watched chain
+
+    def evm_chain(self, chain: str) -> EvmChainSettings:
+        for settings in self.evm_chains:
+            if settings.chain == chain:
+                return settings
+        raise SettingsError(f"{chain!r} is not an EVM deposit chain")
 
     @property
     def run_dir(self) -> Path:
@@ -224,4 +273,6 @@ def load(env=None) -> Settings:
         tron_usdt_contract=_tron_address(env, "TOLLGATE_TRON_USDT_CONTRACT", TRON_USDT),
         tron_start_block=_int(env, "TOLLGATE_TRON_START_BLOCK", None, 0),
         tron_page_size=_int(env, "TOLLGATE_TRON_PAGE_SIZE", 200, 1, 200),
+        evm_chains=_evm_chains(env),
+        chain_poll_seconds=_int(env, "TOLLGATE_CHAIN_POLL_SECONDS", 2, 1, 3600),
     )

@@ -32,7 +32,7 @@ from ..errors import ServiceError
 from ..models import Account, Deposit, LedgerTransaction
 from ..money import format_usd
 from ..settings import Settings
-from .tokens import CHAINS, base_units_to_nano, token_for
+from .tokens import CHAINS, USDT, Token, base_units_to_nano, token_for
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +81,15 @@ def record_deposit(
     block_number: int,
     block_hash: str,
     status: str = "seen",
+    allowed: tuple[Token, ...] = USDT,
 ) -> Deposit:
-    """The deposit row for this transfer, inserted once (a second sighting returns the first row)."""
+    """The deposit row for this transfer, inserted once (a second sighting returns the first row);
+    `allowed` is the token allow-list in force (tokens.accepted(settings))."""
     if chain not in CHAINS:
         raise ServiceError(f"unknown chain {chain!r}")
     if status not in ("seen", "confirmed"):
         raise ServiceError(f"a new deposit is seen or confirmed, not {status!r}")
-    token = token_for(chain, token_contract)
+    token = token_for(chain, token_contract, allowed)
     tx_hash = normal_tx_hash(chain, tx_hash)
     existing = _find(session, chain, tx_hash, log_index)
     if existing is not None:

@@ -37,9 +37,18 @@ def _normal(chain: str, contract: str) -> str:
     return contract if chain == "tron" else contract.lower()
 
 
-def token_for(chain: str, contract: str) -> Token:
+def accepted(settings) -> tuple[Token, ...]:
+    """The allow-list in force: one USDT contract per chain, as configured (the canonical ones by
+    default: TOLLGATE_TRON_USDT_CONTRACT, TOLLGATE_<BSC|POLYGON>_USDT_CONTRACT and _DECIMALS)."""
+    configured = {chain.chain: Token(chain.chain, chain.usdt_contract, "USDT", chain.usdt_decimals)
+                  for chain in settings.evm_chains}
+    configured["tron"] = Token("tron", settings.tron_usdt_contract, "USDT", 6)
+    return tuple(configured.get(token.chain, token) for token in USDT)
+
+
+def token_for(chain: str, contract: str, allowed: tuple[Token, ...] = USDT) -> Token:
     """The accepted token at this contract on this chain; anything else is refused."""
-    for token in USDT:
+    for token in allowed:
         if token.chain == chain and _normal(chain, token.contract) == _normal(chain, contract.strip()):
             return token
     raise ServiceError(f"{contract!r} is not an accepted token contract on {chain}")
