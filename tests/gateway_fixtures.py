@@ -63,6 +63,14 @@ def own_database(gateway_kind):
         yield url
 
 
+@pytest.fixture
+def own_gateway(tmp_path, own_database):
+    """A running instance of a test's own, for tests that break it."""
+    gw = Gateway(tmp_path / "gw", own_database).start()
+    yield gw
+    gw.stop()
+
+
 @pytest.fixture(scope="session")
 def gateway(gateway_database, tmp_path_factory):
     """One running instance shared by the tests of a session (each test uses its own account)."""

@@ -20,6 +20,16 @@ REPO = Path(__file__).resolve().parent.parent
 TOLLGATE = str(Path(sys.executable).parent / "tollgate")
 
 
+def wait_for(condition, timeout: float, what: str) -> None:
+    """Until condition() is true, polling every half second; fails after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -44,6 +54,10 @@ class Gateway:
         self.proc: subprocess.Popen | None = None
         self.demo_key: str | None = None
         self.output_path = home / "up.out"
+
+    @property
+    def database_url(self) -> str:
+        return self.env.get("TOLLGATE_DATABASE_URL") or f"sqlite:///{self.home / 'tollgate.db'}"
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self, timeout: float = 60) -> "Gateway":
@@ -122,6 +136,41 @@ class Gateway:
         except urllib.error.HTTPError as e:
             e.read()
             return e.code
+
+    def usage_rows(self, key: str) -> list[dict]:
+        """Every usage row of the key's account, newest first (GET /api/v1/usage, all pages)."""
+        rows, before = [], None
+        while True:
+            path = "/api/v1/usage?limit=100" + (f"&before={before}" if before else "")
+            req = urllib.request.Request(self.url + path, headers={"Authorization": f"Bearer {key}"})
+            with urllib.request.urlopen(req, timeout=20) as r:
+                page = json.loads(r.read())
+            rows += page["data"]
+            if not page["has_more"]:
+                return rows
+            before = page["next_before"]
+
+    def reconciled(self) -> tuple[bool, str]:
+        """`tollgate reconcile`: whether every account's drift is 0, and the report."""
+        result = self.cli("reconcile", "--json", check=False)
+        return result.returncode == 0, result.stdout
+
+    # -- processes -----------------------------------------------------------------------------
+    def worker_pids(self) -> list[int]:
+        """The pids of this instance's usage workers (`tollgate worker` with its TOLLGATE_HOME)."""
+        out = []
+        for proc in os.listdir("/proc"):
+            if not proc.isdigit():
+                continue
+            try:
+                argv = Path(f"/proc/{proc}/cmdline").read_bytes().split(b"\0")
+                env = Path(f"/proc/{proc}/environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if (any(a.endswith(b"/tollgate") for a in argv) and b"worker" in argv
+                    and f"TOLLGATE_HOME={self.home}".encode() in env):
+                out.append(int(proc))
+        return out
 
     # -- stores --------------------------------------------------------------------------------
     def redis(self) -> redis.Redis:

@@ -8,55 +8,11 @@ import time
 import urllib.error
 import urllib.request
 
-import pytest
 from openai import OpenAI
 
-from harness import Gateway
+from harness import Gateway, wait_for
 
 REQUESTS = 20
-
-
-@pytest.fixture
-def own_gateway(tmp_path, own_database):
-    """An instance of its own: these tests break it."""
-    gw = Gateway(tmp_path / "gw", own_database).start()
-    yield gw
-    gw.stop()
-
-
-def worker_pids(gw):
-    out = []
-    for proc in os.listdir("/proc"):
-        if not proc.isdigit():
-            continue
-        try:
-            argv = open(f"/proc/{proc}/cmdline", "rb").read().split(b"\0")
-            env = open(f"/proc/{proc}/environ", "rb").read()
-        except OSError:
-            continue
-        if any(a.endswith(b"/tollgate") for a in argv) and b"worker" in argv and f"TOLLGATE_HOME={gw.home}".encode() in env:
-            out.append(int(proc))
-    return out
-
-
-def usage_rows(gw, key):
-    req = urllib.request.Request(f"{gw.url}/api/v1/usage?limit=100", headers={"Authorization": f"Bearer {key}"})
-    with urllib.request.urlopen(req, timeout=20) as r:
-        return json.loads(r.read())["data"]
-
-
-def reconciled(gw):
-    result = gw.cli("reconcile", "--json", check=False)
-    return result.returncode == 0, result.stdout
-
-
-def wait_for(condition, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_redis_losing_its_data_loses_no_usage(own_gateway):
@@ -64,7 +20,7 @@ def test_redis_losing_its_data_loses_no_usage(own_gateway):
     key = gw.create_customer("lossy@example.com", "10")
     start = gw.balance_nano("lossy@example.com")
     client = OpenAI(base_url=f"{gw.url}/v1", api_key=key)
-    workers = worker_pids(gw)
+    workers = gw.worker_pids()
     assert workers
     for pid in workers:
         os.kill(pid, signal.SIGSTOP)  # records stay in Redis only, not yet in SQL
@@ -78,11 +34,11 @@ def test_redis_losing_its_data_loses_no_usage(own_gateway):
             os.kill(pid, signal.SIGCONT)
 
     # The worker republishes from SQL and replays the journal (after its grace period).
-    wait_for(lambda: len(usage_rows(gw, key)) == REQUESTS, 60, "the journal replay")
-    rows = usage_rows(gw, key)
+    wait_for(lambda: len(gw.usage_rows(key)) == REQUESTS, 60, "the journal replay")
+    rows = gw.usage_rows(key)
     assert len({row["request_id"] for row in rows}) == REQUESTS
     gw.wait_drained()
-    wait_for(lambda: reconciled(gw)[0], 30, "reconciliation")
+    wait_for(lambda: gw.reconciled()[0], 30, "reconciliation")
     assert gw.balance_nano("lossy@example.com") == start - sum(row["cost_nano"] for row in rows)
 
 
@@ -115,7 +71,7 @@ def test_redis_down_answers_503_fast_and_recovers(own_gateway):
                                                        headers=headers), timeout=10) as r:
         assert r.status == 200
     gw.wait_drained()
-    ok, report = reconciled(gw)
+    ok, report = gw.reconciled()
     assert ok, report
 
 
@@ -160,8 +116,8 @@ def test_killing_an_nginx_worker_mid_stream_loses_and_duplicates_nothing(own_gat
 
     completed = statuses.count(200)
     assert completed > 0 and statuses.count(None) > 0, statuses
-    wait_for(lambda: reconciled(gw)[0], 60, "reconciliation")
-    rows = usage_rows(gw, key)
+    wait_for(lambda: gw.reconciled()[0], 60, "reconciliation")
+    rows = gw.usage_rows(key)
     assert len(rows) == len({row["request_id"] for row in rows}) >= completed
     assert gw.balance_nano("killed@example.com") == start - sum(row["cost_nano"] for row in rows)
 
@@ -181,8 +137,7 @@ def test_stopping_returns_the_nodes_leases_at_once(own_gateway):
 
 def test_rate_limits_are_exact_across_two_gateway_nodes_sharing_redis(own_gateway, tmp_path):
     first = own_gateway
-    database_url = first.env.get("TOLLGATE_DATABASE_URL") or f"sqlite:///{first.home / 'tollgate.db'}"
-    second = Gateway(tmp_path / "second", database_url, extra_env={
+    second = Gateway(tmp_path / "second", first.database_url, extra_env={
         "TOLLGATE_REDIS_URL": f"unix://{first.home / 'run' / 'redis.sock'}", "TOLLGATE_DEMO": "0",
         "TOLLGATE_SECRET_KEY": (first.home / "secret.key").read_text().strip()}).start()
     try:
@@ -194,6 +149,6 @@ def test_rate_limits_are_exact_across_two_gateway_nodes_sharing_redis(own_gatewa
         statuses = [(first if i % 2 else second).chat(key, hello) for i in range(10)]
         assert statuses.count(200) == 5 and statuses.count(429) == 5, statuses
         first.wait_drained()
-        wait_for(lambda: reconciled(first)[0], 30, "reconciliation")
+        wait_for(lambda: first.reconciled()[0], 30, "reconciliation")
     finally:
         second.stop()

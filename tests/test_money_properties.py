@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import socket
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
@@ -38,19 +37,6 @@ def send(gateway, key, max_tokens, prompt_len, stream, hang_up):
     return gateway.chat(key, request)
 
 
-def usage_rows(gateway, key):
-    rows, before = [], None
-    while True:
-        path = "/api/v1/usage?limit=100" + (f"&before={before}" if before else "")
-        req = urllib.request.Request(gateway.url + path, headers={"Authorization": f"Bearer {key}"})
-        with urllib.request.urlopen(req, timeout=20) as r:
-            page = json.loads(r.read())
-        rows += page["data"]
-        if not page["has_more"]:
-            return rows
-        before = page["next_before"]
-
-
 run = {"n": 0}
 
 
@@ -71,7 +57,7 @@ def test_money_never_leaks_under_concurrency(gateway, plan, limits, balance_nano
     assert set(statuses) <= {200, 402, None}, statuses
 
     gateway.wait_drained()
-    rows = usage_rows(gateway, keys[0])
+    rows = gateway.usage_rows(keys[0])
     assert len(rows) == len({row["request_id"] for row in rows})  # none twice
     assert statuses.count(200) <= len(rows) <= statuses.count(200) + statuses.count(None)  # none lost
     for row in rows:
@@ -84,8 +70,7 @@ def test_money_never_leaks_under_concurrency(gateway, plan, limits, balance_nano
     for key_id, limit in zip(key_ids, limits):
         assert sum(row["cost_nano"] for row in rows if row["key_id"] == key_id) <= limit
 
-    database_url = gateway.env.get("TOLLGATE_DATABASE_URL") or f"sqlite:///{gateway.home / 'tollgate.db'}"
-    engine = sa.create_engine(database_url)
+    engine = sa.create_engine(gateway.database_url)
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT COALESCE(SUM(amount), 0) FROM ledger_entries")).scalar() == 0
     engine.dispose()

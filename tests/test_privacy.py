@@ -69,6 +69,5 @@ def test_prompt_canary_appears_nowhere(gateway, gw_customer):
     r.execute_command("BGREWRITEAOF")  # whatever Redis persists must be clean too
 
     assert canary not in everything_in_redis(r)
-    database_url = gateway.env.get("TOLLGATE_DATABASE_URL") or f"sqlite:///{gateway.home / 'tollgate.db'}"
-    assert canary not in everything_in_sql(database_url)
+    assert canary not in everything_in_sql(gateway.database_url)
     assert canary.encode() not in everything_on_disk(gateway.home)
