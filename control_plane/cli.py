@@ -87,12 +87,14 @@ def up(settings: Settings) -> None:
 
 
 @main.command()
+@click.option("--consumer", help="Name in the usage streams' consumer group (default: host-pid). A worker "
+              "started again under its predecessor's name records at once what that one had read.")
 @click.pass_obj
-def worker(settings: Settings) -> None:
+def worker(settings: Settings, consumer: str | None) -> None:
     """Drain usage into SQL and keep Redis in step (until SIGTERM / Ctrl-C)."""
     from control_plane import worker as usage_worker
 
-    usage_worker.run(settings)
+    usage_worker.run(settings, consumer)
 
 
 @main.group("db")

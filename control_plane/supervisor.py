@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -88,7 +89,10 @@ def children(settings: Settings, nginx_conf_path: Path) -> list[Child]:
             "--control-socket", str(settings.run_dir / "gunicorn.ctl"),
             "--error-logfile", str(logs / "gunicorn.log"), "control_plane.app:create_app()",
         ], log_path=logs / "gunicorn.log"),
-        Child("worker", [_venv_bin("tollgate"), "worker"], log_path=logs / "worker.log"),
+        # One consumer name for every worker this supervisor starts: a restarted worker records at
+        # once the entries its killed predecessor had read, instead of claiming them after a minute.
+        Child("worker", [_venv_bin("tollgate"), "worker", "--consumer", f"{socket.gethostname()}-up-{os.getpid()}"],
+              log_path=logs / "worker.log"),
         Child("nginx", [
             nginx_conf.nginx_binary(), "-p", str(settings.nginx_dir), "-c", str(nginx_conf_path),
             "-g", "daemon off;",

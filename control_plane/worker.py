@@ -75,12 +75,12 @@ class Worker:
                 hot_state.publish_providers(session, self.settings)
 
 
-def run(settings: Settings) -> None:
+def run(settings: Settings, consumer: str | None = None) -> None:
     logs.configure(settings.log_level)
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda _signum, _frame: stopping.set())
-    worker = Worker(settings)
+    worker = Worker(settings, consumer)
     log.info("usage worker %s started on %s shards", worker.drain.consumer, settings.redis_shards)
     try:
         worker.run(stopping)
