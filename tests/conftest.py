@@ -202,4 +202,4 @@ def price_version(settings) -> PriceVersion:
         prices = {"input": usd_to_nano("0.15"), "cached_input": usd_to_nano("0.075"), "output": usd_to_nano("0.60")}
         model = catalog.upsert_model(session, "test-chat", "test", prices)
         return catalog.current_price(session, model.id)
-pytest_plugins = ["gateway_fixtures"]
+pytest_plugins = ["gateway_fixtures", "evm_fixtures"]
