@@ -74,17 +74,22 @@ class TronGrid:
         self._tron = Tron(provider)
         self._url = settings.tron_url
         self._page_size = settings.tron_page_size
+        self._headers: dict[int, BlockHeader] = {}  # solidified blocks never change
 
     def solid_head(self) -> BlockHeader:
         """The newest solidified (irreversible) block."""
-        return _header(self._call("walletsolidity/getnowblock", self._tron.get_latest_solid_block))
+        header = _header(self._call("walletsolidity/getnowblock", self._tron.get_latest_solid_block))
+        self._headers[header.number] = header
+        return header
 
     def solid_block(self, number: int) -> BlockHeader:
-        block = self._call(f"walletsolidity/getblock {number}", lambda: self._provider.make_request(
-            "walletsolidity/getblock", {"id_or_num": str(number), "detail": False}))
-        if not block:
-            raise TronApiError(f"block {number} is not solidified on the node")
-        return _header(block)
+        if number not in self._headers:
+            block = self._call(f"walletsolidity/getblock {number}", lambda: self._provider.make_request(
+                "walletsolidity/getblock", {"id_or_num": str(number), "detail": False}))
+            if not block:
+                raise TronApiError(f"block {number} is not solidified on the node")
+            self._headers[number] = _header(block)
+        return self._headers[number]
 
     def solid_transaction_info(self, txid: str) -> dict | None:
         """The transaction's receipt once its block is solidified; None before (or if unknown)."""
