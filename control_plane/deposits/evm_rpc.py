@@ -22,6 +22,9 @@ from web3.exceptions import BadFunctionCallOutput, BlockNotFound, ContractLogicE
 from web3.middleware import ExtraDataToPOAMiddleware
 
 log = logging.getLogger(__name__)
+# web3 and urllib3 log every request's URL at DEBUG, and an RPC URL may carry an API key.
+for _library in ("web3", "urllib3"):
+    logging.getLogger(_library).setLevel(logging.WARNING)
 
 ATTEMPTS = 6
 FIRST_PAUSE_SECONDS = 0.25
