@@ -4,8 +4,9 @@ No TRON node can run here, so this serves the documented wire formats the watche
 - java-tron HTTP API (POST, JSON body): `/walletsolidity/getnowblock`, `/walletsolidity/getblock`
   (`{"id_or_num": "<n>", "detail": false}` → header only, `{}` when not solidified),
   `/walletsolidity/gettransactioninfobyid` (`{"value": "<txid>"}` → TransactionInfo: `blockNumber`,
-  `blockTimeStamp`, `receipt.result`, `log[]` with the contract address as 20-byte hex without 41,
-  topics and data as hex without 0x; `{}` until the transaction's block is solidified).
+  `blockTimeStamp`, `receipt.result`, `log[]` with the contract address as 20-byte hex without 41
+  (base58 of those 20 bytes when the request says visible=true, as java-tron does), topics and data
+  as hex without 0x; `{}` until the transaction's block is solidified).
 - TronGrid `GET /v1/accounts/{address}/transactions/trc20` with only_confirmed, only_unconfirmed,
   only_to, only_from, contract_address, min_timestamp, max_timestamp (inclusive), order_by
   (`block_timestamp,asc|desc`, default desc), limit (default 20, max 200) and fingerprint; answers
@@ -56,9 +57,11 @@ class Log:
     sender: str = SENDER
     symbol: str = "USDT"
 
-    def wire(self) -> dict:
+    def wire(self, visible: bool) -> dict:
+        contract = base58.b58encode_check(bytes.fromhex(hex20(self.contract))).decode() if visible \
+            else hex20(self.contract)  # java-tron's visible=true prints the 20 bytes in base58
         return {
-            "address": hex20(self.contract),
+            "address": contract,
             "topics": [TRANSFER_TOPIC, "0" * 24 + hex20(self.sender), "0" * 24 + hex20(self.to)],
             "data": f"{self.amount:064x}",
         }
@@ -135,7 +138,7 @@ class FakeTron:
             },
         }
 
-    def transaction_info(self, txid: str) -> dict:
+    def transaction_info(self, txid: str, visible: bool) -> dict:
         transaction = self.transactions.get(txid)
         if transaction is None or transaction.block > self.solid or txid in self.lagging:
             return {}
@@ -145,9 +148,10 @@ class FakeTron:
             "blockNumber": transaction.block,
             "blockTimeStamp": self.timestamp(transaction.block),
             "contractResult": ["0" * 63 + "1" if transaction.result == "SUCCESS" else ""],
-            "contract_address": "41" + hex20(transaction.logs[0].contract) if transaction.logs else "",
+            "contract_address": (transaction.logs[0].contract if visible else "41" + hex20(transaction.logs[0].contract))
+            if transaction.logs else "",
             "receipt": {"energy_usage_total": 64_285, "net_fee": 345_000, "result": transaction.result},
-            "log": [log.wire() for log in transaction.logs],
+            "log": [log.wire(visible) for log in transaction.logs],
         }
         if transaction.result != "SUCCESS":
             info["result"] = "FAILED"
@@ -215,7 +219,7 @@ class FakeTron:
                 number = int(body.get("id_or_num", self.solid))
                 return 200, {}, self.block(number) if 0 <= number <= self.solid else {}
             if method == "POST" and path == "/walletsolidity/gettransactioninfobyid":
-                return 200, {}, self.transaction_info(str(body.get("value", "")))
+                return 200, {}, self.transaction_info(str(body.get("value", "")), body.get("visible") is True)
             parts = path.strip("/").split("/")
             if method == "GET" and len(parts) == 5 and parts[:2] == ["v1", "accounts"] and \
                     parts[3:] == ["transactions", "trc20"]:

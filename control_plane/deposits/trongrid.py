@@ -63,43 +63,39 @@ class TronGrid:
     """The calls the TRON watcher makes; each returns the node's answer or raises."""
 
     def __init__(self, settings: Settings):
-        from tronpy import Tron  # imported here: tronpy's import is slow and only watchers need it
-        from tronpy.providers import HTTPProvider
+        from tronpy.providers import HTTPProvider  # imported here: only watchers need tronpy
 
         provider = HTTPProvider(settings.tron_url + "/", timeout=TIMEOUT_SECONDS)
         provider.use_api_key = False
         if settings.tron_api_key:
             provider.sess.headers["TRON-PRO-API-KEY"] = settings.tron_api_key
         self._provider = provider
-        self._tron = Tron(provider)
         self._url = settings.tron_url
         self._page_size = settings.tron_page_size
         self._headers: dict[int, BlockHeader] = {}  # solidified blocks never change
 
     def solid_head(self) -> BlockHeader:
         """The newest solidified (irreversible) block."""
-        header = _header(self._call("walletsolidity/getnowblock", self._tron.get_latest_solid_block))
+        header = _header(self._post("walletsolidity/getnowblock", {}))
         self._headers[header.number] = header
         return header
 
     def solid_block(self, number: int) -> BlockHeader:
         if number not in self._headers:
-            block = self._call(f"walletsolidity/getblock {number}", lambda: self._provider.make_request(
-                "walletsolidity/getblock", {"id_or_num": str(number), "detail": False}))
+            block = self._post("walletsolidity/getblock", {"id_or_num": str(number), "detail": False})
             if not block:
                 raise TronApiError(f"block {number} is not solidified on the node")
             self._headers[number] = _header(block)
         return self._headers[number]
 
     def solid_transaction_info(self, txid: str) -> dict | None:
-        """The transaction's receipt once its block is solidified; None before (or if unknown)."""
-        from tronpy.exceptions import TransactionNotFound
+        """The transaction's receipt once its block is solidified; None before (or if unknown).
 
-        try:
-            return self._call(f"walletsolidity/gettransactioninfobyid {txid}",
-                              lambda: self._tron.get_solid_transaction_info(txid))
-        except TransactionNotFound:
-            return None
+        Asked without `visible`: java-tron then prints each log's contract address as documented,
+        20-byte hex without the 41 prefix; with visible=true (what tronpy's
+        get_solid_transaction_info sends) it prints those 20 bytes in base58, which is no address.
+        """
+        return self._post("walletsolidity/gettransactioninfobyid", {"value": txid}) or None
 
     def incoming_trc20(self, address: str, contract: str, min_timestamp: int, max_timestamp: int) -> Iterator[dict]:
         """TronGrid's TRC20 transfers to `address` of `contract` in the timestamp window (confirmed or
@@ -116,6 +112,13 @@ class TronGrid:
             if not fingerprint:
                 return
             params = {**params, "fingerprint": fingerprint}
+
+    def _post(self, method: str, body: dict) -> dict:
+        """A java-tron API call; its errors come back as HTTP 200 with {"Error": …}."""
+        answer = self._call(f"{method} {body}", lambda: self._provider.make_request(method, body))
+        if "Error" in answer:
+            raise TronApiError(f"{method}: {answer['Error']}")
+        return answer
 
     def _get(self, url: str, params: dict) -> dict:
         response = self._provider.sess.get(url, params=params, timeout=TIMEOUT_SECONDS)
