@@ -7,8 +7,8 @@ No TRON node can run here, so this serves the documented wire formats the watche
   `blockTimeStamp`, `receipt.result`, `log[]` with the contract address as 20-byte hex without 41
   (base58 of those 20 bytes when the request says visible=true, as java-tron does), topics and data
   as hex without 0x; `{}` until the transaction's block is solidified).
-- TronGrid `GET /v1/accounts/{address}/transactions/trc20` with only_confirmed, only_unconfirmed,
-  only_to, only_from, contract_address, min_timestamp, max_timestamp (inclusive), order_by
+- TronGrid `GET /v1/accounts/{address}/transactions/trc20` with only_confirmed, only_to,
+  contract_address, min_timestamp, max_timestamp (inclusive), order_by
   (`block_timestamp,asc|desc`, default desc), limit (default 20, max 200) and fingerprint; answers
   `{"data": [...], "success": true, "meta": {"at", "page_size", "fingerprint", "links": {"next"}}}`,
   `fingerprint` only when a further page exists.
@@ -160,12 +160,11 @@ class FakeTron:
 
     def trc20_page(self, address: str, query: dict[str, str]) -> dict:
         confirmed = query.get("only_confirmed") == "true"
-        unconfirmed = query.get("only_unconfirmed") == "true"
         items = []
         for transaction in self.transactions.values():
             if transaction.block > self.head:
                 continue
-            if (confirmed and transaction.block > self.solid) or (unconfirmed and transaction.block <= self.solid):
+            if confirmed and transaction.block > self.solid:
                 continue
             stamp = self.timestamp(transaction.block)
             if "min_timestamp" in query and stamp < int(query["min_timestamp"]):
@@ -177,8 +176,7 @@ class FakeTron:
                     continue
                 if log.to != address and log.sender != address:
                     continue
-                if (query.get("only_to") == "true" and log.to != address) or \
-                        (query.get("only_from") == "true" and log.sender != address):
+                if query.get("only_to") == "true" and log.to != address:
                     continue
                 items.append({
                     "transaction_id": transaction.txid,

@@ -150,6 +150,7 @@ def test_two_transfers_in_one_transaction_are_two_exact_deposits(tron_settings, 
     with db.session_scope(tron_settings) as session:
         assert session.scalar(select(Deposit.token_contract).limit(1)) == USDT
         assert session.scalar(select(Deposit.amount).where(Deposit.log_index == 0)) == 12_345_678
+        assert set(session.execute(select(Deposit.block_number, Deposit.block_hash))) == {(100, fake.block_id(100))}
 
 
 def test_every_page_is_read_through_the_fingerprint(tron_env, fake):
