@@ -1,6 +1,7 @@
-"""`tollgate up`: starts Redis, migrates the database, starts nginx, gunicorn and the usage
-worker, prints the gateway URL and the demo key, and stops everything cleanly on Ctrl-C or
-SIGTERM. A process that dies is restarted (with a growing pause) and its death logged."""
+"""`tollgate up`: starts Redis, migrates the database, starts nginx, gunicorn, the usage
+worker and, when a deposit chain is configured, the chain watcher; prints the gateway URL and the
+demo key, and stops everything cleanly on Ctrl-C or SIGTERM. A process that dies is restarted
+(with a growing pause) and its death logged."""
 from __future__ import annotations
 
 import os
@@ -15,6 +16,7 @@ from pathlib import Path
 import redis
 
 from . import nginx_conf
+from .deposits.chain_watch import watched_chains
 from .settings import Settings
 
 STOP_TIMEOUT_SECONDS = 15
@@ -98,6 +100,8 @@ def children(settings: Settings, nginx_conf_path: Path) -> list[Child]:
             "-g", "daemon off;",
         ], stop_signal=signal.SIGQUIT, log_path=logs / "nginx-stdout.log"),
     ]
+    if watched_chains(settings):
+        result.append(Child("chain-watch", [_venv_bin("tollgate"), "chain", "watch"], log_path=logs / "chain-watch.log"))
     return result
 
 

@@ -1,5 +1,9 @@
-"""`tollgate deposit address` and `tollgate deposits list` (registered by control_plane/cli.py)."""
+"""`tollgate deposit address`, `tollgate deposits list`, `tollgate chain scan|watch` (registered by
+control_plane/cli.py)."""
 from __future__ import annotations
+
+import contextlib
+import sys
 
 import click
 from sqlalchemy import select
@@ -76,3 +80,45 @@ def deposits_list(settings: Settings, email: str | None, status: str | None, lim
         click.echo(f"{row.id:>6} {row.created_at:%Y-%m-%d %H:%M} {row.chain:<8} {row.status:<13} "
                    f"{format_usd(row.amount_nano):>16} {owner:<32} {row.tx_hash}:{row.log_index}")
     click.echo(f"{len(rows)} deposits", err=True)
+
+
+@main.group()
+def chain() -> None:
+    """Deposit chain watchers (TRON, BSC, Polygon)."""
+
+
+@chain.command("scan")
+@click.option("--chain", "chain_name", type=click.Choice(CHAINS), required=True)
+@click.option("--from-block", type=click.IntRange(0), help="First block (default: the chain's cursor). A rescan "
+              "credits nothing twice and never moves the cursor back.")
+@click.option("--to-block", type=click.IntRange(0), help="Last block (default: the newest).")
+@click.pass_obj
+def chain_scan(settings: Settings, chain_name: str, from_block: int | None, to_block: int | None) -> None:
+    """Scan a chain once for deposits and credit the confirmed ones; a progress bar on stderr."""
+    from .chain_watch import node_errors, scanner
+
+    with contextlib.ExitStack() as stack:
+        bars = []
+
+        def progress(done: int, total: int) -> None:
+            if not bars:
+                bars.append(stack.enter_context(click.progressbar(
+                    length=total, label=f"{chain_name} blocks", show_pos=True, file=sys.stderr)))
+            bars[0].update(done - bars[0].pos)
+
+        try:
+            report = scanner(settings, chain_name)(from_block=from_block, to_block=to_block, progress=progress)
+        except node_errors(chain_name) as exc:
+            raise click.ClickException(f"{chain_name}: the node did not answer ({exc}); the cursor stays, "
+                                       "scan again later") from None
+    click.echo(f"{chain_name}: blocks {report.from_block}..{report.to_block}: {report.found} new deposits, "
+               f"{report.credited} credited, {report.orphaned} orphaned")
+
+
+@chain.command("watch")
+@click.pass_obj
+def chain_watch(settings: Settings) -> None:
+    """Scan every configured chain every TOLLGATE_CHAIN_POLL_SECONDS (until SIGTERM / Ctrl-C)."""
+    from . import chain_watch as watcher
+
+    watcher.run(settings)
