@@ -101,7 +101,8 @@ def children(settings: Settings, nginx_conf_path: Path) -> list[Child]:
         ], stop_signal=signal.SIGQUIT, log_path=logs / "nginx-stdout.log"),
     ]
     if watched_chains(settings):
-        result.append(Child("chain-watch", [_venv_bin("tollgate"), "chain", "watch"], log_path=logs / "chain-watch.log"))
+        result.append(Child("chain-watch", [_venv_bin("tollgate"), "chain", "watch"],
+                            log_path=logs / "chain-watch.log"))
     return result
 
 

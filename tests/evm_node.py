@@ -96,13 +96,15 @@ class AnvilNode:
 
     def transfer(self, token: str, *payments: tuple[str, int]):
         """One transaction from the owner: transfer() for one payment, transferMany() for several;
-        its receipt."""
+        its receipt. Gas is fixed, so the same call at the same nonce is the same transaction (the
+        same hash), as when a re-org's transaction is mined again."""
         contract = self.web3.eth.contract(address=token, abi=ARTIFACT["abi"])
         if len(payments) == 1:
             call = contract.functions.transfer(*payments[0])
         else:
             call = contract.functions.transferMany([to for to, _ in payments], [amount for _, amount in payments])
-        return self.web3.eth.wait_for_transaction_receipt(call.transact({"from": self.owner}))
+        tx = call.transact({"from": self.owner, "gas": 500_000, "gasPrice": 10**10})
+        return self.web3.eth.wait_for_transaction_receipt(tx)
 
 
 Rule = Callable[[str, list], "tuple[int, dict, dict | None] | None"]

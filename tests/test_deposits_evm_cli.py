@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from control_plane.cli import main
 from control_plane.supervisor import children
+
 from evm_fixtures import redis_balance
 from evm_node import FINALITY_LAG
 
@@ -103,8 +104,9 @@ def test_chain_scan_against_a_node_that_does_not_answer_exits_1_saying_so(evm):
 def test_chain_watch_credits_a_confirmed_deposit_into_redis(evm, redis_client):
     account_id, address = evm.payer("payer@example.com")
     settings = evm.settings()
-    watcher = subprocess.Popen([TOLLGATE, "chain", "watch"], env={**os.environ, **evm.env, "TOLLGATE_CHAIN_POLL_SECONDS": "1"},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    env = {**os.environ, **evm.env, "TOLLGATE_CHAIN_POLL_SECONDS": "1"}
+    watcher = subprocess.Popen([TOLLGATE, "chain", "watch"], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
     try:
         evm.pay("bsc", (address, 12 * USDT18))
         evm.node.mine(FINALITY_LAG)

@@ -25,7 +25,7 @@ def _balance(settings, account_id) -> int:
 def _contiguous(ranges: list[tuple[int, int]]) -> tuple[int, int]:
     """The blocks the ranges cover, asserting they leave no gap."""
     ranges = sorted(set(ranges))
-    for (_, previous_last), (first, _) in zip(ranges, ranges[1:]):
+    for (_, previous_last), (first, _) in zip(ranges, ranges[1:], strict=False):
         assert first <= previous_last + 1, f"blocks {previous_last + 1}..{first - 1} were never read: {ranges}"
     return ranges[0][0], max(last for _, last in ranges)
 

@@ -7,6 +7,7 @@ from control_plane import db, ledger
 from control_plane.deposits import cursors, evm_watcher
 from control_plane.errors import ServiceError
 from control_plane.models import Deposit
+
 from evm_fixtures import redis_balance
 from evm_node import FINALITY_LAG
 
@@ -93,6 +94,27 @@ def test_reorg_orphans_a_seen_deposit_which_is_never_credited(evm, redis_client)
     assert evm_watcher.scan(settings, chain="bsc").credited == 0
     assert _balance(settings, account_id) == 0
     assert redis_balance(settings, redis_client, account_id) == 0
+
+
+def test_a_transfer_mined_again_after_a_reorg_is_credited_in_its_new_block(evm):
+    account_id, address = evm.payer("payer@example.com")
+    settings = evm.settings()
+    before = evm.node.rpc("evm_snapshot")
+    first = evm.pay("polygon", (address, 20 * USDT6))
+    assert evm_watcher.scan(settings, chain="polygon").found == 1
+
+    evm.node.rpc("evm_revert", before)  # the re-org: the transfer's block is gone...
+    evm.node.mine(1)
+    again = evm.pay("polygon", (address, 20 * USDT6))  # ...and the same transaction is mined a block later
+    assert (again["transactionHash"], again["blockNumber"]) == (first["transactionHash"], first["blockNumber"] + 1)
+    evm.node.mine(FINALITY_LAG)
+    report = evm_watcher.scan(settings, chain="polygon")
+    assert (report.found, report.orphaned, report.credited) == (0, 0, 1)
+    with db.session_scope(settings) as session:
+        deposit = session.scalars(select(Deposit)).one()
+        assert deposit.block_number == again["blockNumber"]
+        assert deposit.block_hash == "0x" + bytes(again["blockHash"]).hex()
+    assert _balance(settings, account_id) == 20 * 10**9
 
 
 class Crash(Exception):

@@ -143,7 +143,8 @@ class EvmRpc:
 
     def transfers(self, contract: str, recipients: list[str], first: int, last: int) -> list[TransferLog]:
         """Transfer logs of `contract` to any of `recipients` in blocks first..last (inclusive)."""
-        topics = [TRANSFER_TOPIC, None, ["0x" + "00" * 12 + address.lower().removeprefix("0x") for address in recipients]]
+        padded = ["0x" + "00" * 12 + address.lower().removeprefix("0x") for address in recipients]
+        topics = [TRANSFER_TOPIC, None, padded]
         query = {"address": Web3.to_checksum_address(contract), "fromBlock": first, "toBlock": last, "topics": topics}
         try:
             logs = self._call("eth_getLogs", lambda: self.web3.eth.get_logs(query), answers=(Web3RPCError,))

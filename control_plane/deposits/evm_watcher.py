@@ -57,7 +57,7 @@ class EvmWatcher:
             found = "no decimals() (no token contract there)" if reported is None else f"decimals() = {reported}"
             raise ServiceError(
                 f"{self.chain}: the USDT contract {contract} answers {found}, but TOLLGATE_{self.chain.upper()}"
-                f"_USDT_DECIMALS is {expected}; refusing to watch {self.chain} (check the contract address and decimals)"
+                f"_USDT_DECIMALS is {expected}; refusing to watch {self.chain} (check the contract and its decimals)"
             )
 
     def scan(self, *, from_block: int | None = None, to_block: int | None = None, progress=None) -> ScanReport:
