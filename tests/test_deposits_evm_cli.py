@@ -129,3 +129,9 @@ def test_tollgate_up_runs_a_chain_watcher_only_when_a_chain_is_configured(evm, t
 
     assert "chain-watch" in names({})
     assert "chain-watch" not in names({"TOLLGATE_BSC_RPC_URL": "", "TOLLGATE_POLYGON_RPC_URL": ""})
+
+
+def test_a_malformed_usdt_contract_setting_is_refused_naming_the_variable(evm):
+    result = _invoke({**evm.env, "TOLLGATE_BSC_USDT_CONTRACT": "0x55d398"}, "chain", "scan", "--chain", "bsc")
+    assert result.exit_code == 2
+    assert "TOLLGATE_BSC_USDT_CONTRACT must be a contract address (0x and 40 hex digits)" in result.output
