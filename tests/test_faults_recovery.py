@@ -4,14 +4,18 @@ reports drift 0."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import subprocess
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import redis
 import sqlalchemy as sa
-from harness import Gateway, wait_for
+from harness import REPO, Gateway, free_port, wait_for
 from simulator import Simulator
 from test_gateway_billing import SANDBOX_CHAT, tokens_of
 
@@ -149,3 +153,75 @@ def test_a_usage_record_delivered_twice_is_billed_once(own_gateway):
     for stream, fields in entries:
         r.xadd(stream, fields)  # and a third time once SQL has it (an acknowledgement Redis lost)
     assert_billed_exactly_once(gw, key, start, served)
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster of a test's own on a free loopback port, which the test may stop and
+    start (never the machine's own server). The server refuses to run as root: as root it runs as
+    the `postgres` user."""
+
+    def __init__(self, bindir: Path):
+        self.bindir = bindir
+        self.port = free_port()
+        self.data = Path(tempfile.mkdtemp(prefix="tollgate-pg-"))  # outside pytest's root-only tmp
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+        self._as_server = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self._as_server:
+            shutil.chown(self.data, "postgres", "postgres")
+        self._run("initdb", "-D", str(self.data / "db"), "-U", "postgres", "-A", "trust", "--no-sync",
+                  "--no-locale", "-E", "UTF8")
+
+    def _run(self, program: str, *args: str) -> None:
+        subprocess.run([*self._as_server, str(self.bindir / program), *args], check=True,
+                       capture_output=True, timeout=60)
+
+    def start(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data / "db"), "-l", str(self.data / "server.log"), "-w", "-o",
+                  f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.data} -c fsync=off", "start")
+
+    def stop(self, mode: str) -> None:
+        self._run("pg_ctl", "-D", str(self.data / "db"), "-m", mode, "-w", "stop")
+
+    def remove(self) -> None:
+        if (self.data / "db" / "postmaster.pid").exists():
+            self.stop("immediate")
+        shutil.rmtree(self.data)
+
+
+def postgres_bindir() -> Path | None:
+    """The newest PostgreSQL server's binaries Debian installed, if any."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parent.parent.name))
+    return found[-1].parent if found else None
+
+
+@pytest.fixture
+def private_postgres():
+    if postgres_bindir() is None and os.geteuid() == 0:
+        subprocess.run(["bash", str(REPO / "scripts" / "install-debian-packages.sh"), "postgresql"], check=True)
+    bindir = postgres_bindir()
+    if bindir is None:
+        pytest.skip("no PostgreSQL server binaries (Debian package postgresql)")
+    server = PrivatePostgres(bindir)
+    server.start()
+    yield server
+    server.remove()
+
+
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+def test_postgresql_restarted_mid_drain_loses_and_duplicates_nothing(private_postgres, tmp_path, mode):
+    gw = Gateway(tmp_path / "gw", private_postgres.url).start()
+    try:
+        key = gw.create_customer(EMAIL, "10")
+        start = gw.balance_nano(EMAIL)
+        [worker] = gw.worker_pids()
+        os.kill(worker, signal.SIGSTOP)
+        served = chats(gw, key, 15).count(200)  # a backlog
+        private_postgres.stop(mode)
+        os.kill(worker, signal.SIGCONT)  # it drains into a database that is gone
+        served += chats(gw, key, 15).count(200)  # the hot path needs no SQL
+        worker_log = gw.home / "log" / "worker.log"
+        wait_for(lambda: "retrying" in worker_log.read_text(), 30, "the worker to meet the outage")
+        private_postgres.start()
+        assert_billed_exactly_once(gw, key, start, served)
+    finally:
+        gw.stop()
