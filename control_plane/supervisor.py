@@ -20,6 +20,7 @@ from .deposits.chain_watch import watched_chains
 from .settings import Settings
 
 STOP_TIMEOUT_SECONDS = 15
+STABLE_SECONDS = 60  # a child that ran this long before dying is restarted after the shortest pause
 
 
 def log(message: str) -> None:
@@ -34,14 +35,22 @@ class Child:
     proc: subprocess.Popen | None = None
     restarts: int = 0
     next_start: float = 0.0
+    started: float = 0.0
     log_path: Path | None = field(default=None)
 
     def start(self) -> None:
+        self.started = time.monotonic()
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
         if self.log_path:
             out.close()
+
+    def restart_pause(self, now: float) -> float:
+        """Seconds to wait before starting the child again after it died: growing while it keeps
+        dying, back to the shortest once it had run for a while."""
+        self.restarts = 1 if now - self.started >= STABLE_SECONDS else self.restarts + 1
+        return min(30, 0.5 * 2 ** min(self.restarts, 6))
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -177,8 +186,7 @@ class Supervisor:
                 if code is None and child.proc is not None:
                     continue
                 if child.proc is not None:
-                    child.restarts += 1
-                    pause = min(30, 0.5 * 2 ** min(child.restarts, 6))
+                    pause = child.restart_pause(now)
                     log(f"{child.name} exited with status {code}; restarting in {pause:.1f}s")
                     child.proc = None
                     child.next_start = now + pause
