@@ -10,8 +10,10 @@ local decode = cjson.decode
 local null = cjson.null
 local find = string.find
 local sub = string.sub
+local byte = string.byte
 local gsub = string.gsub
 local concat = table.concat
+local clear = require "table.clear"
 local type = type
 local next = next
 
@@ -45,8 +47,9 @@ local locate = {
 }
 
 function _M.new(format, is_stream, strip)
+    strip = strip and is_stream and format == "openai"
     return {
-        format = format, stream = is_stream, strip = strip and is_stream and format == "openai",
+        format = format, stream = is_stream, strip = strip, out = strip and {} or nil,
         acc = {}, rest = nil, parts = nil, size = 0, broken = false, bytes = 0, events = 0,
         final = false,
     }
@@ -72,26 +75,44 @@ local function without_null_usage(ev)
 end
 
 local COMPACT_NULL = '"usage":null'
-local COMMA = string.byte(",")
+local NULL_TAIL = 'usage":null' -- searched without its quote: '"' is everywhere in JSON
+local QUOTE = byte('"')
+
+-- Whether an event has a `"usage"` key (plain finds for `usage"`, then the quote before it).
+local function has_usage_key(ev)
+    local pos = 1
+    while true do
+        local s = find(ev, 'usage"', pos, true)
+        if not s then
+            return false
+        end
+        if byte(ev, s - 1) == QUOTE then
+            return true
+        end
+        pos = s + 1
+    end
+end
+local COMMA = byte(",")
 
 -- One complete SSE event: note its usage; in strip mode return what the client gets.
 local function on_event(st, ev, out)
     st.events = st.events + 1
-    if not find(ev, '"usage"', 1, true) then
-        if out then out[#out + 1] = ev end
-        return
-    end
     -- The common case, an OpenAI chunk with compact `"usage":null`: nothing to decode.
-    local s = find(ev, COMPACT_NULL, 1, true)
-    if s then
+    local s = find(ev, NULL_TAIL, 1, true)
+    if s and byte(ev, s - 1) == QUOTE then
+        s = s - 1
         if out then
-            local e = s + #COMPACT_NULL
-            if string.byte(ev, s - 1) == COMMA then
-                out[#out + 1] = sub(ev, 1, s - 2) .. sub(ev, e)
+            if byte(ev, s - 1) == COMMA then
+                out[#out + 1] = sub(ev, 1, s - 2)
+                out[#out + 1] = sub(ev, s + #COMPACT_NULL)
             else
                 out[#out + 1] = without_null_usage(ev)
             end
         end
+        return
+    end
+    if not has_usage_key(ev) then
+        if out then out[#out + 1] = ev end
         return
     end
     local data = sse.parse(ev)
@@ -110,8 +131,9 @@ local function on_event(st, ev, out)
 end
 
 local function feed_stream(st, chunk, eof)
-    local buf = st.rest and (st.rest .. chunk) or chunk
-    local out = st.strip and {} or nil
+    local rest = st.rest
+    local buf = (rest and rest ~= "") and (rest .. chunk) or chunk
+    local out = st.out
     if not st.broken then
         st.rest = sse.each_event(buf, on_event, st, out)
         if #st.rest > MAX_EVENT then
@@ -128,7 +150,10 @@ local function feed_stream(st, chunk, eof)
         out[#out + 1] = st.rest
         st.rest = nil
     end
-    return concat(out)
+    local n = #out
+    local result = n == 1 and out[1] or (n == 2 and out[1] .. out[2]) or concat(out)
+    clear(out)
+    return result
 end
 
 -- Finds the last `"usage": {...}` object in a text and decodes it (for answers too large to

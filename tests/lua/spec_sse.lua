@@ -78,6 +78,12 @@ tests["parse handles CRLF lines"] = function()
     t.eq(name, "ping", "name")
 end
 
+tests["parse of a single data line, LF or CRLF, gives its data without the line ending"] = function()
+    t.eq(sse.parse("data: {\"a\":1}\n\n"), "{\"a\":1}", "LF")
+    t.eq(sse.parse("data: {\"a\":1}\r\n\r\n"), "{\"a\":1}", "CRLF")
+    t.eq(sse.parse("data: {\"a\":1}\r\n\n"), "{\"a\":1}", "CRLF then LF")
+end
+
 tests["parse joins several data lines with LF"] = function()
     t.eq(sse.parse("data: {\"a\":\ndata: 1}\n\n"), "{\"a\":\n1}", "data")
 end
