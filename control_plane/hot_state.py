@@ -159,12 +159,13 @@ def _undrained(settings: Settings, account_shard: int, field: str, value: int) -
         page = client(settings).xrange(stream, min=start, count=STREAM_PAGE)
         for _entry_id, fields in page:
             try:
-                record = usage_records.parse(fields)
+                records = usage_records.records_of(fields)
             except ValueError:
                 continue  # the worker reports it and leaves it pending
-            owner = record.account_id if field == "acct" else record.key_id
-            if owner == value:
-                found[record.request_id] = record.cost_nano
+            for record in records:
+                owner = record.account_id if field == "acct" else record.key_id
+                if owner == value:
+                    found[record.request_id] = record.cost_nano
         if len(page) < STREAM_PAGE:
             return found
         start = "(" + page[-1][0]

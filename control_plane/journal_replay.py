@@ -73,16 +73,19 @@ class JournalReplay:
         for (shard, batch_id), packed_records in batches.items():
             if self.redis.exists(f"{redis_keys.tag(shard)}batch:{batch_id}"):
                 continue
-            records = [usage_records.parse({"r": p}) for p in packed_records]
+            records = [usage_records.parse_packed(p) for p in packed_records]
             with db.read_session(self.settings) as session:
                 known = set(session.scalars(select(Usage.request_id).where(
                     Usage.request_id.in_([r.request_id for r in records]))))
             missing = [(r, p) for r, p in zip(records, packed_records) if r.request_id not in known]
             if not missing:
                 continue
-            args = [redis_keys.tag(shard), "journal-replay", batch_id, 0]
-            for record, packed in missing:
-                args += [record.key_id, record.account_id, record.cost_nano, packed]
+            args = [redis_keys.tag(shard), "journal-replay", batch_id, 0, "\n".join(p for _r, p in missing)]
+            costs: dict[tuple[int, int], int] = defaultdict(int)
+            for record, _packed in missing:
+                costs[(record.key_id, record.account_id)] += record.cost_nano
+            for (key_id, account_id), cost in costs.items():
+                args += [key_id, account_id, cost]
             self.settle(keys=[redis_keys.usage_stream(shard)], args=args)
             log.warning("replayed %d usage records of batch %s from the journal", len(missing), batch_id)
             settled += len(missing)

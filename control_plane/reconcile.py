@@ -71,11 +71,12 @@ def reconcile(session: Session, settings: Settings) -> list[Drift]:
         session.rollback()  # SQL's snapshot must be younger than Redis's: start a new one
         pending: dict[int, dict[str, int]] = {}
         for text in packed:
-            try:
-                record = usage_records.parse({"r": text})
-            except ValueError:
-                continue
-            pending.setdefault(record.account_id, {})[record.request_id] = record.cost_nano
+            for line in text.split("\n"):
+                try:
+                    record = usage_records.parse_packed(line)
+                except ValueError:
+                    continue
+                pending.setdefault(record.account_id, {})[record.request_id] = record.cost_nano
         for (account_id, email), bal in zip(members, balances):
             undrained = pending.get(account_id, {})
             expected = hot_state.expected_balance(session, account_id, undrained)

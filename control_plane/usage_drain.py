@@ -1,7 +1,7 @@
 """The usage drain: moves usage records from the Redis streams into SQL, each exactly once.
 
 Per batch: one SQL transaction with the usage rows and their ledger transactions, committed
-before the entries are XACKed and XDELed. A record SQL already has (delivered twice, or claimed
+before the entries are XACKed and XDELed (an entry holds one settlement batch's records). A record SQL already has (delivered twice, or claimed
 from a consumer that died after committing) is skipped and acknowledged. A record that cannot be
 recorded (malformed, unknown key) is logged and left pending, so nothing is lost unseen.
 """
@@ -92,18 +92,18 @@ class UsageDrain:
         if not entries:
             return 0
         finished: list[Entry] = []
-        parsed: list[tuple[Entry, UsageRecord]] = []
+        parsed: list[tuple[Entry, list[UsageRecord]]] = []
         for entry in entries:
             if not entry.fields:
                 finished.append(entry)
                 continue
             try:
-                parsed.append((entry, usage_records.parse(entry.fields)))
+                parsed.append((entry, usage_records.records_of(entry.fields)))
             except ValueError as exc:
                 log.error("usage entry %s on %s is malformed (%s); left pending", entry.entry_id, entry.stream, exc)
         with db.session_scope(self.settings) as session:
-            written, refused = _write(session, [record for _entry, record in parsed])
-        finished += [entry for entry, record in parsed if record.request_id not in refused]
+            written, refused = _write(session, [record for _entry, records in parsed for record in records])
+        finished += [entry for entry, records in parsed if not any(r.request_id in refused for r in records)]
         self._acknowledge(finished)
         return written
 

@@ -78,11 +78,22 @@ def unpack(packed: str) -> dict[str, str]:
     return dict(zip(RECORD_FIELDS, values))
 
 
-def parse(fields: dict[str, str]) -> UsageRecord:
-    """A stream entry (its packed field `r`, or named fields) as a record; ValueError names the
-    first bad field."""
+def records_of(fields: dict[str, str]) -> list[UsageRecord]:
+    """The records of a stream entry: its field `r` holds a settlement batch's packed records, one
+    per line; an entry with one field per value holds one record. ValueError names the first bad
+    field."""
     if "r" in fields:
-        fields = unpack(fields["r"])
+        return [parse_packed(line) for line in fields["r"].split("\n")]
+    return [parse(fields)]
+
+
+def parse_packed(packed: str) -> UsageRecord:
+    """One packed record (tab-separated RECORD_FIELDS values) as a record."""
+    return parse(unpack(packed))
+
+
+def parse(fields: dict[str, str]) -> UsageRecord:
+    """A record from its named values; ValueError names the first bad field."""
     return UsageRecord(
         request_id=_text(fields, "rid", Usage.request_id, required=True),
         ts_ms=_count(fields, "ts", INT64_MAX),

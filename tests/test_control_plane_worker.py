@@ -7,6 +7,7 @@ from sqlalchemy import func, select
 from control_plane import db, redis_keys
 from control_plane.models import Account, LedgerEntry, LedgerTransaction, Usage
 from control_plane.usage_drain import GROUP, UsageDrain
+from control_plane.usage_records import RECORD_FIELDS
 
 TOKENS = {"in": "1000", "cr": "200", "cw": "0", "cw1h": "0", "out": "500", "rsn": "100"}
 # At the price_version fixture's prices (nano-USD per 1M: input 150e6, cached 75e6, output and
@@ -193,3 +194,28 @@ def test_log_lines_carry_no_record_text(settings, drain, stream, redis_client, c
         drain_all(drain)
     assert "secret-model-name" not in caplog.text
     assert all("\n" not in record.getMessage() for record in caplog.records)
+
+
+def packed(fields) -> str:
+    return "\t".join(fields[name] for name in RECORD_FIELDS)
+
+
+def test_an_entry_of_a_settlement_batch_records_each_of_its_records(settings, drain, stream, redis_client, customer,
+                                                                     price_version):
+    batch = [fields_of(customer, price_version, f"req-{i}") for i in range(3)]
+    redis_client.xadd(stream, {"r": "\n".join(packed(fields) for fields in batch)})
+    assert drain_all(drain) == 3
+    assert count(settings, Usage) == 3
+    assert redis_client.xlen(stream) == 0
+
+
+def test_an_entry_with_one_refused_record_stays_pending_and_its_others_are_recorded_once(
+        settings, drain, stream, redis_client, customer, price_version):
+    good = fields_of(customer, price_version, "req-good")
+    refused = fields_of(customer, price_version, "req-x", acct=str(customer.account.id + 1000))
+    redis_client.xadd(stream, {"r": packed(good) + "\n" + packed(refused)})
+    assert drain_all(drain) == 1
+    assert redis_client.xpending(stream, GROUP)["pending"] == 1
+    drain.reread_pending()
+    assert drain_all(drain) == 0
+    assert count(settings, Usage) == 1

@@ -20,6 +20,7 @@ local req = ngx.req
 local decode = cjson.decode
 local find = string.find
 local format = string.format
+local concat = table.concat
 local type = type
 local tonumber = tonumber
 
@@ -345,15 +346,14 @@ function _M.log()
     lease.finish(key.id, st.hold, charge)
     local now = ngx.now()
     local start = ngx.req.start_time()
-    settle.push(key.shard, {
-        rid = rid, ts = int(now * 1000), acct = key.acct, key = key.id, model = st.model,
-        umodel = st.umodel, provider = st.provider, pv = int(st.price.version), ep = st.ep.name,
-        stream = st.stream and "1" or "0", status = int(status), basis = basis,
-        ["in"] = int(tokens["in"]), cr = int(tokens.cr), cw = int(tokens.cw), cw1h = int(tokens.cw1h),
-        out = int(tokens.out), rsn = int(tokens.rsn), cost = int(charge),
-        ms = int((now - start) * 1000), ttfb = int((st.ttfb or (now - start)) * 1000),
-        node = lease.node,
-    })
+    -- The usage record, packed in control_plane/usage_records.py RECORD_FIELDS order.
+    settle.push(key.shard, key.id, key.acct, charge, concat({
+        rid, int(now * 1000), key.acct, key.id, st.model, st.umodel, st.provider,
+        int(st.price.version), st.ep.name, st.stream and "1" or "0", int(status), basis,
+        int(tokens["in"]), int(tokens.cr), int(tokens.cw), int(tokens.cw1h), int(tokens.out),
+        int(tokens.rsn), int(charge), int((now - start) * 1000),
+        int((st.ttfb or (now - start)) * 1000), lease.node,
+    }, "\t"))
 end
 
 -- Errors nginx raises itself (provider unreachable or slow, body too large), in the protocol's

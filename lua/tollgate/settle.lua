@@ -1,8 +1,9 @@
 -- Settles finished requests in batches: one script call per shard every few milliseconds per
--- worker debits the exact costs and appends the usage records (scripts.settle). Each batch gets
--- its id when it opens, and every record is journaled with it (journal.lua) before it is queued;
--- a batch that fails is retried as it was, under that id, so it applies exactly once whether
--- this worker's retry or the journal's replay gets there first.
+-- worker debits the exact costs, summed per key, and appends the batch's usage records as one
+-- stream entry (scripts.settle). Each batch gets its id when it opens, and every record is
+-- journaled with it (journal.lua) before it is queued; a batch that fails is retried as it was,
+-- under that id, so it applies exactly once whether this worker's retry or the journal's replay
+-- gets there first.
 local config = require "tollgate.config"
 local journal = require "tollgate.journal"
 local keys = require "tollgate.keys"
@@ -13,21 +14,15 @@ local scripts = require "tollgate.scripts"
 local ngx = ngx
 local timer_at = ngx.timer.at
 local concat = table.concat
+local format = string.format
+local pairs = pairs
 
 local _M = {}
 
--- Usage record fields, in the order they are packed (tab-separated) into the stream entry's
--- one field `r` and the journal (docs/internals.md; control_plane/usage_records.py).
-_M.FIELDS = {
-    "rid", "ts", "acct", "key", "model", "umodel", "provider", "pv", "ep", "stream", "status",
-    "basis", "in", "cr", "cw", "cw1h", "out", "rsn", "cost", "ms", "ttfb", "node",
-}
-local FIELDS = _M.FIELDS
-local NF = #FIELDS
 local MAX_RECORDS = 200
 local RETRY_SECONDS = 1
 
-local open = {}          -- shard -> batch being filled: {shard =, id =, values =, n =}
+local open = {}          -- shard -> batch being filled (new_batch)
 local ready = {}         -- closed batches, and failed ones waiting for a retry
 local scheduled = false
 local seq = 0
@@ -35,14 +30,19 @@ local seq = 0
 local function new_batch(shard)
     seq = seq + 1
     return { shard = shard, id = lease.node .. ":" .. ngx.worker.pid() .. ":" .. ngx.time() .. ":" .. seq,
-        values = {}, n = 0 }
+        records = {}, n = 0, costs = {}, accounts = {} }
 end
 
 local function send(red, batch)
+    local args, n = {}, 0
+    for kid, cost in pairs(batch.costs) do
+        args[n + 1], args[n + 2], args[n + 3] = kid, batch.accounts[kid], format("%d", cost)
+        n = n + 3
+    end
     local res, err = redis.eval(red, scripts.settle, 1, keys.usage_stream(batch.shard),
         keys.tag(batch.shard), lease.node, batch.id,
         tostring(math.floor(ngx.now() * 1000) + config.get().lease_ttl_seconds * 1000),
-        unpack(batch.values))
+        concat(batch.records, "\n"), unpack(args, 1, n))
     if not res then
         return nil, err
     end
@@ -103,23 +103,27 @@ schedule = function(delay)
     end
 end
 
--- Journals and queues one finished request; `record` holds the FIELDS by name.
-function _M.push(shard, record)
+-- Journals and queues one finished request: its key, account, cost and packed usage record
+-- (the values of control_plane/usage_records.py RECORD_FIELDS in order, tab-separated).
+function _M.push(shard, kid, acct, cost, packed)
     local batch = open[shard]
     if not batch then
         batch = new_batch(shard)
         open[shard] = batch
     end
-    local packed = {}
-    for i = 1, NF do
-        packed[i] = record[FIELDS[i]]
+    local n = batch.n + 1
+    batch.n = n
+    batch.records[n] = packed
+    local costs = batch.costs
+    local sum = costs[kid]
+    if sum then
+        costs[kid] = sum + cost
+    else
+        costs[kid] = cost
+        batch.accounts[kid] = acct
     end
-    packed = concat(packed, "\t")
-    local values, n = batch.values, #batch.values
-    values[n + 1], values[n + 2], values[n + 3], values[n + 4] = record.key, record.acct, record.cost, packed
-    batch.n = batch.n + 1
     journal.append(shard, batch.id, packed)
-    if batch.n >= MAX_RECORDS then
+    if n >= MAX_RECORDS then
         ready[#ready + 1] = batch
         open[shard] = nil
     end
