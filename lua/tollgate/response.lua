@@ -20,7 +20,7 @@ local next = next
 local _M = {}
 
 local MAX_EVENT = 4 * 1024 * 1024      -- an unterminated event larger than this stops parsing
-local MAX_WHOLE_BODY = 1024 * 1024     -- non-streamed answers up to this size are decoded whole
+local MAX_WHOLE_BODY = 1024 * 1024     -- non-streamed answers up to this size are kept whole
 local TAIL = 64 * 1024                 -- larger ones: only their tail is searched for usage
 
 -- Where each format keeps its usage in a decoded JSON object (stream event or whole answer),
@@ -156,56 +156,105 @@ local function feed_stream(st, chunk, eof)
     return result
 end
 
--- Finds the last `"usage": {...}` object in a text and decodes it (for answers too large to
--- decode whole). Usage objects hold numbers and nested objects only, so braces balance.
-local function last_usage_object(text)
-    local pos, last = 1, nil
-    while true do
-        local s, e = find(text, '"usage"%s*:%s*{', pos)
-        if not s then break end
-        last, pos = e, e + 1
-    end
-    if not last then
-        return nil
-    end
-    local depth, i = 0, last
-    while i <= #text do
-        local c = sub(text, i, i)
-        if c == "{" then
-            depth = depth + 1
-        elseif c == "}" then
-            depth = depth - 1
-            if depth == 0 then
-                return decode(sub(text, last, i))
-            end
-        end
+local SPACE, TAB, NEWLINE, RETURN = byte(" \t\n\r", 1, 4)
+local COLON, OPEN_BRACE = byte(":{", 1, 2)
+
+-- The position of the first byte at or after `i` that is not JSON whitespace.
+local function skip_space(text, i)
+    local c = byte(text, i)
+    while c == SPACE or c == NEWLINE or c == RETURN or c == TAB do
         i = i + 1
+        c = byte(text, i)
     end
-    return nil
+    return i
 end
 
-local function feed_whole(st, chunk, eof)
-    if chunk ~= "" then
-        st.parts = st.parts or {}
-        st.parts[#st.parts + 1] = chunk
-        st.size = st.size + #chunk
-        if st.size > MAX_WHOLE_BODY and #st.parts > 1 then
-            local joined = concat(st.parts)
-            st.parts = { sub(joined, -TAIL) }
-            st.truncated = true
+-- Where the object value of a `"usage"` key starts (its "{"), for every such key in order.
+local function usage_object_starts(text)
+    local starts, pos = {}, 1
+    while true do
+        local s = find(text, 'usage"', pos, true)
+        if not s then
+            return starts
+        end
+        pos = s + 6
+        if byte(text, s - 1) == QUOTE then
+            local colon = skip_space(text, pos)
+            if byte(text, colon) == COLON then
+                local open = skip_space(text, colon + 1)
+                if byte(text, open) == OPEN_BRACE then
+                    starts[#starts + 1] = open
+                end
+            end
         end
     end
-    if eof and st.parts then
-        local text = concat(st.parts)
-        st.parts = nil
-        if st.truncated then
-            local u = last_usage_object(text)
-            if u and usage.observe(st.acc, st.format, u) then
-                st.final = true
-            end
-        else
-            observe(st, decode(text), true)
+end
+
+-- The object starting at `start`, decoded. Usage objects hold numbers and nested objects only,
+-- so their braces balance; plain finds step from brace to brace.
+local function object_at(text, start)
+    local depth, i = 1, start
+    local open = find(text, "{", i + 1, true)
+    while true do
+        local close = find(text, "}", i + 1, true)
+        if not close then
+            return nil
         end
+        if open and open < close then
+            depth, i = depth + 1, open
+            open = find(text, "{", i + 1, true)
+        else
+            depth, i = depth - 1, close
+            if depth == 0 then
+                return decode(sub(text, start, close))
+            end
+        end
+    end
+end
+
+-- Notes the usage of a whole (non-streamed) answer: the last `"usage"` object that reports
+-- tokens in this format (else the last `"usage"` object). Providers put it at the top level,
+-- after the content; decoding it alone keeps the cost independent of the answer's size (a long
+-- completion, embedding vectors).
+local function observe_answer(st, text)
+    local starts = usage_object_starts(text)
+    local last
+    for i = #starts, 1, -1 do
+        local u = object_at(text, starts[i])
+        if type(u) == "table" then
+            local acc = {}
+            usage.observe(acc, st.format, u)
+            if acc.reported > 0 then
+                st.acc, st.final = acc, true
+                return
+            end
+            last = last or u
+        end
+    end
+    if last then
+        st.final = usage.observe(st.acc, st.format, last)
+    end
+end
+
+-- Collects a whole answer's chunks; returns the answer at its end (only the tail of a very
+-- large one).
+local function collect_whole(st, chunk, eof)
+    local parts = st.parts
+    if eof and not parts then
+        return chunk -- the whole answer in one chunk: no copy
+    end
+    if chunk ~= "" then
+        parts = parts or {}
+        st.parts = parts
+        parts[#parts + 1] = chunk
+        st.size = st.size + #chunk
+        if st.size > MAX_WHOLE_BODY and #parts > 1 then
+            st.parts = { sub(concat(parts), -TAIL) }
+        end
+    end
+    if eof then
+        st.parts = nil
+        return concat(parts)
     end
     return nil
 end
@@ -216,7 +265,11 @@ function _M.feed(st, chunk, eof)
     if st.stream then
         return feed_stream(st, chunk, eof)
     end
-    return feed_whole(st, chunk, eof)
+    local text = collect_whole(st, chunk, eof)
+    if text then
+        observe_answer(st, text)
+    end
+    return nil
 end
 
 -- The disjoint usage classes seen so far (nil when none), and whether they are the provider's

@@ -29,9 +29,13 @@ local function field(obj, a, b)
 end
 
 -- Later usage objects of one stream are cumulative: keep the largest figure per field.
+-- `acc.reported` counts the figures seen.
 local function keep(acc, name, v)
-    if v and (acc[name] == nil or v > acc[name]) then
-        acc[name] = v
+    if v then
+        acc.reported = acc.reported + 1
+        if acc[name] == nil or v > acc[name] then
+            acc[name] = v
+        end
     end
 end
 
@@ -68,11 +72,14 @@ observers.anthropic = function(acc, u)
     keep(acc, "output", field(u, "output_tokens"))
 end
 
+-- Merges a usage object into `acc` (false when it is not an object). `acc.reported` counts the
+-- token figures it held, so a caller can tell usage from another object under a "usage" key.
 function _M.observe(acc, format, u)
     if type(u) ~= "table" or u == null then
         return false
     end
     acc.seen = true
+    acc.reported = acc.reported or 0
     observers[format](acc, u)
     return true
 end

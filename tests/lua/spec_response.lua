@@ -144,6 +144,41 @@ tests["non-streamed answer that is not JSON has usage nil"] = function()
     t.eq(response.usage(st), nil, "usage")
 end
 
+local function chunked(data, size)
+    local chunks = {}
+    for i = 1, #data, size do
+        chunks[#chunks + 1] = sub(data, i, i + size - 1)
+    end
+    return chunks
+end
+
+tests["non-streamed answer whose tool input has a \"usage\" object has the answer's usage read"] = function()
+    local data = '{"id":"msg_1","type":"message","content":[{"type":"tool_use","id":"t1","name":"log",'
+        .. '"input":{"usage":{"kind":"daily","items":[1,2]}}}],"stop_reason":"tool_use",'
+        .. '"usage":{"input_tokens":12,"output_tokens":7},"extra":{"usage":{"note":"x"}}}'
+    for _, size in ipairs({ 1, 7, #data }) do
+        local st = feed_all({ format = "anthropic", stream = false }, chunked(data, size))
+        local tokens, final = response.usage(st)
+        t.eq(tokens, { ["in"] = 12, cr = 0, cw = 0, cw1h = 0, out = 7, rsn = 0 }, size .. ": usage")
+        t.eq(final, true, size .. ": final")
+    end
+end
+
+tests["non-streamed pretty-printed answer has its usage read"] = function()
+    local data = '{\n  "object": "chat.completion",\n  "choices": [],\n  "usage" :\r\n {\n'
+        .. '    "prompt_tokens": 19,\n    "completion_tokens": 10,\n    "total_tokens": 29,\n'
+        .. '    "prompt_tokens_details": {\n      "cached_tokens": 4\n    }\n  }\n}\n'
+    local st = feed_all({ format = "openai", stream = false }, { data })
+    t.eq(response.usage(st), { ["in"] = 15, cr = 4, cw = 0, cw1h = 0, out = 10, rsn = 0 }, "usage")
+end
+
+tests["non-streamed answer with an empty usage object is final with zero tokens"] = function()
+    local st = feed_all({ format = "openai", stream = false }, { '{"choices":[],"usage":{}}' })
+    local tokens, final = response.usage(st)
+    t.eq(tokens, { ["in"] = 0, cr = 0, cw = 0, cw1h = 0, out = 0, rsn = 0 }, "usage")
+    t.eq(final, true, "final")
+end
+
 -- Large answers.
 
 local function big_chat_answer(size)
@@ -152,14 +187,6 @@ local function big_chat_answer(size)
         .. '"usage":{"prompt_tokens":1200,"completion_tokens":300000,"total_tokens":301200,'
         .. '"prompt_tokens_details":{"cached_tokens":1024},'
         .. '"completion_tokens_details":{"reasoning_tokens":0}}}\n'
-end
-
-local function chunked(data, size)
-    local chunks = {}
-    for i = 1, #data, size do
-        chunks[#chunks + 1] = sub(data, i, i + size - 1)
-    end
-    return chunks
 end
 
 tests["non-streamed answer over 1 MiB has its usage read from its tail"] = function()
