@@ -14,17 +14,20 @@ local QUOTE, BACKSLASH = byte('"'), byte("\\")
 local OPEN = { [byte("{")] = true, [byte("[")] = true }
 local CLOSE = { [byte("}")] = true, [byte("]")] = true }
 
--- End of the JSON string starting at the quote at `i`.
+-- End of the JSON string starting at the quote at `i`: the next quote not escaped by an odd
+-- number of backslashes (plain finds: a character-class pattern costs a match attempt a byte).
 local function string_end(raw, i)
     local j = i
     while true do
-        j = find(raw, '["\\]', j + 1)
+        j = find(raw, '"', j + 1, true)
         if not j then
             return nil
         end
-        if byte(raw, j) == BACKSLASH then
-            j = j + 1
-        else
+        local k = j - 1
+        while byte(raw, k) == BACKSLASH do
+            k = k - 1
+        end
+        if (j - 1 - k) % 2 == 0 then
             return j
         end
     end
@@ -95,7 +98,11 @@ end
 -- Asks an OpenAI chat/completions stream for its usage chunk. `stream_options` is the decoded
 -- field: nil when absent, cjson null, or a table. Returns the new body, or nil and an error.
 function _M.request_stream_usage(raw, stream_options)
-    local vs, ve = top_level_value(raw, "stream_options")
+    -- Absent (the common case): added first in the object, with no scan of the body.
+    local vs, ve
+    if stream_options ~= nil then
+        vs, ve = top_level_value(raw, "stream_options")
+    end
     if stream_options == nil or stream_options == null or not vs then
         if vs then
             return sub(raw, 1, vs - 1) .. '{"include_usage":true}' .. sub(raw, ve + 1)

@@ -53,6 +53,9 @@ local USAGE_CASES = {
             .. '"continuous_usage_stats":true}}' },
     { "the rest of the body is left byte for byte", UNTOUCHED,
         '{"stream_options":{"include_usage":true},' .. UNTOUCHED:sub(2) },
+    { "strings ending in escaped backslashes before stream_options are skipped whole",
+        [[{"model":"m","messages":[{"content":"a\\\\","x":"b\\\"c\\"}],"stream":true,"stream_options":{"include_usage":false}}]],
+        [[{"model":"m","messages":[{"content":"a\\\\","x":"b\\\"c\\"}],"stream":true,"stream_options":{"include_usage":true}}]] },
     -- A client may send the field as null; the gateway then passes nil.
     { "stream_options null asks for usage", '{"model":"m","stream":true,"stream_options":null}' },
     { "include_usage null asks for usage", '{"model":"m","stream":true,"stream_options":{"include_usage":null}}' },
