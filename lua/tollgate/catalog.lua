@@ -12,12 +12,15 @@ local tonumber = tonumber
 
 local _M = {}
 
-local cache = assert(lrucache.new(20000))
+-- One cache per kind, so a lookup builds no key string.
+local caches = {
+    key = assert(lrucache.new(20000)), model = assert(lrucache.new(5000)),
+    provider = assert(lrucache.new(1000)), names = assert(lrucache.new(1)),
+}
 
 -- fetch(red, name) returns the value (false when absent), or nil and an error.
-local function cached(kind, name, fetch)
-    local id = kind .. name
-    local hit = cache:get(id)
+local function cached(cache, name, fetch)
+    local hit = cache:get(name)
     if hit ~= nil then
         return hit
     end
@@ -31,7 +34,7 @@ local function cached(kind, name, fetch)
         return nil, ferr
     end
     redis.release(red)
-    cache:set(id, value, config.get().config_ttl)
+    cache:set(name, value, config.get().config_ttl)
     return value
 end
 
@@ -72,15 +75,15 @@ local fetch_provider = fetch_json(keys.provider)
 
 -- The key record for a plaintext key (cached under the key itself, in worker memory only).
 function _M.api_key(token)
-    return cached("k:", token, fetch_key)
+    return cached(caches.key, token, fetch_key)
 end
 
 function _M.model(name)
-    return cached("m:", name, fetch_model)
+    return cached(caches.model, name, fetch_model)
 end
 
 function _M.provider(name)
-    return cached("p:", name, fetch_provider)
+    return cached(caches.provider, name, fetch_provider)
 end
 
 local function fetch_names(red)
@@ -94,7 +97,7 @@ end
 
 -- Every published model name, sorted.
 function _M.model_names()
-    return cached("l:", "", fetch_names)
+    return cached(caches.names, "", fetch_names)
 end
 
 -- The route to use: the lowest priority number, weighted at random among equals.

@@ -261,18 +261,15 @@ function _M.header_filter()
     st.ttfb = ngx.now() - ngx.req.start_time()
     local status = ngx.status
     st.status = status
-    local upstream_id = ngx_var.upstream_http_x_request_id
-    if upstream_id then
-        ngx.header["x-upstream-request-id"] = upstream_id
-    end
     if st.limit_headers then
         for name, value in pairs(st.limit_headers) do
             ngx.header[name] = value
         end
     end
     if status >= 200 and status < 300 and st.ep.usage then
-        local ctype = ngx.header["Content-Type"]
-        local is_sse = ctype ~= nil and find(ctype, "event-stream", 1, true) ~= nil
+        -- A stream asked for may still come back whole (a provider that ignores `stream`).
+        local ctype = st.stream and ngx.header["Content-Type"]
+        local is_sse = ctype and find(ctype, "event-stream", 1, true) ~= nil
         st.parser = response.new(st.ep.usage, is_sse, st.strip)
         if st.parser.strip then
             ngx.header["Content-Length"] = nil
