@@ -183,16 +183,19 @@ def wait_idle(roots):
         before = now
 
 
-def usage_workers():
-    """Pids of running `tollgate worker` processes (the SQL drain, off the request path)."""
+def usage_workers(home):
+    """Pids of the `tollgate worker` processes (the SQL drain, off the request path) of the
+    instance at TOLLGATE_HOME `home`; other instances on the machine are left alone."""
     pids = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+    own_home = f"TOLLGATE_HOME={home}".encode()
+    for proc in Path("/proc").glob("[0-9]*"):
         try:
-            argv = cmdline.read_bytes().split(b"\0")
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            environ = (proc / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if any(a.endswith(b"tollgate") for a in argv) and b"worker" in argv:
-            pids.append(int(cmdline.parent.name))
+        if any(a.endswith(b"tollgate") for a in argv) and b"worker" in argv and own_home in environ:
+            pids.append(int(proc.name))
     return pids
 
 
@@ -379,7 +382,7 @@ def measure(base_url, key, redis_socket, scenario, args, wrk_pin, roots):
 
     # The usage worker moves records from Redis into SQL after the fact; it is paused while wrk
     # runs (its cost shows as "+N" after the run) so the figures compare request paths.
-    workers = usage_workers() if redis_socket else []
+    workers = usage_workers(redis_socket.parent.parent) if redis_socket else []
     signal_all(workers, signal.SIGSTOP)
     try:
         wrk(WARMUP)
