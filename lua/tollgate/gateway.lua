@@ -14,8 +14,12 @@ local ratelimit = require "tollgate.ratelimit"
 local response = require "tollgate.response"
 local settle = require "tollgate.settle"
 
+local ffi = require "ffi"
+local get_request = require("resty.core.base").get_request
+
 local ngx = ngx
 local ngx_var = ngx.var
+local cast = ffi.cast
 local req = ngx.req
 local decode = cjson.decode
 local find = string.find
@@ -26,9 +30,14 @@ local tonumber = tonumber
 
 local _M = {}
 
--- Requests between access and log, by request id: an error_page redirect to a named location
--- clears ngx.ctx, and the log phase must still settle the hold.
+-- Requests between access and log, by the address of their ngx_http_request_t: cheaper than
+-- ngx.ctx, and an error_page redirect to a named location (which clears ngx.ctx) keeps it, so
+-- the log phase still settles the hold.
 local inflight = {}
+
+local function request_key()
+    return tonumber(cast("uintptr_t", get_request()))
+end
 
 -- This node's id: kept in the shared dict, so a reload (HUP) keeps it and the leases it holds.
 local function node_id(name)
@@ -104,6 +113,22 @@ end
 local fail = errors.fail
 local unavailable = errors.unavailable
 
+-- The upstream URL (before the query string) of an endpoint at a provider, cached with the
+-- provider: scheme, the balancer's upstream block, the provider's base path and the endpoint.
+local function upstream_url(provider, ep)
+    local urls = provider.urls
+    if not urls then
+        urls = {}
+        provider.urls = urls
+    end
+    local url = urls[ep]
+    if not url then
+        url = provider.scheme .. "://tollgate_provider" .. provider.base_path .. ep.upstream_path
+        urls[ep] = url
+    end
+    return url
+end
+
 -- Points the proxied request at the provider, with the provider's key instead of the client's.
 local function route_upstream(ep, provider, st)
     local host_header = provider.host_header
@@ -112,10 +137,8 @@ local function route_upstream(ep, provider, st)
         host_header = provider.port == default_port and provider.host or (provider.host .. ":" .. provider.port)
         provider.host_header = host_header -- cached with the provider
     end
-    ngx_var.tg_scheme = provider.scheme
+    ngx_var.tg_upstream = upstream_url(provider, ep)
     ngx_var.tg_host = host_header
-    local args = ngx_var.args
-    ngx_var.tg_uri = provider.base_path .. ep.upstream_path .. (args and ("?" .. args) or "")
     st.peer_ip = provider.ips[math.random(#provider.ips)]
     st.peer_port = provider.port
     -- proxy/upstream.conf sends these two variables as the provider's credentials and drops
@@ -239,12 +262,11 @@ function _M.access()
         rid = ngx_var.request_id, request_bytes = #raw, limit_headers = limit_headers,
     }
     route_upstream(ep, provider, st)
-    ngx.ctx.tg = st
-    inflight[st.rid] = st
+    inflight[request_key()] = st
 end
 
 function _M.balance()
-    local st = ngx.ctx.tg
+    local st = inflight[request_key()]
     local balancer = require "ngx.balancer"
     local ok, err = balancer.set_current_peer(st.peer_ip, st.peer_port)
     if not ok then
@@ -254,7 +276,7 @@ function _M.balance()
 end
 
 function _M.header_filter()
-    local st = ngx.ctx.tg
+    local st = inflight[request_key()]
     if not st then
         return
     end
@@ -280,7 +302,7 @@ end
 -- Streams: once the client has gone, the rest of the answer is swallowed (not written, so
 -- nginx keeps reading the provider) until the provider's usage arrives or the drain limit.
 function _M.body_filter()
-    local st = ngx.ctx.tg
+    local st = inflight[request_key()]
     if not st or not st.parser then
         return
     end
@@ -314,12 +336,13 @@ local function int(n)
 end
 
 function _M.log()
-    local rid = ngx_var.request_id
-    local st = inflight[rid]
+    local id = request_key()
+    local st = inflight[id]
     if not st then
         return
     end
-    inflight[rid] = nil
+    inflight[id] = nil
+    local rid = st.rid
     if st.ep.unbilled then
         return
     end
