@@ -187,6 +187,7 @@ class Settings:
     tron_usdt_contract: str = TRON_USDT
     tron_start_block: int | None = None  # None: the solidified head at the first scan
     tron_page_size: int = 200
+    tron_poll_seconds: int = 30  # TRON scans cost TronGrid requests (a quota); solidity takes ~1 min
     evm_chains: tuple[EvmChainSettings, ...] = ()
     chain_poll_seconds: int = 2  # how often `tollgate chain watch` scans each watched chain
 
@@ -273,6 +274,7 @@ def load(env=None) -> Settings:
         tron_usdt_contract=_tron_address(env, "TOLLGATE_TRON_USDT_CONTRACT", TRON_USDT),
         tron_start_block=_int(env, "TOLLGATE_TRON_START_BLOCK", None, 0),
         tron_page_size=_int(env, "TOLLGATE_TRON_PAGE_SIZE", 200, 1, 200),
+        tron_poll_seconds=_int(env, "TOLLGATE_TRON_POLL_SECONDS", 30, 1, 3600),
         evm_chains=_evm_chains(env),
         chain_poll_seconds=_int(env, "TOLLGATE_CHAIN_POLL_SECONDS", 2, 1, 3600),
     )

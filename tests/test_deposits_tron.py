@@ -298,3 +298,10 @@ def test_first_scan_without_a_start_block_begins_at_the_solidified_head(tron_env
     report = tron_watcher.scan(settings)
     assert (report.from_block, report.to_block) == (4980, 4980)
     assert _cursor(settings) == 4981
+
+
+def test_the_watch_scans_tron_less_often_than_evm_chains_by_default(settings):
+    from control_plane.deposits.chain_watch import poll_seconds
+
+    assert poll_seconds(settings, "tron") == 30
+    assert poll_seconds(settings, "bsc") == poll_seconds(settings, "polygon") == 2

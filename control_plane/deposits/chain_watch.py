@@ -1,5 +1,6 @@
 """Which chains are watched, the scan of each, and `tollgate chain watch`: every watched chain
-scanned every TOLLGATE_CHAIN_POLL_SECONDS until SIGTERM / SIGINT.
+scanned every TOLLGATE_CHAIN_POLL_SECONDS (TRON every TOLLGATE_TRON_POLL_SECONDS: TronGrid
+counts requests against a daily quota) until SIGTERM / SIGINT.
 
 A chain is watched when it is configured: BSC and Polygon when their TOLLGATE_<CHAIN>_RPC_URL is
 set, TRON when TOLLGATE_XPUB_TRON is (its URL defaults to TronGrid). `tollgate up` runs the watch
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
 from functools import partial
 
@@ -71,13 +73,20 @@ def _scan_once(chain: str, scan: Scan) -> None:
                      report.to_block, report.found, report.credited, report.orphaned)
 
 
+def poll_seconds(settings: Settings, chain: str) -> int:
+    return settings.tron_poll_seconds if chain == "tron" else settings.chain_poll_seconds
+
+
 def watch(settings: Settings, stopping: threading.Event) -> None:
     scans = {chain: scanner(settings, chain) for chain in watched_chains(settings)}
     log.info("watching deposits on %s", ", ".join(scans) or "no chain (none is configured)")
+    due = dict.fromkeys(scans, 0.0)
     while scans and not stopping.is_set():
         for chain, scan in scans.items():
-            _scan_once(chain, scan)
-        stopping.wait(settings.chain_poll_seconds)
+            if due[chain] <= time.monotonic():
+                _scan_once(chain, scan)
+                due[chain] = time.monotonic() + poll_seconds(settings, chain)
+        stopping.wait(max(0.0, min(due.values()) - time.monotonic()))
 
 
 def run(settings: Settings) -> None:
