@@ -103,7 +103,17 @@ class Gateway:
 
     # -- operator CLI ------------------------------------------------------------------------
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        result = subprocess.run([TOLLGATE, *args], env=self.env, capture_output=True, text=True, timeout=60)
+        """`tollgate args…` with this instance's settings, in-process (the same commands, without a
+        Python start-up per call; not from several threads at once)."""
+        from click.testing import CliRunner
+
+        from control_plane.cli import main
+
+        env = {name: value for name, value in self.env.items() if name.startswith("TOLLGATE_")}
+        run = CliRunner().invoke(main, list(args), env=env)
+        if run.exception is not None and not isinstance(run.exception, SystemExit):
+            raise run.exception
+        result = subprocess.CompletedProcess(["tollgate", *args], run.exit_code, run.stdout, run.stderr)
         if check and result.returncode != 0:
             raise AssertionError(f"tollgate {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
         return result
