@@ -134,6 +134,9 @@ local function feed_stream(st, chunk, eof)
     local rest = st.rest
     local buf = (rest and rest ~= "") and (rest .. chunk) or chunk
     local out = st.out
+    if out then
+        clear(out) -- the previous chunk's pieces, copied out by nginx when they were returned
+    end
     if not st.broken then
         st.rest = sse.each_event(buf, on_event, st, out)
         if #st.rest > MAX_EVENT then
@@ -151,9 +154,10 @@ local function feed_stream(st, chunk, eof)
         st.rest = nil
     end
     local n = #out
-    local result = n == 1 and out[1] or (n == 2 and out[1] .. out[2]) or concat(out)
-    clear(out)
-    return result
+    if n == 0 then
+        return ""
+    end
+    return n == 1 and out[1] or out
 end
 
 local SPACE, TAB, NEWLINE, RETURN = byte(" \t\n\r", 1, 4)
@@ -259,7 +263,9 @@ local function collect_whole(st, chunk, eof)
     return nil
 end
 
--- Feeds one body chunk. Returns the replacement chunk, or nil to pass it through unchanged.
+-- Feeds one body chunk. Returns the replacement chunk (a string, or a table of strings to send
+-- in order, valid until the next call, as ngx.arg[1] takes it), or nil to pass it through
+-- unchanged.
 function _M.feed(st, chunk, eof)
     st.bytes = st.bytes + #chunk
     if st.stream then
