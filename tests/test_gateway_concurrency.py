@@ -36,7 +36,9 @@ def test_concurrent_streams_never_overdraw_and_charge_exactly(gateway):
     exact = sum(cost_nano(tokens_of(row), SANDBOX_CHAT) for row in rows)
     assert sum(row["cost_nano"] for row in rows) == exact
     final = gateway.balance_nano(email)
-    assert final >= 0
+    hot = {name: r.hgetall(name) for pattern in ("tg:{*}:acct:*", "tg:{*}:key:*", "tg:{*}:lease:*")
+           for name in r.scan_iter(pattern)}
+    assert final >= 0, (final, start_nano, exact, [(row["billing_basis"], row["cost_nano"]) for row in rows], hot)
     assert start_nano - final == exact
 
     # Every hold and lease returns once the key is idle.
