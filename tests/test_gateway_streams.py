@@ -217,20 +217,14 @@ def test_openai_provider_gets_the_provider_key_never_the_clients(gateway, sim, g
     assert got.path == "/v1/chat/completions"
 
 
-def test_the_providers_request_id_is_sent_on_beside_the_gateways(gateway, sim, golden):
+@pytest.mark.parametrize("answer,status", [("openai_chat", 200), ("errors/openai_rate_limit", 429)])
+def test_the_providers_request_id_is_sent_on_beside_the_gateways(gateway, sim, golden, answer, status):
     _, key = new_customer(gateway)
-    sim.enqueue("openai_chat")
-    status, headers, _ = post_raw(gateway, "/v1/chat/completions",
-                                  request_body("/v1/chat/completions", golden["openai_chat"], False),
-                                  client_headers("/v1/chat/completions", key))
-    assert status == 200
-    assert headers["x-upstream-request-id"].startswith("req_sim_")
-    assert len(headers["x-request-id"]) == 32
-    sim.enqueue("errors/openai_rate_limit", status=429)
-    status, headers, _ = post_raw(gateway, "/v1/chat/completions",
-                                  request_body("/v1/chat/completions", golden["openai_chat"], False),
-                                  client_headers("/v1/chat/completions", key))
-    assert status == 429
+    sim.enqueue(answer, status=status)
+    got, headers, _ = post_raw(gateway, "/v1/chat/completions",
+                               request_body("/v1/chat/completions", golden["openai_chat"], False),
+                               client_headers("/v1/chat/completions", key))
+    assert got == status
     assert headers["x-upstream-request-id"].startswith("req_sim_")
     assert len(headers["x-request-id"]) == 32
 
