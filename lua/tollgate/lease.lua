@@ -29,14 +29,17 @@ local function in_use(kid)
     dict:incr("i:" .. kid, 1, 0)
 end
 
--- Takes up to `amount` from the local lease, never below zero. Returns what it took.
+-- Takes up to `amount` from the local lease, never below zero. Returns what it took (0 to
+-- `amount`). A take that overdraws puts back only its own excess: the overdraw it sees may
+-- include other workers' takes in flight, and putting that back too would mint funds.
 local function take(kid, amount)
     local left = dict:incr("a:" .. kid, -amount, 0)
     if left >= 0 then
         return amount
     end
-    dict:incr("a:" .. kid, -left)
-    return amount + left
+    local excess = -left < amount and -left or amount
+    dict:incr("a:" .. kid, excess)
+    return amount - excess
 end
 
 -- Places a hold of `need` nano-USD for key `kid`.
