@@ -13,7 +13,7 @@ local _M = {}
 local file, file_hour
 
 local function current_file()
-    local hour = os.date("!%Y%m%d%H", ngx.time())
+    local hour = math.floor(ngx.time() / 3600) -- hours since the epoch: no date formatting per line
     if file and file_hour == hour then
         return file
     end
@@ -21,7 +21,8 @@ local function current_file()
         file:close()
     end
     local conf = config.get()
-    local path = conf.journal_dir .. "/" .. lease.node .. "-" .. ngx.worker.pid() .. "-" .. hour .. ".tsv"
+    local path = conf.journal_dir .. "/" .. lease.node .. "-" .. ngx.worker.pid() .. "-"
+        .. os.date("!%Y%m%d%H", hour * 3600) .. ".tsv"
     local f, err = io.open(path, "a")
     if not f then
         ngx.log(ngx.ERR, "failed to open usage journal ", path, ": ", err)
