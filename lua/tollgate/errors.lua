@@ -62,7 +62,7 @@ end
 -- respond() with the request id filled in, for messages that quote it.
 function _M.fail(code, protocol, vars)
     vars = vars or {}
-    vars.request_id = ngx.var.request_id
+    vars.request_id = ngx.var.tg_request_id
     return _M.respond(code, protocol, vars)
 end
 

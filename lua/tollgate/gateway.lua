@@ -9,6 +9,7 @@ local config = require "tollgate.config"
 local cost = require "tollgate.cost"
 local endpoints = require "tollgate.endpoints"
 local errors = require "tollgate.errors"
+local hash = require "tollgate.hash"
 local lease = require "tollgate.lease"
 local ratelimit = require "tollgate.ratelimit"
 local response = require "tollgate.response"
@@ -24,7 +25,6 @@ local req = ngx.req
 local decode = cjson.decode
 local find = string.find
 local format = string.format
-local concat = table.concat
 local type = type
 local tonumber = tonumber
 
@@ -66,8 +66,25 @@ function _M.init(config_path)
     end
 end
 
+-- Request ids: a random prefix per worker start and a counter, 32 hex digits like nginx's
+-- $request_id (which draws 16 fresh random bytes, and a getpid(2), for every request).
+local rid_prefix, rid_seq = nil, 0
+
+local function new_request_id()
+    rid_seq = rid_seq + 1
+    return format("%s%016x", rid_prefix, rid_seq)
+end
+
+local function random_hex(bytes)
+    local f = assert(io.open("/dev/urandom", "rb"))
+    local raw = f:read(bytes)
+    f:close()
+    return hash.hex(raw)
+end
+
 function _M.init_worker()
     math.randomseed(ngx.worker.pid() + ngx.now() * 1000)
+    rid_prefix = random_hex(8)
     if ngx.worker.id() == 0 then
         lease.start_maintenance()
     end
@@ -256,10 +273,12 @@ function _M.access()
     if new_raw ~= raw then
         req.set_body_data(new_raw)
     end
+    local rid = new_request_id()
+    ngx_var.tg_rid = rid
     local st = {
         ep = ep, key = key, hold = hold, price = price, model = model_name,
         umodel = upstream_model, provider = provider.name, stream = is_stream, strip = strip,
-        rid = ngx_var.request_id, request_bytes = #raw, limit_headers = limit_headers,
+        rid = rid, request_bytes = #raw, limit_headers = limit_headers,
     }
     route_upstream(ep, provider, st)
     inflight[request_key()] = st
@@ -327,13 +346,9 @@ end
 
 local NO_TOKENS = { ["in"] = 0, cr = 0, cw = 0, cw1h = 0, out = 0, rsn = 0 }
 
-local function int(n)
-    n = math.floor(n)
-    if n < 1e14 then
-        return tostring(n) -- integral doubles below 1e14 print without exponent or decimals
-    end
-    return format("%d", n)
-end
+-- The usage record, packed in control_plane/usage_records.py RECORD_FIELDS order by one format
+-- (numbers as integers: %d formats the integral doubles exactly, without exponent).
+local RECORD = "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s"
 
 function _M.log()
     local id = request_key()
@@ -342,7 +357,6 @@ function _M.log()
         return
     end
     inflight[id] = nil
-    local rid = st.rid
     if st.ep.unbilled then
         return
     end
@@ -365,15 +379,12 @@ function _M.log()
     local key = st.key
     lease.finish(key.id, st.hold, charge)
     local now = ngx.now()
-    local start = ngx.req.start_time()
-    -- The usage record, packed in control_plane/usage_records.py RECORD_FIELDS order.
-    settle.push(key.shard, key.id, key.acct, charge, concat({
-        rid, int(now * 1000), key.acct, key.id, st.model, st.umodel, st.provider,
-        int(st.price.version), st.ep.name, st.stream and "1" or "0", int(status), basis,
-        int(tokens["in"]), int(tokens.cr), int(tokens.cw), int(tokens.cw1h), int(tokens.out),
-        int(tokens.rsn), int(charge), int((now - start) * 1000),
-        int((st.ttfb or (now - start)) * 1000), lease.node,
-    }, "\t"))
+    local ms = (now - ngx.req.start_time()) * 1000
+    settle.push(key.shard, key.id, key.acct, charge, format(RECORD,
+        st.rid, now * 1000, key.acct, key.id, st.model, st.umodel, st.provider,
+        st.price.version, st.ep.name, st.stream and "1" or "0", status, basis,
+        tokens["in"], tokens.cr, tokens.cw, tokens.cw1h, tokens.out, tokens.rsn, charge, ms,
+        st.ttfb and st.ttfb * 1000 or ms, lease.node))
 end
 
 -- Errors nginx raises itself (provider unreachable or slow, body too large), in the protocol's
