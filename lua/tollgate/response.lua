@@ -5,6 +5,7 @@
 local cjson = require "cjson.safe"
 local sse = require "tollgate.sse"
 local usage = require "tollgate.usage"
+local usage_json = require "tollgate.usage_json"
 
 local decode = cjson.decode
 local null = cjson.null
@@ -14,6 +15,7 @@ local byte = string.byte
 local gsub = string.gsub
 local concat = table.concat
 local clear = require "table.clear"
+local new_tab = require "table.new"
 local type = type
 local next = next
 
@@ -50,7 +52,7 @@ function _M.new(format, is_stream, strip)
     strip = strip and is_stream and format == "openai"
     return {
         format = format, stream = is_stream, strip = strip, out = strip and {} or nil,
-        acc = {}, rest = nil, parts = nil, size = 0, broken = false, bytes = 0, events = 0,
+        acc = new_tab(0, 8), rest = nil, parts = nil, size = 0, broken = false, bytes = 0, events = 0,
         final = false,
     }
 end
@@ -210,7 +212,7 @@ local function object_at(text, start)
         else
             depth, i = depth - 1, close
             if depth == 0 then
-                return decode(sub(text, start, close))
+                return usage_json.decode(text, start, close)
             end
         end
     end
@@ -226,7 +228,7 @@ local function observe_answer(st, text)
     for i = #starts, 1, -1 do
         local u = object_at(text, starts[i])
         if type(u) == "table" then
-            local acc = {}
+            local acc = new_tab(0, 8)
             usage.observe(acc, st.format, u)
             if acc.reported > 0 then
                 st.acc, st.final = acc, true

@@ -1,13 +1,15 @@
 -- usage.lua: each provider dialect into the disjoint classes of docs/internals.md.
 local usage = require "tollgate.usage"
+local usage_json = require "tollgate.usage_json"
 local cjson = require "cjson.safe"
 local t = require "runner"
 
--- The classes of a sequence of usage objects (JSON text, as the provider sent them).
+-- The classes of a sequence of usage objects (JSON text, as the provider sent them, decoded as
+-- the gateway decodes whole answers' usage).
 local function classes(format, objects)
     local acc = {}
     for _, text in ipairs(objects) do
-        usage.observe(acc, format, cjson.decode(text))
+        usage.observe(acc, format, usage_json.decode(text, 1, #text))
     end
     return usage.classes(acc, format)
 end
