@@ -10,6 +10,7 @@ local cost = require "tollgate.cost"
 local endpoints = require "tollgate.endpoints"
 local errors = require "tollgate.errors"
 local hash = require "tollgate.hash"
+local journal = require "tollgate.journal"
 local lease = require "tollgate.lease"
 local ratelimit = require "tollgate.ratelimit"
 local response = require "tollgate.response"
@@ -87,6 +88,7 @@ function _M.init_worker()
     rid_prefix = random_hex(8)
     if ngx.worker.id() == 0 then
         lease.start_maintenance()
+        journal.start_recovery()
     end
 end
 

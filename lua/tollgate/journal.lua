@@ -1,14 +1,23 @@
--- The usage journal: every usage record is appended to a local file before it is queued for
--- settlement, one file per worker and hour (<home>/journal/<node>-<pid>-<YYYYMMDDHH>.tsv).
--- The control plane's worker replays records that never reached Redis, or that Redis lost, by
--- their batch id. A line: shard, batch id, then the packed record (settle.FIELDS order),
--- tab-separated. No prompt or completion text is ever in it.
+-- The usage journal: every settlement batch's records are appended to a local file, in one
+-- write(2), before the batch is sent to Redis; one file per worker and hour
+-- (<home>/journal/<node>-<pid>-<YYYYMMDDHH>.tsv). The control plane's worker replays records that
+-- never reached Redis, or that Redis lost, by their batch id. A line: shard, batch id, then the
+-- packed record (settle.FIELDS order), tab-separated. No prompt or completion text is ever in it.
+--
+-- Until its batch is written here, a record waits in the `tollgate_journal` shared dict (one list
+-- per batch), which outlives the worker: if the worker dies first, worker 0 finds the orphaned
+-- list and writes it here for it (recover_orphans).
 local config = require "tollgate.config"
 local lease = require "tollgate.lease"
 
 local ngx = ngx
+local concat = table.concat
 
 local _M = {}
+
+local buffer = ngx.shared.tollgate_journal
+
+local ORPHAN_SECONDS = 5 -- a live worker writes its batches within milliseconds
 
 local file, file_hour
 
@@ -34,16 +43,72 @@ local function current_file()
     return f
 end
 
-function _M.append(shard, batch_id, packed)
+local function list_key(shard, batch_id)
+    return shard .. "\t" .. batch_id
+end
+
+-- Appends the records of a batch (records[1..n], packed) in one write(2): a crash never leaves
+-- half a line followed by another.
+local function write(shard, batch_id, records, n)
     local f = current_file()
     if not f then
         return
     end
-    -- One write(2) per line (the file is unbuffered), so a crash never leaves half a line
-    -- followed by another.
-    local ok, err = f:write(shard .. "\t" .. batch_id .. "\t" .. packed .. "\n")
+    local prefix = shard .. "\t" .. batch_id .. "\t"
+    local ok, err = f:write(prefix, concat(records, "\n" .. prefix, 1, n), "\n")
     if not ok then
         ngx.log(ngx.ERR, "failed to write usage journal: ", err)
+    end
+end
+
+-- Keeps one record of an open batch where it survives this worker, until write_batch.
+function _M.hold(shard, batch_id, packed)
+    local len, err = buffer:rpush(list_key(shard, batch_id), packed)
+    if not len then
+        ngx.log(ngx.WARN, "usage journal buffer: ", err, " (the record waits for its batch's write)")
+    end
+end
+
+-- Writes a batch's records to the journal file and drops their copy from the shared dict.
+function _M.write_batch(shard, batch_id, records, n)
+    write(shard, batch_id, records, n)
+    buffer:delete(list_key(shard, batch_id))
+end
+
+-- Worker 0, every second: batches left in the shared dict by a worker that died (their id holds
+-- the time they opened) are written to this worker's journal file.
+local function recover_orphans(premature)
+    if premature then
+        return
+    end
+    local now = ngx.time()
+    for _, name in ipairs(buffer:get_keys(0)) do
+        local shard, batch_id = name:match("^(%d+)\t(.+)$")
+        local opened = batch_id and tonumber(batch_id:match(":(%d+):%d+$"))
+        if opened and now - opened >= ORPHAN_SECONDS then
+            local records, n = {}, 0
+            while true do
+                local packed = buffer:lpop(name)
+                if not packed then
+                    break
+                end
+                n = n + 1
+                records[n] = packed
+            end
+            if n > 0 then
+                ngx.log(ngx.WARN, "journaling ", n, " usage records of batch ", batch_id,
+                    " left by a worker that stopped")
+                write(tonumber(shard), batch_id, records, n)
+            end
+            buffer:delete(name)
+        end
+    end
+end
+
+function _M.start_recovery()
+    local ok, err = ngx.timer.every(1, recover_orphans)
+    if not ok then
+        ngx.log(ngx.ERR, "failed to start usage journal recovery: ", err)
     end
 end
 

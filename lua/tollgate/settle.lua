@@ -1,9 +1,9 @@
 -- Settles finished requests in batches: one script call per shard every few milliseconds per
 -- worker debits the exact costs, summed per key, and appends the batch's usage records as one
--- stream entry (scripts.settle). Each batch gets its id when it opens, and every record is
--- journaled with it (journal.lua) before it is queued; a batch that fails is retried as it was,
--- under that id, so it applies exactly once whether this worker's retry or the journal's replay
--- gets there first.
+-- stream entry (scripts.settle). Each batch gets its id when it opens; its records wait in the
+-- journal's shared dict while it fills and are journaled with it (journal.lua), in one write,
+-- before it is first sent; a batch that fails is retried as it was, under that id, so it applies
+-- exactly once whether this worker's retry or the journal's replay gets there first.
 local config = require "tollgate.config"
 local journal = require "tollgate.journal"
 local keys = require "tollgate.keys"
@@ -65,6 +65,12 @@ local function flush(premature)
     if #batches == 0 then
         return
     end
+    for _, batch in ipairs(batches) do
+        if not batch.journaled then
+            journal.write_batch(batch.shard, batch.id, batch.records, batch.n)
+            batch.journaled = true
+        end
+    end
     local red, err = redis.connect()
     for _, batch in ipairs(batches) do
         local ok, serr
@@ -103,7 +109,7 @@ schedule = function(delay)
     end
 end
 
--- Journals and queues one finished request: its key, account, cost and packed usage record
+-- Holds and queues one finished request: its key, account, cost and packed usage record
 -- (the values of control_plane/usage_records.py RECORD_FIELDS in order, tab-separated).
 function _M.push(shard, kid, acct, cost, packed)
     local batch = open[shard]
@@ -122,7 +128,7 @@ function _M.push(shard, kid, acct, cost, packed)
         costs[kid] = cost
         batch.accounts[kid] = acct
     end
-    journal.append(shard, batch.id, packed)
+    journal.hold(shard, batch.id, packed)
     if n >= MAX_RECORDS then
         ready[#ready + 1] = batch
         open[shard] = nil
