@@ -77,10 +77,7 @@ class JournalReplay:
             with db.read_session(self.settings) as session:
                 known = set(session.scalars(select(Usage.request_id).where(
                     Usage.request_id.in_([r.request_id for r in records]))))
-            # A batch's lines may be journaled twice (a worker that died between writing them and
-            # dropping their shared-dict copy): each record counts once.
-            unique = {r.request_id: (r, p) for r, p in zip(records, packed_records)}
-            missing = [(r, p) for rid, (r, p) in unique.items() if rid not in known]
+            missing = [(r, p) for r, p in zip(records, packed_records) if r.request_id not in known]
             if not missing:
                 continue
             args = [redis_keys.tag(shard), "journal-replay", batch_id, 0, "\n".join(p for _r, p in missing)]
