@@ -1,5 +1,5 @@
 -- Decodes a usage object: JSON objects whose values are numbers, nested objects, literals and
--- strings without escapes, which is what providers report usage as. Scanning it in Lua costs a
+-- strings, without escapes, which is what providers report usage as. Scanning it in Lua costs a
 -- fraction of cjson.decode, whose C calls and table growth dominate for such small objects;
 -- anything outside that subset (arrays, escapes) is left to cjson. Pure: no ngx I/O.
 local cjson = require "cjson.safe"
@@ -35,18 +35,17 @@ local function is_number_byte(c)
         or c == UPPER_E
 end
 
--- The string starting at the quote at `i` (no escapes) and the position after it, or nil.
+-- The string starting at the quote at `i` and the position after it, or nil (decode has ruled
+-- out escapes).
 local function plain_string(text, i)
     local close = find(text, '"', i + 1, true)
     if not close then
         return nil
     end
-    local s = sub(text, i + 1, close - 1)
-    if find(s, "\\", 1, true) then
-        return nil
-    end
-    return s, close + 1
+    return sub(text, i + 1, close - 1), close + 1
 end
+
+local EXACT = 2 ^ 53
 
 local parse_object
 
@@ -59,6 +58,18 @@ local function parse_value(text, i)
         return plain_string(text, i)
     elseif c and ((c >= ZERO and c <= NINE) or c == MINUS) then
         local j = i + 1
+        if c ~= MINUS then -- an integer, the usual figure, is summed up as it is read
+            local n = c - ZERO
+            c = byte(text, j)
+            while c and c >= ZERO and c <= NINE do
+                n = n * 10 + (c - ZERO)
+                j = j + 1
+                c = byte(text, j)
+            end
+            if c ~= DOT and c ~= LOWER_E and c ~= UPPER_E and n < EXACT then
+                return n, j
+            end
+        end
         c = byte(text, j)
         while c and is_number_byte(c) do
             j = j + 1
@@ -116,9 +127,12 @@ end
 
 -- The object text[start..finish] ("{" to its "}"), decoded; nil when it is not valid JSON.
 function _M.decode(text, start, finish)
-    local obj, after = parse_object(text, start)
-    if obj and after == finish + 1 then
-        return obj
+    local escape = find(text, "\\", start, true)
+    if not escape or escape > finish then
+        local obj, after = parse_object(text, start)
+        if obj and after == finish + 1 then
+            return obj
+        end
     end
     return cjson.decode(sub(text, start, finish))
 end
