@@ -260,7 +260,7 @@ local function collect_whole(st, chunk, eof)
     end
     if eof then
         st.parts = nil
-        return concat(parts)
+        return #parts == 1 and parts[1] or concat(parts) -- one chunk, the usual answer: no copy
     end
     return nil
 end
