@@ -28,6 +28,11 @@ typedef struct { void *data; uint32_t flags; } tollgate_event_head_t;
 long recv(int sockfd, void *buf, size_t len, int flags);
 ]]
 
+-- Parsed once: a cast to a type given as a string parses the string at every call.
+local request_head = ffi.typeof("tollgate_request_head_t *")
+local connection_head = ffi.typeof("tollgate_connection_head_t *")
+local event_head = ffi.typeof("tollgate_event_head_t *")
+
 local MSG_PEEK = 0x02
 local MSG_DONTWAIT = 0x40
 local EAGAIN = 11
@@ -46,8 +51,8 @@ function _M.gone()
     if not r then
         return false
     end
-    local c = cast("tollgate_connection_head_t *", cast("tollgate_request_head_t *", r).connection)
-    if band(cast("tollgate_event_head_t *", c.read).flags, READY_OR_PENDING_EOF) == 0 then
+    local c = cast(connection_head, cast(request_head, r).connection)
+    if band(cast(event_head, c.read).flags, READY_OR_PENDING_EOF) == 0 then
         return false -- nothing came from the client since nginx last read it to the end
     end
     local n = C.recv(c.fd, byte, 1, MSG_PEEK + MSG_DONTWAIT)

@@ -36,8 +36,10 @@ local _M = {}
 -- the log phase still settles the hold.
 local inflight = {}
 
+local uintptr = ffi.typeof("uintptr_t") -- parsed once, not at every cast
+
 local function request_key()
-    return tonumber(cast("uintptr_t", get_request()))
+    return tonumber(cast(uintptr, get_request()))
 end
 
 -- This node's id: kept in the shared dict, so a reload (HUP) keeps it and the leases it holds.
