@@ -15,6 +15,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -369,6 +370,8 @@ def parse_wrk(out):
 
 
 def measure(base_url, key, redis_socket, scenario, args, wrk_pin, roots):
+    """One recorded wrk run (after an unrecorded warm-up): wrk's figures, the CPU each server
+    process spent per request during it, and the gateway's Redis commands per request."""
     env = dict(os.environ, BENCH_BODY=json.dumps(scenario.body), BENCH_HEADERS="\n".join(
         f"{name}: {value}" for name, value in credential_headers(scenario.protocol, key).items()))
 
@@ -380,33 +383,65 @@ def measure(base_url, key, redis_socket, scenario, args, wrk_pin, roots):
             sys.exit(f"wrk failed ({done.returncode}):\n{done.stdout}{done.stderr}")
         return done.stdout
 
-    # The usage worker moves records from Redis into SQL after the fact; it is paused while wrk
-    # runs (its cost shows as "+N" after the run) so the figures compare request paths.
-    workers = usage_workers(redis_socket.parent.parent) if redis_socket else []
-    signal_all(workers, signal.SIGSTOP)
-    try:
-        wrk(WARMUP)
-        cpu_before, calls_before = cpu_seconds(roots), redis_calls(redis_socket)
-        out = wrk(args.duration)
-        cpu_during, calls_during = cpu_seconds(roots), redis_calls(redis_socket)
-    finally:
-        signal_all(workers, signal.SIGCONT)
-    wait_idle(roots)
+    wrk(WARMUP)
+    cpu_before, calls_before = cpu_seconds(roots), redis_calls(redis_socket)
+    out = wrk(args.duration)
+    cpu_during, calls_during = cpu_seconds(roots), redis_calls(redis_socket)
     result = parse_wrk(out)
     result["cpu_us_per_request"] = cpu_us_per_request(cpu_before, cpu_during, result["requests"])
-    # Work the run queued and the servers did after it (e.g. usage records drained into SQL).
     calls = {name: (n - calls_before.get(name, 0)) / max(result["requests"], 1)
              for name, n in calls_during.items()}
     result["redis_calls_per_request"] = {name: round(n, 2) for name, n in sorted(calls.items())
                                          if n >= 0.01}
-    result["cpu_us_per_request_after"] = cpu_us_per_request(cpu_during, cpu_seconds(roots),
-                                                            result["requests"])
     errors = result["non_2xx"] + result["socket_errors"]
     result["failed"] = errors > MAX_ERROR_RATE * max(result["requests"], 1)
     if result["failed"]:
         print(f"\n!!! {errors} of {result['requests']} requests failed — these figures are "
               f"meaningless. wrk said:\n{out}", file=sys.stderr)
     return result
+
+
+def measure_scenario(name, targets, args, wrk_pin, roots):
+    """`args.repeat` recorded runs per target, the targets taking turns (bare, gateway, bare, …)
+    so that a slow spell of the machine hits both; one row per target with the median run's
+    figures, and on the gateway's row the median of the gateway/bare ratios of the pairs.
+
+    The usage worker moves records from Redis into SQL after the fact; it is paused while the
+    scenario runs (its cost shows as "+N" after it) so the figures compare request paths."""
+    scenario = SCENARIOS[name]
+    for target, (base_url, key, _redis_socket) in targets.items():
+        probe(base_url, scenario, key, target)
+    homes = [redis_socket.parent.parent for _url, _key, redis_socket in targets.values() if redis_socket]
+    workers = [pid for home in homes for pid in usage_workers(home)]
+    runs = {target: [] for target in targets}
+    signal_all(workers, signal.SIGSTOP)
+    try:
+        for _ in range(args.repeat):
+            for target, (base_url, key, redis_socket) in targets.items():
+                print(f"{name} / {target}: wrk -c{args.connections} -d{args.duration} ...", flush=True)
+                runs[target].append(measure(base_url, key, redis_socket, scenario, args, wrk_pin, roots))
+        cpu_paused = cpu_seconds(roots)
+    finally:
+        signal_all(workers, signal.SIGCONT)
+    wait_idle(roots)
+    rows = []
+    for target, results in runs.items():
+        row = {"scenario": name, "target": target, **median_run(results), "runs": results}
+        row["failed"] = any(r["failed"] for r in results)
+        row["cpu_us_per_request_after"] = cpu_us_per_request(
+            cpu_paused, cpu_seconds(roots), sum(r["requests"] for r in results)) if target == "gateway" else {}
+        rows.append(row)
+    if "bare" in runs and "gateway" in runs:
+        rows[-1]["ratio"] = statistics.median(
+            g["rps"] / b["rps"] for b, g in zip(runs["bare"], runs["gateway"]))
+    return rows
+
+
+def median_run(results):
+    """The figures of the run with the median req/s."""
+    ranked = sorted(results, key=lambda r: r["rps"])
+    middle = ranked[(len(ranked) - 1) // 2]
+    return {k: v for k, v in middle.items() if k != "failed"}
 
 
 def print_table(results):
@@ -417,8 +452,16 @@ def print_table(results):
         flag = "  <-- FAILED" if row["failed"] else ""
         print(f"{row['scenario']:<18}{row['target']:<9}{row['rps']:>10.0f}{row['p50_ms']:>9.2f}"
               f"{row['p99_ms']:>9.2f}{row['non_2xx'] + row['socket_errors']:>8}{ratio:>9}{flag}")
+    pairs = [row for row in results if "ratio" in row]
+    if pairs:
+        print("\ngw/bare of each pair of runs (the table shows their median; req/s, p50 and p99 are"
+              " the median run's):")
+        for row in pairs:
+            bare = next(r for r in results if r["scenario"] == row["scenario"] and r["target"] == "bare")
+            ratios = " ".join(f"{g['rps'] / b['rps']:.2f}" for b, g in zip(bare["runs"], row["runs"]))
+            print(f"  {row['scenario']}: {ratios}")
     print("\nCPU µs per request by process, of the 1e6 / req/s µs one core had per request"
-          " (+N: spent after the run ended, on work it queued):")
+          " (+N: spent after the scenario's runs ended, on work they queued):")
     for row in results:
         during, after = row["cpu_us_per_request"], row["cpu_us_per_request_after"]
         parts = ", ".join(f"{name} {during.get(name, 0):.1f}" + (f" +{after[name]:.1f}" if name in after else "")
@@ -452,20 +495,13 @@ def run(args, workdir):
         if not args.only_baseline:
             targets["gateway"] = bench.gateway(upstream_port)
         for name in args.scenarios:
-            scenario = SCENARIOS[name]
-            for target, (base_url, key, redis_socket) in targets.items():
-                probe(base_url, scenario, key, target)
-                print(f"{name} / {target}: wrk -c{args.connections} -d{args.duration} ...", flush=True)
-                results.append({"scenario": name, "target": target,
-                                **measure(base_url, key, redis_socket, scenario, args, wrk_pin,
-                                           bench.roots)})
-            if len(targets) == 2:
-                results[-1]["ratio"] = results[-1]["rps"] / results[-2]["rps"]
+            results += measure_scenario(name, targets, args, wrk_pin, bench.roots)
     print_table(results)
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps({
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "commit": git_commit(), "nginx": NGINX,
         "duration": args.duration, "connections": args.connections, "threads": 1,
+        "repeat": args.repeat,
         "server_cpu": server_pin[-1:], "wrk_cpu": wrk_pin[-1:], "results": results,
     }, indent=2) + "\n")
     print(f"\nwritten: {RESULTS.relative_to(REPO)}")
@@ -478,6 +514,8 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", default="10s", help="wrk duration per run (default 10s)")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="recorded runs per target and scenario, taking turns; medians are shown (default 3)")
     parser.add_argument("--scenarios", default=DEFAULT_SCENARIOS,
                         help=f"comma-separated, of {', '.join(SCENARIOS)} (default {DEFAULT_SCENARIOS})")
     parser.add_argument("--only-baseline", action="store_true", help="skip the gateway")
