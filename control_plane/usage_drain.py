@@ -12,7 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import redis
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from . import db, hot_state, ledger, pricing, redis_keys, usage_records
@@ -151,12 +151,13 @@ def _write(session: Session, records: list[UsageRecord]) -> tuple[int, set[str]]
         seen.add(record.request_id)
         new.append(record)
     charged = [record for record in new if record.cost_nano]
-    transactions = ledger.post_new(
+    posted = ledger.post_new(
         session,
         [ledger.usage_posting(r.account_id, r.request_id, r.cost_nano, r.description()) for r in charged],
     )
-    transaction_ids = {record.request_id: tx.id for record, tx in zip(charged, transactions, strict=True)}
-    session.add_all(record.to_row(transaction_ids.get(record.request_id)) for record in new)
+    transaction_ids = {record.request_id: tx_id for record, tx_id in zip(charged, posted, strict=True)}
+    if new:
+        session.execute(insert(Usage), [record.row_values(transaction_ids.get(record.request_id)) for record in new])
     return len(new), refused
 
 

@@ -48,7 +48,11 @@ class UsageRecord:
         return f"{self.model}: {', '.join(counts)} tokens"
 
     def to_row(self, transaction_id: int | None) -> Usage:
-        return Usage(
+        return Usage(**self.row_values(transaction_id))
+
+    def row_values(self, transaction_id: int | None) -> dict:
+        """The usage row's column values."""
+        return dict(
             request_id=self.request_id,
             account_id=self.account_id,
             key_id=self.key_id,
@@ -95,33 +99,41 @@ def parse_packed(packed: str) -> UsageRecord:
 def parse(fields: dict[str, str]) -> UsageRecord:
     """A record from its named values; ValueError names the first bad field."""
     return UsageRecord(
-        request_id=_text(fields, "rid", Usage.request_id, required=True),
+        request_id=_text(fields, "rid", required=True),
         ts_ms=_count(fields, "ts", INT64_MAX),
         account_id=_count(fields, "acct", INT32_MAX),
         key_id=_count(fields, "key", INT32_MAX),
-        model=_text(fields, "model", Usage.model, required=True),
-        upstream_model=_text(fields, "umodel", Usage.upstream_model),
-        provider=_text(fields, "provider", Usage.provider),
+        model=_text(fields, "model", required=True),
+        upstream_model=_text(fields, "umodel"),
+        provider=_text(fields, "provider"),
         price_version_id=_count(fields, "pv", INT32_MAX, optional=True),
-        endpoint=_text(fields, "ep", Usage.endpoint),
+        endpoint=_text(fields, "ep"),
         stream=fields.get("stream") == "1",
         status=_count(fields, "status", INT32_MAX),
-        billing_basis=_text(fields, "basis", Usage.billing_basis) or "none",
+        billing_basis=_text(fields, "basis") or "none",
         tokens={field: _count(fields, field, INT64_MAX, default=0) for field, _price in money.USAGE_CLASSES},
         cost_nano=_count(fields, "cost", INT64_MAX),
         latency_ms=_count(fields, "ms", INT32_MAX, optional=True),
         ttfb_ms=_count(fields, "ttfb", INT32_MAX, optional=True),
-        node=_text(fields, "node", Usage.node),
+        node=_text(fields, "node"),
     )
 
 
-def _text(fields, name, column, required=False) -> str:
+# The longest value each text field's Usage column takes (read once: the ORM attributes are slow
+# to walk per record).
+_TEXT_LIMITS = {name: Usage.__table__.c[column].type.length for name, column in (
+    ("rid", "request_id"), ("model", "model"), ("umodel", "upstream_model"), ("provider", "provider"),
+    ("ep", "endpoint"), ("basis", "billing_basis"), ("node", "node"))}
+
+
+def _text(fields, name, required=False) -> str:
     """A text field that fits its Usage column."""
     value = fields.get(name, "")
     if required and not value:
         raise ValueError(f"{name}: missing")
-    if len(value) > column.type.length:
-        raise ValueError(f"{name}: longer than {column.type.length} characters")
+    limit = _TEXT_LIMITS[name]
+    if len(value) > limit:
+        raise ValueError(f"{name}: longer than {limit} characters")
     return value
 
 
