@@ -162,18 +162,8 @@ local function feed_stream(st, chunk, eof)
     return n == 1 and out[1] or out
 end
 
-local SPACE, TAB, NEWLINE, RETURN = byte(" \t\n\r", 1, 4)
 local COLON, OPEN_BRACE = byte(":{", 1, 2)
-
--- The position of the first byte at or after `i` that is not JSON whitespace.
-local function skip_space(text, i)
-    local c = byte(text, i)
-    while c == SPACE or c == NEWLINE or c == RETURN or c == TAB do
-        i = i + 1
-        c = byte(text, i)
-    end
-    return i
-end
+local skip_space = usage_json.skip_space
 
 -- Where the object value of a `"usage"` key starts (its "{"), for every such key in order.
 local function usage_object_starts(text)

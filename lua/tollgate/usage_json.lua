@@ -21,6 +21,7 @@ local LOWER_T, LOWER_F, LOWER_N = byte("tfn", 1, 3)
 
 local LITERALS = { [LOWER_T] = { "true", true }, [LOWER_F] = { "false", false }, [LOWER_N] = { "null", cjson.null } }
 
+-- The position of the first byte at or after `i` that is not JSON whitespace.
 local function skip_space(text, i)
     local c = byte(text, i)
     while c == SPACE or c == NEWLINE or c == RETURN or c == TAB do
@@ -29,6 +30,7 @@ local function skip_space(text, i)
     end
     return i
 end
+_M.skip_space = skip_space
 
 local function is_number_byte(c)
     return (c >= ZERO and c <= NINE) or c == DOT or c == MINUS or c == PLUS or c == LOWER_E
