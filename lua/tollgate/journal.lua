@@ -43,18 +43,20 @@ local function current_file()
     return f
 end
 
-local function list_key(shard, batch_id)
+-- A batch's key: its journal lines' first two values ("<shard>\t<batch id>"), and the name of
+-- the shared-dict list its records wait in. Made once per batch (settle.lua keeps it).
+function _M.key(shard, batch_id)
     return shard .. "\t" .. batch_id
 end
 
--- Appends the records of a batch (records[1..n], packed) in one write(2): a crash never leaves
--- half a line followed by another.
-local function write(shard, batch_id, records, n)
+-- Appends the records of the batch `key` (records[1..n], packed) in one write(2): a crash never
+-- leaves half a line followed by another.
+local function write(key, records, n)
     local f = current_file()
     if not f then
         return
     end
-    local prefix = shard .. "\t" .. batch_id .. "\t"
+    local prefix = key .. "\t"
     local ok, err = f:write(prefix, concat(records, "\n" .. prefix, 1, n), "\n")
     if not ok then
         ngx.log(ngx.ERR, "failed to write usage journal: ", err)
@@ -62,17 +64,17 @@ local function write(shard, batch_id, records, n)
 end
 
 -- Keeps one record of an open batch where it survives this worker, until write_batch.
-function _M.hold(shard, batch_id, packed)
-    local len, err = buffer:rpush(list_key(shard, batch_id), packed)
+function _M.hold(key, packed)
+    local len, err = buffer:rpush(key, packed)
     if not len then
         ngx.log(ngx.WARN, "usage journal buffer: ", err, " (the record waits for its batch's write)")
     end
 end
 
 -- Writes a batch's records to the journal file and drops their copy from the shared dict.
-function _M.write_batch(shard, batch_id, records, n)
-    write(shard, batch_id, records, n)
-    buffer:delete(list_key(shard, batch_id))
+function _M.write_batch(key, records, n)
+    write(key, records, n)
+    buffer:delete(key)
 end
 
 -- Worker 0, every second: batches left in the shared dict by a worker that died (their id holds
@@ -83,7 +85,7 @@ local function recover_orphans(premature)
     end
     local now = ngx.time()
     for _, name in ipairs(buffer:get_keys(0)) do
-        local shard, batch_id = name:match("^(%d+)\t(.+)$")
+        local batch_id = name:match("^%d+\t(.+)$")
         local opened = batch_id and tonumber(batch_id:match(":(%d+):%d+$"))
         if opened and now - opened >= ORPHAN_SECONDS then
             local records, n = {}, 0
@@ -98,7 +100,7 @@ local function recover_orphans(premature)
             if n > 0 then
                 ngx.log(ngx.WARN, "journaling ", n, " usage records of batch ", batch_id,
                     " left by a worker that stopped")
-                write(tonumber(shard), batch_id, records, n)
+                write(name, records, n)
             end
             buffer:delete(name)
         end

@@ -29,8 +29,9 @@ local seq = 0
 
 local function new_batch(shard)
     seq = seq + 1
-    return { shard = shard, id = lease.node .. ":" .. ngx.worker.pid() .. ":" .. ngx.time() .. ":" .. seq,
-        records = {}, n = 0, costs = {}, accounts = {} }
+    local id = lease.node .. ":" .. ngx.worker.pid() .. ":" .. ngx.time() .. ":" .. seq
+    return { shard = shard, id = id, journal_key = journal.key(shard, id), records = {}, n = 0,
+        costs = {}, accounts = {} }
 end
 
 local function send(red, batch)
@@ -67,7 +68,7 @@ local function flush(premature)
     end
     for _, batch in ipairs(batches) do
         if not batch.journaled then
-            journal.write_batch(batch.shard, batch.id, batch.records, batch.n)
+            journal.write_batch(batch.journal_key, batch.records, batch.n)
             batch.journaled = true
         end
     end
@@ -128,7 +129,7 @@ function _M.push(shard, kid, acct, cost, packed)
         costs[kid] = cost
         batch.accounts[kid] = acct
     end
-    journal.hold(shard, batch.id, packed)
+    journal.hold(batch.journal_key, packed)
     if n >= MAX_RECORDS then
         ready[#ready + 1] = batch
         open[shard] = nil
