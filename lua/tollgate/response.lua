@@ -3,6 +3,8 @@
 -- chunk and the `"usage":null` fields so the client sees what the provider would have sent it.
 -- Pure: no ngx I/O.
 local cjson = require "cjson.safe"
+local ffi = require "ffi"
+local string_buffer = require "string.buffer"
 local sse = require "tollgate.sse"
 local usage = require "tollgate.usage"
 local usage_json = require "tollgate.usage_json"
@@ -14,10 +16,18 @@ local sub = string.sub
 local byte = string.byte
 local gsub = string.gsub
 local concat = table.concat
-local clear = require "table.clear"
+local C = ffi.C
+local cast = ffi.cast
+local charp = ffi.typeof("const char *")
+local new_buffer = string_buffer.new
+local event_end_of = sse.event_end_of
 local new_tab = require "table.new"
 local type = type
 local next = next
+
+ffi.cdef [[
+int memcmp(const void *s1, const void *s2, size_t n);
+]]
 
 local _M = {}
 
@@ -51,8 +61,8 @@ local locate = {
 function _M.new(format, is_stream, strip)
     strip = strip and is_stream and format == "openai"
     return {
-        format = format, stream = is_stream, strip = strip, out = strip and {} or nil,
-        acc = new_tab(0, 8), rest = nil, parts = nil, size = 0, broken = false, bytes = 0, events = 0,
+        format = format, stream = is_stream, strip = strip, out = strip and new_buffer() or nil,
+        acc = new_tab(0, 8), rest = "", parts = nil, size = 0, broken = false, bytes = 0, events = 0,
         final = false,
     }
 end
@@ -78,13 +88,15 @@ end
 
 local COMPACT_NULL = '"usage":null'
 local NULL_TAIL = 'usage":null' -- searched without its quote: '"' is everywhere in JSON
+local USAGE_KEY = 'usage"'
 local QUOTE = byte('"')
+local COMMA = byte(",")
 
 -- Whether an event has a `"usage"` key (plain finds for `usage"`, then the quote before it).
 local function has_usage_key(ev)
     local pos = 1
     while true do
-        local s = find(ev, 'usage"', pos, true)
+        local s = find(ev, USAGE_KEY, pos, true)
         if not s then
             return false
         end
@@ -94,72 +106,107 @@ local function has_usage_key(ev)
         pos = s + 1
     end
 end
-local COMMA = byte(",")
 
--- One complete SSE event: note its usage; in strip mode return what the client gets.
-local function on_event(st, ev, out)
-    st.events = st.events + 1
-    -- The common case, an OpenAI chunk with compact `"usage":null`: nothing to decode.
+-- An event that names usage: its usage is noted; in strip mode, returns what the client gets
+-- instead ("" for nothing), or nil to pass it on unchanged.
+local function usage_event(st, ev, strip)
+    -- An OpenAI chunk with compact `"usage":null`: nothing to decode.
     local s = find(ev, NULL_TAIL, 1, true)
     if s and byte(ev, s - 1) == QUOTE then
-        s = s - 1
-        if out then
-            if byte(ev, s - 1) == COMMA then
-                out[#out + 1] = sub(ev, 1, s - 2)
-                out[#out + 1] = sub(ev, s + #COMPACT_NULL)
-            else
-                out[#out + 1] = without_null_usage(ev)
-            end
+        if not strip then
+            return nil
         end
-        return
+        s = s - 1
+        if byte(ev, s - 1) == COMMA then
+            return sub(ev, 1, s - 2) .. sub(ev, s + #COMPACT_NULL)
+        end
+        return without_null_usage(ev)
     end
     if not has_usage_key(ev) then
-        if out then out[#out + 1] = ev end
-        return
+        return nil
     end
     local data = sse.parse(ev)
     local obj = data and data ~= "[DONE]" and decode(data)
     local u = obj and observe(st, obj)
-    if not out then
-        return
+    if not strip then
+        return nil
     end
     if u == null then
-        out[#out + 1] = without_null_usage(ev)
-    elseif type(u) == "table" and type(obj.choices) == "table" and next(obj.choices) == nil then
-        return -- the usage-only chunk the client did not ask for
-    else
-        out[#out + 1] = ev
+        return without_null_usage(ev)
     end
+    if type(u) == "table" and type(obj.choices) == "table" and next(obj.choices) == nil then
+        return "" -- the usage-only chunk the client did not ask for
+    end
+    return nil
+end
+
+-- How an OpenAI chunk ends when `"usage":null` is its last field, as OpenAI writes it: strip
+-- mode cuts the field off and closes the object again, without reading the event.
+local NULL_LAST = ',"usage":null}\n\n'
+local NULL_LAST_LEN = #NULL_LAST
+local CLOSE_EVENT = "}\n\n"
+
+-- Reads the complete events of `buf`. Only events holding `usage"` are looked at (the buffer is
+-- searched for it once, the next match kept), so most events cost the search for their end.
+-- In strip mode, edited events go to `out` (a string.buffer) with the unchanged bytes before
+-- them. Returns where the unfinished event starts and how far `buf` went to `out`.
+local function scan_events(st, buf, out)
+    local base = cast(charp, buf)
+    local event_end = event_end_of(buf)
+    local pos, copied = 1, 1
+    local key_at = find(buf, USAGE_KEY, 1, true)
+    while true do
+        local e = event_end(buf, pos)
+        if not e then
+            break
+        end
+        st.events = st.events + 1
+        if key_at and key_at <= e then
+            local cut = e - NULL_LAST_LEN + 1
+            if cut > pos and C.memcmp(base + cut - 1, NULL_LAST, NULL_LAST_LEN) == 0 then
+                if out then
+                    out:putcdata(base + copied - 1, cut - copied):put(CLOSE_EVENT)
+                    copied = e + 1
+                end
+            else
+                local replacement = usage_event(st, sub(buf, pos, e), out ~= nil)
+                if replacement then
+                    out:putcdata(base + copied - 1, pos - copied):put(replacement)
+                    copied = e + 1
+                end
+            end
+            key_at = find(buf, USAGE_KEY, e + 1, true)
+        end
+        pos = e + 1
+    end
+    return pos, copied
 end
 
 local function feed_stream(st, chunk, eof)
+    if st.broken then
+        return nil -- past an oversized event: passed on unread
+    end
     local rest = st.rest
-    local buf = (rest and rest ~= "") and (rest .. chunk) or chunk
+    local buf = rest == "" and chunk or (rest .. chunk)
     local out = st.out
-    if out then
-        clear(out) -- the previous chunk's pieces, copied out by nginx when they were returned
-    end
-    if not st.broken then
-        st.rest = sse.each_event(buf, on_event, st, out)
-        if #st.rest > MAX_EVENT then
-            st.broken = true
-        end
-    end
+    local pos, copied = scan_events(st, buf, out)
+    rest = pos == 1 and buf or sub(buf, pos)
+    st.broken = #rest > MAX_EVENT
+    st.rest = rest
     if not out then
         return nil
     end
-    if st.broken then
-        out[#out + 1] = st.rest or chunk
-        st.rest = nil
-    elseif eof and st.rest ~= "" then
-        out[#out + 1] = st.rest
-        st.rest = nil
+    if copied == 1 and rest == "" and buf == chunk then
+        return nil -- complete events, none edited
     end
-    local n = #out
-    if n == 0 then
-        return ""
+    out:putcdata(cast(charp, buf) + copied - 1, pos - copied)
+    if st.broken or eof then
+        out:put(rest) -- an oversized or unterminated event goes on as it came
+        st.rest = ""
     end
-    return n == 1 and out[1] or out
+    local text = out:tostring()
+    out:reset()
+    return text
 end
 
 local COLON, OPEN_BRACE = byte(":{", 1, 2)
@@ -255,8 +302,7 @@ local function collect_whole(st, chunk, eof)
     return nil
 end
 
--- Feeds one body chunk. Returns the replacement chunk (a string, or a table of strings to send
--- in order, valid until the next call, as ngx.arg[1] takes it), or nil to pass it through
+-- Feeds one body chunk. Returns the replacement chunk (a string), or nil to pass it through
 -- unchanged.
 function _M.feed(st, chunk, eof)
     st.bytes = st.bytes + #chunk

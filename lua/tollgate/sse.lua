@@ -1,4 +1,4 @@
--- Server-sent events: splits a byte buffer into complete events plus the unconsumed rest.
+-- Server-sent events: where each event of a byte buffer ends, and what one event carries.
 -- Events end at an empty line (LF or CRLF line endings). Pure: no ngx I/O.
 local find = string.find
 local sub = string.sub
@@ -29,21 +29,18 @@ local function event_end(buf, pos)
     end
 end
 
--- Calls on_event(a, raw_event_text, b) for every complete event in `buf`; returns the rest.
-function _M.each_event(buf, on_event, a, b)
-    local pos = 1
-    while true do
-        local e = event_end(buf, pos)
-        if not e then
-            break
-        end
-        on_event(a, (pos == 1 and e == #buf) and buf or sub(buf, pos, e), b)
-        pos = e + 1
-    end
-    if pos == 1 then
-        return buf
-    end
-    return sub(buf, pos)
+-- The end of the first "\n\n" at or after `pos`: event_end for a buffer without CR, one plain
+-- find and no loop (a Lua loop here keeps LuaJIT from compiling the caller's loop over events).
+local function lf_event_end(buf, pos)
+    local lf = find(buf, "\n\n", pos, true)
+    return lf and lf + 1
+end
+
+_M.event_end = event_end
+
+-- The event_end function for `buf`: the plain one unless `buf` holds a CR.
+function _M.event_end_of(buf)
+    return find(buf, "\r", 1, true) and event_end or lf_event_end
 end
 
 local DATA = "data: "

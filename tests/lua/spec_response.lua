@@ -7,11 +7,6 @@ local concat = table.concat
 local sub = string.sub
 local find = string.find
 
--- A replacement chunk as the client gets it (the parser may return a table of pieces).
-local function text_of(replaced)
-    return type(replaced) == "table" and concat(replaced) or replaced
-end
-
 -- Feeds `chunks` to a new parser, eof on the last one (or on an extra empty chunk); returns the
 -- parser and the bytes the client would get.
 local function feed_all(expected, chunks, strip, eof_apart)
@@ -19,10 +14,10 @@ local function feed_all(expected, chunks, strip, eof_apart)
     local out = {}
     for i, chunk in ipairs(chunks) do
         local replaced = response.feed(st, chunk, i == #chunks and not eof_apart)
-        out[#out + 1] = replaced == nil and chunk or text_of(replaced)
+        out[#out + 1] = replaced == nil and chunk or replaced
     end
     if eof_apart then
-        out[#out + 1] = text_of(response.feed(st, "", true) or "")
+        out[#out + 1] = response.feed(st, "", true) or ""
     end
     return st, concat(out)
 end

@@ -2,9 +2,22 @@
 local sse = require "tollgate.sse"
 local t = require "runner"
 
+-- Splits `buf` at every event end: the complete events and the rest, as the response parser does.
+local function split(buf, events)
+    local pos = 1
+    while true do
+        local e = sse.event_end(buf, pos)
+        if not e then
+            return buf:sub(pos)
+        end
+        events[#events + 1] = buf:sub(pos, e)
+        pos = e + 1
+    end
+end
+
 local function collect(buf)
     local events = {}
-    local rest = sse.each_event(buf, function(list, ev) list[#list + 1] = ev end, events)
+    local rest = split(buf, events)
     return events, rest
 end
 
@@ -12,7 +25,7 @@ end
 local function stream(chunks)
     local events, rest = {}, ""
     for _, chunk in ipairs(chunks) do
-        rest = sse.each_event(rest .. chunk, function(list, ev) list[#list + 1] = ev end, events)
+        rest = split(rest .. chunk, events)
     end
     return events, rest
 end
@@ -60,10 +73,11 @@ tests["one byte at a time gives the same events as the whole buffer"] = function
     t.eq(stream(bytes), (collect(text)), "events")
 end
 
-tests["on_event gets its two extra arguments around the event"] = function()
-    local seen = {}
-    sse.each_event("data: 1\n\n", function(a, ev, b) seen = { a, ev, b } end, "A", "B")
-    t.eq(seen, { "A", "data: 1\n\n", "B" }, "arguments")
+tests["event_end looks from the given position on"] = function()
+    local buf = "data: 1\n\ndata: 2\n\n"
+    t.eq(sse.event_end(buf, 1), 9, "first event")
+    t.eq(sse.event_end(buf, 10), 18, "second event")
+    t.eq(sse.event_end(buf, 19), nil, "past the end")
 end
 
 tests["parse gives the data and the event name"] = function()
