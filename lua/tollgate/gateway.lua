@@ -1,5 +1,5 @@
 -- The metered request, phase by phase (DESIGN §3): access decides and holds, the balancer
--- picks the peer, the header and body filters read the answer's usage, the log phase settles.
+-- picks the peer, the body filter reads the answer's usage, the log phase settles.
 local cjson = require "cjson.safe"
 local body = require "tollgate.body"
 local auth = require "tollgate.auth"
@@ -261,6 +261,11 @@ function _M.access()
                     .. (key.tpm > 0 and key.tpm .. " tokens" or "") .. " per minute" }, limit_headers)
         end
     end
+    if limit_headers then
+        for name, value in pairs(limit_headers) do
+            ngx.header[name] = value -- kept on the provider's answer
+        end
+    end
     local hold = 0
     if not ep.unbilled then
         hold = cost.worst_case(#raw, out_tokens, price)
@@ -282,7 +287,7 @@ function _M.access()
     local st = {
         ep = ep, key = key, hold = hold, price = price, model = model_name,
         umodel = upstream_model, provider = provider.name, stream = is_stream, strip = strip,
-        rid = rid, request_bytes = #raw, limit_headers = limit_headers,
+        rid = rid, request_bytes = #raw,
     }
     route_upstream(ep, provider, st)
     inflight[request_key()] = st
@@ -298,39 +303,39 @@ function _M.balance()
     end
 end
 
-function _M.header_filter()
-    local st = inflight[request_key()]
-    if not st then
-        return
-    end
+-- At the answer's first body chunk: its status and time to first byte are noted, and its parser
+-- made when it carries usage (a 2xx of a metered endpoint); false when it is not read. (A header
+-- filter phase would cost every request a Lua call more.)
+local function start_answer(st)
     st.ttfb = ngx.now() - ngx.req.start_time()
     local status = ngx.status
     st.status = status
-    if st.limit_headers then
-        for name, value in pairs(st.limit_headers) do
-            ngx.header[name] = value
-        end
+    if status < 200 or status >= 300 or not st.ep.usage then
+        return false
     end
-    if status >= 200 and status < 300 and st.ep.usage then
-        -- A stream asked for may still come back whole (a provider that ignores `stream`).
-        local ctype = st.stream and ngx.header["Content-Type"]
-        local is_sse = ctype and find(ctype, "event-stream", 1, true) ~= nil
-        st.parser = response.new(st.ep.usage, is_sse, st.strip)
-        if st.parser.strip then
-            ngx.header["Content-Length"] = nil
-        end
-    end
+    -- A stream asked for may still come back whole (a provider that ignores `stream`).
+    local ctype = st.stream and ngx.header["Content-Type"]
+    local is_sse = ctype and find(ctype, "event-stream", 1, true) ~= nil
+    local declared = st.strip and is_sse and tonumber(ngx.header["Content-Length"]) or nil
+    return response.new(st.ep.usage, is_sse, st.strip, declared)
 end
 
 -- Streams: once the client has gone, the rest of the answer is swallowed (not written, so
 -- nginx keeps reading the provider) until the provider's usage arrives or the drain limit.
 function _M.body_filter()
     local st = inflight[request_key()]
-    if not st or not st.parser then
+    if not st then
+        return
+    end
+    local parser = st.parser
+    if parser == nil then
+        parser = start_answer(st)
+        st.parser = parser
+    end
+    if not parser then
         return
     end
     local chunk = ngx.arg[1]
-    local parser = st.parser
     if parser.stream and not st.gone and client.gone() then
         st.gone = true
         st.drain_left = config.get().drain_limit_bytes

@@ -15,6 +15,7 @@ local find = string.find
 local sub = string.sub
 local byte = string.byte
 local gsub = string.gsub
+local rep = string.rep
 local concat = table.concat
 local C = ffi.C
 local cast = ffi.cast
@@ -58,12 +59,14 @@ local locate = {
     end,
 }
 
-function _M.new(format, is_stream, strip)
+-- A parser for one answer. `declared`: the Content-Length the provider gave a stream that strip
+-- mode edits, whose end is then padded back to that length.
+function _M.new(format, is_stream, strip, declared)
     strip = strip and is_stream and format == "openai"
     return {
         format = format, stream = is_stream, strip = strip, out = strip and new_buffer() or nil,
         acc = new_tab(0, 8), rest = "", parts = nil, size = 0, broken = false, bytes = 0, events = 0,
-        final = false,
+        final = false, declared = strip and declared or nil, sent = 0,
     }
 end
 
@@ -209,6 +212,18 @@ local function feed_stream(st, chunk, eof)
     return text
 end
 
+-- A stream whose length the provider declared keeps it: the bytes strip mode cut are made up at
+-- its end by an SSE comment line (":" and spaces), which clients skip.
+local function keep_declared_length(st, text, eof)
+    st.sent = st.sent + #text
+    local short = st.bytes - st.sent
+    if not eof or short <= 0 then
+        return text
+    end
+    st.sent = st.bytes
+    return text .. (short == 1 and "\n" or ":" .. rep(" ", short - 2) .. "\n")
+end
+
 local COLON, OPEN_BRACE = byte(":{", 1, 2)
 local skip_space = usage_json.skip_space
 
@@ -307,6 +322,9 @@ end
 function _M.feed(st, chunk, eof)
     st.bytes = st.bytes + #chunk
     if st.stream then
+        if st.declared then
+            return keep_declared_length(st, feed_stream(st, chunk, eof) or chunk, eof)
+        end
         return feed_stream(st, chunk, eof)
     end
     local text = collect_whole(st, chunk, eof)

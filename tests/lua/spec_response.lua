@@ -9,8 +9,8 @@ local find = string.find
 
 -- Feeds `chunks` to a new parser, eof on the last one (or on an extra empty chunk); returns the
 -- parser and the bytes the client would get.
-local function feed_all(expected, chunks, strip, eof_apart)
-    local st = response.new(expected.format, expected.stream, strip)
+local function feed_all(expected, chunks, strip, eof_apart, declared)
+    local st = response.new(expected.format, expected.stream, strip, declared)
     local out = {}
     for i, chunk in ipairs(chunks) do
         local replaced = response.feed(st, chunk, i == #chunks and not eof_apart)
@@ -33,6 +33,14 @@ local function bytes_of(data)
     local chunks = {}
     for i = 1, #data do
         chunks[i] = sub(data, i, i)
+    end
+    return chunks
+end
+
+local function chunked(data, size)
+    local chunks = {}
+    for i = 1, #data, size do
+        chunks[#chunks + 1] = sub(data, i, i + size - 1)
     end
     return chunks
 end
@@ -105,6 +113,18 @@ for _, file in ipairs(t.fixture_files()) do
             check_usage(st, expected, "strip, 1-byte chunks")
             t.eq(out, want, "strip, 1-byte chunks: client bytes")
         end
+
+        tests[stem .. ", strip mode keeps a declared length with a trailing comment"] = function()
+            for _, size in ipairs({ 1, 7, 64, #data }) do
+                local st, out = feed_all(expected, chunked(data, size), true, false, #data)
+                check_usage(st, expected, "declared, " .. size .. "-byte chunks")
+                t.eq(#out, #data, size .. "-byte chunks: length")
+                local padding = sub(out, #want + 1)
+                t.eq(sub(out, 1, #want), want, size .. "-byte chunks: events")
+                local ok = padding == "" and #want == #data or find(padding, "^:? *\n$") ~= nil
+                t.eq(ok, true, size .. "-byte chunks: padding [" .. padding .. "]")
+            end
+        end
     end
 end
 
@@ -142,14 +162,6 @@ end
 tests["non-streamed answer that is not JSON has usage nil"] = function()
     local st = feed_all({ format = "openai", stream = false }, { "<html>bad gateway</html>" })
     t.eq(response.usage(st), nil, "usage")
-end
-
-local function chunked(data, size)
-    local chunks = {}
-    for i = 1, #data, size do
-        chunks[#chunks + 1] = sub(data, i, i + size - 1)
-    end
-    return chunks
 end
 
 tests["non-streamed answer whose tool input has a \"usage\" object has the answer's usage read"] = function()
