@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -36,6 +37,8 @@ WARMUP = "2s"
 MAX_ERROR_RATE = 0.001  # above this share of non-2xx / socket errors the figures mean nothing
 IDLE_CPU_SHARE = 0.05   # the servers count as idle below this share of one core
 IDLE_TIMEOUT = 300
+TRIM_EVERY = 0.5   # s
+TRIM_KEEP = 100    # usage stream entries (settlement batches) left for the usage worker
 NGINX = "openresty" if shutil.which("openresty") else "nginx"
 LUA_MODULES = "" if NGINX == "openresty" else (
     "load_module /usr/lib/nginx/modules/ndk_http_module.so;\n"
@@ -54,6 +57,14 @@ http {{
 {http}
 }}
 """
+
+
+@dataclass(frozen=True)
+class Target:
+    url: str
+    key: str
+    redis_socket: Path | None = None  # the gateway's Redis
+    usage_streams: tuple = ()         # its usage streams (one per shard)
 
 
 @dataclass(frozen=True)
@@ -270,8 +281,7 @@ class Bench:
         return self.nginx("fake-upstream", "upstream.conf", lua=True, KEY=UPSTREAM_KEY, ANSWERS=answers)
 
     def gateway(self, upstream_port):
-        """`tollgate up` in a fresh TOLLGATE_HOME, configured for the fake upstream;
-        (url, key, its Redis socket)."""
+        """`tollgate up` in a fresh TOLLGATE_HOME, configured for the fake upstream."""
         tollgate = find_tollgate()
         port = free_port()
         # Never inherit TOLLGATE_* (a real Redis or database must not be touched by a benchmark).
@@ -304,7 +314,10 @@ class Bench:
         cli("credit", "bench@example.com", "1000000", "--reason", "bench")
         key = cli("key", "create", "bench@example.com", "--name", "bench").strip().splitlines()[-1].strip()
         time.sleep(2)  # let the gateway see the new configuration
-        return url, key, self.workdir / "gateway" / "run" / "redis.sock"
+        from control_plane import redis_keys, settings  # the project's venv runs the gateway part
+        shards = settings.load(env).redis_shards
+        return Target(url, key, self.workdir / "gateway" / "run" / "redis.sock",
+                      tuple(redis_keys.usage_stream(shard) for shard in range(shards)))
 
 
 def find_tollgate():
@@ -369,24 +382,24 @@ def parse_wrk(out):
     }
 
 
-def measure(base_url, key, redis_socket, scenario, args, wrk_pin, roots):
+def measure(target, scenario, args, wrk_pin, roots):
     """One recorded wrk run (after an unrecorded warm-up): wrk's figures, the CPU each server
     process spent per request during it, and the gateway's Redis commands per request."""
     env = dict(os.environ, BENCH_BODY=json.dumps(scenario.body), BENCH_HEADERS="\n".join(
-        f"{name}: {value}" for name, value in credential_headers(scenario.protocol, key).items()))
+        f"{name}: {value}" for name, value in credential_headers(scenario.protocol, target.key).items()))
 
     def wrk(duration):
         cmd = wrk_pin + ["wrk", "-t1", f"-c{args.connections}", f"-d{duration}", "--latency",
-                         "-s", str(BENCH / "post.lua"), base_url + scenario.path]
+                         "-s", str(BENCH / "post.lua"), target.url + scenario.path]
         done = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if done.returncode:
             sys.exit(f"wrk failed ({done.returncode}):\n{done.stdout}{done.stderr}")
         return done.stdout
 
     wrk(WARMUP)
-    cpu_before, calls_before = cpu_seconds(roots), redis_calls(redis_socket)
+    cpu_before, calls_before = cpu_seconds(roots), redis_calls(target.redis_socket)
     out = wrk(args.duration)
-    cpu_during, calls_during = cpu_seconds(roots), redis_calls(redis_socket)
+    cpu_during, calls_during = cpu_seconds(roots), redis_calls(target.redis_socket)
     result = parse_wrk(out)
     result["cpu_us_per_request"] = cpu_us_per_request(cpu_before, cpu_during, result["requests"])
     calls = {name: (n - calls_before.get(name, 0)) / max(result["requests"], 1)
@@ -401,35 +414,94 @@ def measure(base_url, key, redis_socket, scenario, args, wrk_pin, roots):
     return result
 
 
+class UsageTrimmer:
+    """Stands in for a usage worker that keeps up while the real one is paused: trims the
+    gateway's usage streams to their last TRIM_KEEP entries twice a second, so Redis holds about
+    what it holds in production. Without it every record of a scenario piles up in Redis (a few
+    hundred MB at 20,000 requests/s) and Redis's periodic snapshot forks and writes all of it on
+    the measured core, in the middle of a gateway run."""
+
+    def __init__(self, target, pin):
+        self.target = target
+        self.pin = pin
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        commands = "".join(f"XTRIM {stream} MAXLEN {TRIM_KEEP}\n" for stream in self.target.usage_streams)
+        cli = subprocess.Popen(self.pin + ["redis-cli", "-s", str(self.target.redis_socket)],
+                               stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        try:
+            while not self.stopped.wait(TRIM_EVERY):
+                cli.stdin.write(commands)
+                cli.stdin.flush()
+        finally:
+            cli.stdin.close()
+            cli.wait()
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopped.set()
+        self.thread.join()
+
+
+COUNT_RECORDS = """local n = 0
+for _, stream in ipairs(KEYS) do
+  for _, entry in ipairs(redis.call('XRANGE', stream, '-', '+')) do
+    local _, lines = string.gsub(entry[2][2], '\\n', '')
+    n = n + lines + 1
+  end
+end
+return n"""
+
+
+def records_waiting(target):
+    """Usage records in the gateway's streams (one settlement batch an entry, a record a line)."""
+    done = subprocess.run(["redis-cli", "-s", str(target.redis_socket), "EVAL", COUNT_RECORDS,
+                           str(len(target.usage_streams)), *target.usage_streams],
+                          capture_output=True, text=True)
+    return int(done.stdout.strip() or 0)
+
+
 def measure_scenario(name, targets, args, wrk_pin, roots):
     """`args.repeat` recorded runs per target, the targets taking turns (bare, gateway, bare, …)
     so that a slow spell of the machine hits both; one row per target with the median run's
     figures, and on the gateway's row the median of the gateway/bare ratios of the pairs.
 
     The usage worker moves records from Redis into SQL after the fact; it is paused while the
-    scenario runs (its cost shows as "+N" after it) so the figures compare request paths."""
+    scenario runs so the figures compare request paths, and UsageTrimmer keeps Redis at its
+    production size meanwhile. After the runs the worker moves what the trimmer left; that CPU,
+    per record moved, shows as "+N"."""
     scenario = SCENARIOS[name]
-    for target, (base_url, key, _redis_socket) in targets.items():
-        probe(base_url, scenario, key, target)
-    homes = [redis_socket.parent.parent for _url, _key, redis_socket in targets.values() if redis_socket]
-    workers = [pid for home in homes for pid in usage_workers(home)]
-    runs = {target: [] for target in targets}
+    for target_name, target in targets.items():
+        probe(target.url, scenario, target.key, target_name)
+    gateways = [target for target in targets.values() if target.redis_socket]
+    workers = [pid for target in gateways for pid in usage_workers(target.redis_socket.parent.parent)]
+    runs = {target_name: [] for target_name in targets}
     signal_all(workers, signal.SIGSTOP)
     try:
-        for _ in range(args.repeat):
-            for target, (base_url, key, redis_socket) in targets.items():
-                print(f"{name} / {target}: wrk -c{args.connections} -d{args.duration} ...", flush=True)
-                runs[target].append(measure(base_url, key, redis_socket, scenario, args, wrk_pin, roots))
+        with ExitStack() as trimming:
+            for target in gateways:
+                trimming.enter_context(UsageTrimmer(target, wrk_pin))
+            for _ in range(args.repeat):
+                for target_name, target in targets.items():
+                    print(f"{name} / {target_name}: wrk -c{args.connections} -d{args.duration} ...", flush=True)
+                    runs[target_name].append(measure(target, scenario, args, wrk_pin, roots))
+        moved = sum(records_waiting(target) for target in gateways)
         cpu_paused = cpu_seconds(roots)
     finally:
         signal_all(workers, signal.SIGCONT)
     wait_idle(roots)
     rows = []
-    for target, results in runs.items():
-        row = {"scenario": name, "target": target, **median_run(results), "runs": results}
+    for target_name, results in runs.items():
+        row = {"scenario": name, "target": target_name, **median_run(results), "runs": results}
         row["failed"] = any(r["failed"] for r in results)
-        row["cpu_us_per_request_after"] = cpu_us_per_request(
-            cpu_paused, cpu_seconds(roots), sum(r["requests"] for r in results)) if target == "gateway" else {}
+        row["records_moved_after"] = moved if targets[target_name].redis_socket else 0
+        row["cpu_us_per_record_after"] = cpu_us_per_request(
+            cpu_paused, cpu_seconds(roots), moved) if row["records_moved_after"] else {}
         rows.append(row)
     if "bare" in runs and "gateway" in runs:
         rows[-1]["ratio"] = statistics.median(
@@ -461,12 +533,12 @@ def print_table(results):
             ratios = " ".join(f"{g['rps'] / b['rps']:.2f}" for b, g in zip(bare["runs"], row["runs"]))
             print(f"  {row['scenario']}: {ratios}")
     print("\nCPU µs per request by process, of the 1e6 / req/s µs one core had per request"
-          " (+N: spent after the scenario's runs ended, on work they queued):")
+          " (+N: µs per usage record the paused usage worker moved into SQL after the runs):")
     for row in results:
-        during, after = row["cpu_us_per_request"], row["cpu_us_per_request_after"]
+        during, after = row["cpu_us_per_request"], row["cpu_us_per_record_after"]
         parts = ", ".join(f"{name} {during.get(name, 0):.1f}" + (f" +{after[name]:.1f}" if name in after else "")
                           for name in sorted(during.keys() | after.keys()))
-        later = f" +{sum(after.values()):.1f}" if after else ""
+        later = f" +{sum(after.values()):.1f} ({row['records_moved_after']} records)" if after else ""
         print(f"  {row['scenario']} / {row['target']}: {sum(during.values()):.1f}{later} of "
               f"{1e6 / row['rps']:.1f}: {parts}")
     print("\nRedis commands per request during the run (gateway's Redis; commands run inside"
@@ -491,7 +563,7 @@ def run(args, workdir):
         bench = Bench(stack, workdir, server_pin)
         upstream_port = bench.fake_upstream()
         bare_port = bench.nginx("bare-proxy", "bare_proxy.conf", UPSTREAM_PORT=upstream_port)
-        targets = {"bare": (f"http://127.0.0.1:{bare_port}", UPSTREAM_KEY, None)}
+        targets = {"bare": Target(f"http://127.0.0.1:{bare_port}", UPSTREAM_KEY)}
         if not args.only_baseline:
             targets["gateway"] = bench.gateway(upstream_port)
         for name in args.scenarios:
