@@ -195,7 +195,7 @@ local function feed_stream(st, chunk, eof)
     local pos, copied = scan_events(st, buf, out)
     rest = pos == 1 and buf or sub(buf, pos)
     st.broken = #rest > MAX_EVENT
-    st.rest = rest
+    st.rest = st.broken and "" or rest
     if not out then
         return nil
     end
@@ -205,7 +205,6 @@ local function feed_stream(st, chunk, eof)
     out:putcdata(cast(charp, buf) + copied - 1, pos - copied)
     if st.broken or eof then
         out:put(rest) -- an oversized or unterminated event goes on as it came
-        st.rest = ""
     end
     local text = out:tostring()
     out:reset()
