@@ -36,8 +36,6 @@ local function lf_event_end(buf, pos)
     return lf and lf + 1
 end
 
-_M.event_end = event_end
-
 -- The event_end function for `buf`: the plain one unless `buf` holds a CR.
 function _M.event_end_of(buf)
     return find(buf, "\r", 1, true) and event_end or lf_event_end

@@ -4,9 +4,10 @@ local t = require "runner"
 
 -- Splits `buf` at every event end: the complete events and the rest, as the response parser does.
 local function split(buf, events)
+    local event_end = sse.event_end_of(buf)
     local pos = 1
     while true do
-        local e = sse.event_end(buf, pos)
+        local e = event_end(buf, pos)
         if not e then
             return buf:sub(pos)
         end
@@ -73,11 +74,14 @@ tests["one byte at a time gives the same events as the whole buffer"] = function
     t.eq(stream(bytes), (collect(text)), "events")
 end
 
-tests["event_end looks from the given position on"] = function()
-    local buf = "data: 1\n\ndata: 2\n\n"
-    t.eq(sse.event_end(buf, 1), 9, "first event")
-    t.eq(sse.event_end(buf, 10), 18, "second event")
-    t.eq(sse.event_end(buf, 19), nil, "past the end")
+tests["event ends are found from the given position on, LF or CRLF"] = function()
+    for _, buf in ipairs({ "data: 1\n\ndata: 2\n\n", "data: 1\r\n\r\ndata: 2\r\n\r\n" }) do
+        local event_end = sse.event_end_of(buf)
+        local first = event_end(buf, 1)
+        t.eq(buf:sub(1, first), buf:sub(1, #buf / 2), "first event")
+        t.eq(event_end(buf, first + 1), #buf, "second event")
+        t.eq(event_end(buf, #buf + 1), nil, "past the end")
+    end
 end
 
 tests["parse gives the data and the event name"] = function()
