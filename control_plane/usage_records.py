@@ -47,9 +47,6 @@ class UsageRecord:
         ]
         return f"{self.model}: {', '.join(counts)} tokens"
 
-    def to_row(self, transaction_id: int | None) -> Usage:
-        return Usage(**self.row_values(transaction_id))
-
     def row_values(self, transaction_id: int | None) -> dict:
         """The usage row's column values."""
         return dict(

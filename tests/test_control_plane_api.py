@@ -3,6 +3,7 @@
 import pytest
 
 from control_plane import db, keys, ledger, redis_keys
+from control_plane.models import Usage
 from control_plane.usage_records import parse
 
 
@@ -103,7 +104,7 @@ def _usage(settings, customer, rid, ts):
               "status": "200", "basis": "provider", "in": "10", "cr": "2", "cw": "3", "cw1h": "4", "out": "5",
               "rsn": "6", "cost": "123456", "ms": "900", "ttfb": "100", "node": "n1"}
     with db.session_scope(settings) as session:
-        session.add(parse(fields).to_row(None))
+        session.add(Usage(**parse(fields).row_values(None)))
 
 
 def test_usage_has_the_documented_shape(settings, client, customer):
