@@ -4,11 +4,13 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import threading
 import time
 
 import pytest
 
-from simulator import FIXTURES, Simulator, fixture_path, iter_fixtures, simulator  # noqa: F401
+from simulator import (FIXTURES, Simulator, anthropic_message, anthropic_sse, answer, error_answer, fixture_path,
+                       iter_fixtures, openai_chat, openai_chat_sse, simulator, sse, usage)  # noqa: F401
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -276,3 +278,139 @@ def test_url_and_context_manager():
 def test_fixtures_directory_holds_every_named_default():
     for name in ("openai_chat_stream.sse", "anthropic_message.json", "errors/openai_rate_limit.json"):
         assert (FIXTURES / name).is_file()
+
+
+# -- the hostile provider: generated answers, records of what was sent -----------------------------
+
+def sse_data(body: bytes) -> list[str]:
+    """The data of each event of a stream."""
+    return [line[6:] for line in body.decode().split("\n") if line.startswith("data: ")]
+
+
+def test_usage_is_written_exactly_as_given():
+    assert usage(prompt_tokens=10, completion_tokens="1e300") == '{"prompt_tokens":10,"completion_tokens":1e300}'
+    assert usage(completion_tokens='"100"') == '{"completion_tokens":"100"}'
+
+
+def test_openai_chat_carries_every_choice_and_the_usage_text_verbatim():
+    text = '{"prompt_tokens":1,"completion_tokens":-5,"completion_tokens":2.5}'
+    body = openai_chat(text, choices=3)
+    assert text.encode() in body
+    assert [c["index"] for c in json.loads(body)["choices"]] == [0, 1, 2]
+    assert "usage" not in json.loads(openai_chat(None))
+
+
+def test_openai_chat_sse_ends_with_one_usage_chunk_per_usage_text():
+    data = sse_data(openai_chat_sse([usage(completion_tokens=1), usage(completion_tokens=2)], choices=2))
+    assert data[-1] == "[DONE]"
+    assert [json.loads(d)["usage"] for d in data[-3:-1]] == [{"completion_tokens": 1}, {"completion_tokens": 2}]
+    assert all(json.loads(d)["choices"] == [] for d in data[-3:-1])
+    assert {json.loads(d)["choices"][0]["index"] for d in data[:-3]} == {0, 1}
+
+
+@pytest.mark.parametrize("body, count", [
+    (openai_chat_sse([usage(completion_tokens=7)], giant=5_000_000), b'"completion_tokens":7'),
+    (anthropic_sse(usage(input_tokens=1), [usage(output_tokens=7)], giant=5_000_000), b'"output_tokens":7'),
+], ids=["openai", "anthropic"])
+def test_a_giant_event_has_exactly_the_size_asked_and_the_usage_comes_after_it(body, count):
+    giant = [d for d in sse_data(body) if len(d) > 1000]
+    assert [len(d) for d in giant] == [5_000_000]
+    json.loads(giant[0])
+    assert body.index(count) > body.index(giant[0].encode()) + 5_000_000
+
+
+def test_anthropic_sse_puts_the_start_usage_in_message_start_and_each_delta_usage_in_a_message_delta():
+    body = anthropic_sse(usage(input_tokens=3), [usage(output_tokens=1), usage(output_tokens=9)])
+    events = [json.loads(d) for d in sse_data(body)]
+    assert events[0]["message"]["usage"] == {"input_tokens": 3}
+    assert [e["usage"] for e in events if e["type"] == "message_delta"] == [{"output_tokens": 1}, {"output_tokens": 9}]
+    assert events[-1]["type"] == "message_stop"
+    assert b"event: message_delta\n" in body
+
+
+def test_anthropic_message_and_error_answers():
+    assert json.loads(anthropic_message(usage(output_tokens=4)))["usage"] == {"output_tokens": 4}
+    assert json.loads(error_answer("openai"))["error"]["type"] == "server_error"
+    anthropic_error = json.loads(error_answer("anthropic", usage(output_tokens=2)))
+    assert anthropic_error["type"] == "error" and anthropic_error["usage"] == {"output_tokens": 2}
+
+
+def test_a_generated_stream_goes_out_as_an_event_stream(simulator):
+    body = openai_chat_sse([usage(completion_tokens=1)])
+    sent = simulator.enqueue(body=body, stream=True)
+    _, response = post(simulator, "/v1/chat/completions")
+    assert response.getheader("Content-Type") == "text/event-stream"
+    assert response.getheader("Transfer-Encoding") == "chunked"
+    assert response.read() == body
+    assert sent.ended.wait(2) and (sent.outcome, sent.sent) == ("complete", len(body))
+
+
+def test_a_header_given_twice_is_sent_twice(simulator):
+    simulator.enqueue(body=b"{}", headers=[("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")])
+    _, response = post(simulator, "/v1/chat/completions")
+    response.read()
+    assert response.headers.get_all("Set-Cookie") == ["a=1", "b=2"]
+    assert response.getheader("Content-Type") == "application/json"
+
+
+def test_a_cut_answer_records_the_bytes_sent(simulator):
+    sent = simulator.enqueue("openai_chat_stream", chunking=[64], cut_after=1000)
+    _, response = post(simulator, "/v1/chat/completions")
+    with pytest.raises(http.client.IncompleteRead):
+        response.read()
+    assert sent.ended.wait(2) and (sent.outcome, sent.sent) == ("cut", 1000)
+
+
+def test_forever_repeats_the_event_until_the_reader_closes(simulator):
+    endless = simulator.enqueue(body=sse('{"n":0}'), stream=True, forever=sse('{"n":1}'))
+    conn, response = post(simulator, "/v1/chat/completions")
+    got = b""
+    while len(got) < 1_000_000:
+        got += response.read(65536)
+    assert got.startswith(b'data: {"n":0}\n\ndata: {"n":1}\n\ndata: {"n":1}')
+    assert not endless.ended.is_set()
+    response.close()
+    conn.close()
+    assert endless.ended.wait(5)
+    assert endless.outcome == "peer_closed"
+    assert endless.sent >= 1_000_000
+
+
+def test_forever_ends_when_the_simulator_stops():
+    sim = Simulator().start()
+    endless = sim.enqueue(body=b"", stream=True, forever=sse("x"))
+    conn = http.client.HTTPConnection("127.0.0.1", sim.port, timeout=5)
+    conn.request("POST", "/v1/chat/completions", body=b"{}")
+    conn.getresponse().read(10)
+    sim.stop()
+    assert endless.ended.wait(5) and endless.outcome in ("stopped", "peer_closed")
+
+
+def test_an_answer_waits_for_its_event(simulator):
+    go = threading.Event()
+    simulator.enqueue(body=b'{"late":true}', wait=go)
+    conn = http.client.HTTPConnection("127.0.0.1", simulator.port, timeout=0.3)
+    conn.request("POST", "/v1/chat/completions", body=b"{}")
+    with pytest.raises(socket.timeout):
+        conn.getresponse()
+    go.set()
+    conn = http.client.HTTPConnection("127.0.0.1", simulator.port, timeout=5)
+    simulator.enqueue(body=b'{"next":true}', wait=go)
+    conn.request("POST", "/v1/chat/completions", body=b"{}")
+    assert conn.getresponse().read() == b'{"next":true}'
+
+
+def test_the_responder_answers_what_nothing_was_queued_for(simulator):
+    simulator.answer_with(lambda request: answer(body=b'{"path":"%s"}' % request.path.encode()))
+    simulator.enqueue(body=b'{"queued":true}')
+    assert post(simulator, "/v1/messages")[1].read() == b'{"queued":true}'
+    assert post(simulator, "/v1/messages")[1].read() == b'{"path":"/v1/messages"}'
+    simulator.answer_with(None)
+    assert post(simulator, "/v1/messages")[1].read() == fixture_bytes("anthropic_message.json")
+
+
+def test_forever_refuses_an_empty_event_or_a_cut():
+    with pytest.raises(ValueError):
+        answer(body=b"", forever=b"")
+    with pytest.raises(ValueError):
+        answer(body=b"", forever=b"x", cut_after=3)
