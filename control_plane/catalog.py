@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from . import crypto
 from .errors import ServiceError
 from .models import PROTOCOLS, Model, PriceVersion, Provider
+from .money import MAX_PRICE_NANO, MAX_TOKENS, format_usd
 from .pricing import PRICE_FIELDS
 from .settings import Settings
 
@@ -105,8 +106,8 @@ def upsert_model(
     if provider is None:
         raise ServiceError(f"no provider named {provider_name!r} (add it with `tollgate provider add`)")
     _check_prices(prices)
-    if max_output is not None and max_output < 1:
-        raise ServiceError("max output must be a positive number of tokens")
+    if max_output is not None and not 1 <= max_output <= MAX_TOKENS:
+        raise ServiceError(f"max output must be from 1 to {MAX_TOKENS:,} tokens")
     model = session.scalar(select(Model).where(Model.name == name))
     if model is None:
         model = Model(name=name, upstream_model=name, max_output=DEFAULT_MAX_OUTPUT)
@@ -130,5 +131,5 @@ def _check_prices(prices: dict[str, int | None]) -> None:
         if prices.get(required) is None:
             raise ServiceError(f"a model needs an {required} price")
     for field, price in prices.items():
-        if price is not None and price < 0:
-            raise ServiceError(f"the {field} price cannot be negative")
+        if price is not None and not 0 <= price <= MAX_PRICE_NANO:
+            raise ServiceError(f"the {field} price must be from $0 to {format_usd(MAX_PRICE_NANO)} per 1M tokens")

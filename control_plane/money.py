@@ -5,6 +5,10 @@ from decimal import Decimal, InvalidOperation
 
 NANO_PER_USD = 1_000_000_000
 TOKENS_PER_PRICE_UNIT = 1_000_000
+# The bounds that keep the hot path's arithmetic exact (lua/tollgate/cost.lua): token counts per
+# usage class of one request, prices per class (nano-USD per 1M tokens: $10,000).
+MAX_TOKENS = 100_000_000
+MAX_PRICE_NANO = 10_000_000_000_000
 
 # (usage record field, price field) for every usage class; see docs/internals.md.
 USAGE_CLASSES = (

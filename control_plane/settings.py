@@ -13,6 +13,7 @@ from .deposits.tokens import USDT
 from .money import usd_to_nano
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+MAX_BODY_BYTES = 64 * 1024 * 1024  # below money.MAX_TOKENS: each body byte is a token of a hold
 TRON_USDT = next(token.contract for token in USDT if token.chain == "tron")
 TRONGRID_URL = "https://api.trongrid.io"
 
@@ -63,14 +64,17 @@ def _usd(env, name, default):
         raise SettingsError(f"{name}: {exc}") from None
 
 
-def _size(env, name, default):
+def _size(env, name, default, maximum=None):
     """nginx-style size: 1048576, 512k, 32m."""
     raw = _raw(env, name, default).lower()
     factor = {"k": 1024, "m": 1024 * 1024}.get(raw[-1:], 1)
     digits = raw[:-1] if factor != 1 else raw
-    if not digits.isdigit():
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 12:
         raise SettingsError(f"{name} must be a size such as 32m or 512k, got {raw!r}")
-    return int(digits) * factor
+    value = int(digits) * factor
+    if maximum is not None and value > maximum:
+        raise SettingsError(f"{name} must be at most {maximum // (1024 * 1024)}m, got {raw!r}")
+    return value
 
 
 def _bonus_tiers(env, name, default):
@@ -254,7 +258,8 @@ def load(env=None) -> Settings:
         secret_key=_raw(env, "TOLLGATE_SECRET_KEY", None),
         nginx_workers=_raw(env, "TOLLGATE_NGINX_WORKERS", "auto"),
         gunicorn_workers=_int(env, "TOLLGATE_GUNICORN_WORKERS", 2, 1, 64),
-        max_body_bytes=_size(env, "TOLLGATE_MAX_BODY", "32m"),
+        # Every body byte counts as a token in a request's hold (at most MAX_TOKENS).
+        max_body_bytes=_size(env, "TOLLGATE_MAX_BODY", "32m", MAX_BODY_BYTES),
         lease_chunk_nano=_usd(env, "TOLLGATE_LEASE_CHUNK_USD", "1"),
         lease_idle_seconds=_int(env, "TOLLGATE_LEASE_IDLE_SECONDS", 2, 1, 3600),
         lease_ttl_seconds=_int(env, "TOLLGATE_LEASE_TTL_SECONDS", 120, 10, 86400),

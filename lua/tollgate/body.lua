@@ -1,11 +1,13 @@
 -- Textual edits of a client's JSON request body. Re-encoding would change what the client sent
 -- (number precision, empty arrays turning into objects), so the gateway edits the bytes it must
 -- and leaves the rest untouched. Pure: no ngx I/O.
-local null = require("cjson.safe").null
+local cjson = require "cjson.safe"
+local usage_json = require "tollgate.usage_json"
+
+local null = cjson.null
 
 local find = string.find
 local sub = string.sub
-local gsub = string.gsub
 local byte = string.byte
 
 local _M = {}
@@ -58,72 +60,151 @@ local function composite_end(raw, i)
     end
 end
 
--- Span of the value of top-level key `name` (the object's own key, never a nested one), or nil.
-local function top_level_value(raw, name)
-    local depth, i = 0, 1
-    while true do
-        i = find(raw, '[{}%[%]"]', i)
-        if not i then
-            return nil
+local skip_space = usage_json.skip_space
+local COLON, COMMA, OPEN_BRACE, CLOSE_BRACE = byte(":,{}", 1, 4)
+
+-- End of the value starting at `i` (the body is valid JSON: cjson decoded it).
+local function value_end(raw, i)
+    local first = byte(raw, i)
+    if first == QUOTE then
+        return string_end(raw, i)
+    end
+    if OPEN[first] then
+        return composite_end(raw, i)
+    end
+    return (find(raw, "[,}%]%s]", i) or (#raw + 1)) - 1
+end
+
+-- Calls visit(key, value_start, value_end) for each key of the object whose "{" is at `open`,
+-- in order, with the key as written between its quotes (escapes undecoded); stops when visit
+-- returns true.
+local function each_key(raw, open, visit)
+    local i = skip_space(raw, open + 1)
+    if byte(raw, i) == CLOSE_BRACE then
+        return
+    end
+    while byte(raw, i) == QUOTE do
+        local e = string_end(raw, i)
+        local colon = e and skip_space(raw, e + 1)
+        if not colon or byte(raw, colon) ~= COLON then
+            return
         end
-        local c = byte(raw, i)
-        if c == QUOTE then
-            local e = string_end(raw, i)
-            if not e then
-                return nil
-            end
-            if depth == 1 and sub(raw, i + 1, e - 1) == name then
-                local _, colon = find(raw, "^%s*:%s*", e + 1)
-                if colon then
-                    local vs = colon + 1
-                    local first = byte(raw, vs)
-                    if first == QUOTE then
-                        return vs, string_end(raw, vs)
-                    end
-                    if OPEN[first] then
-                        return vs, composite_end(raw, vs)
-                    end
-                    local ve = (find(raw, "[,}%s]", vs) or (#raw + 1)) - 1
-                    return vs, ve
-                end
-            end
-            i = e + 1
-        else
-            depth = depth + (OPEN[c] and 1 or -1)
-            i = i + 1
+        local vs = skip_space(raw, colon + 1)
+        local ve = value_end(raw, vs)
+        if not ve or visit(sub(raw, i + 1, e - 1), vs, ve) then
+            return
         end
+        i = skip_space(raw, ve + 1)
+        if byte(raw, i) ~= COMMA then
+            return
+        end
+        i = skip_space(raw, i + 1)
     end
 end
 
+-- Where the body's top-level object starts (its "{").
+local function top_open(raw)
+    return find(raw, "{", 1, true)
+end
+
+-- Span of the value of key `name` of the object at `open` (its own key, never a nested one),
+-- or nil.
+local function value_of(raw, open, name)
+    local vs, ve
+    each_key(raw, open, function(key, s, e)
+        if key == name then
+            vs, ve = s, e
+            return true
+        end
+    end)
+    return vs, ve
+end
+
+local function top_level_value(raw, name)
+    return value_of(raw, top_open(raw), name)
+end
+
+-- The first key of `names` (a set) that the object at `open` holds more than once, or spells
+-- with escapes (which every JSON reader decodes, but which a textual edit would miss), and
+-- which of the two: nil when there is none. Other keys may repeat.
+local function ambiguous_key(raw, open, names)
+    local seen, found, why = {}, nil, nil
+    each_key(raw, open, function(key)
+        if find(key, "\\", 1, true) then
+            local decoded = cjson.decode('"' .. key .. '"')
+            if decoded and names[decoded] then
+                found, why = decoded, "escaped"
+                return true
+            end
+        elseif names[key] then
+            if seen[key] then
+                found, why = key, "repeated"
+                return true
+            end
+            seen[key] = true
+        end
+    end)
+    return found, why
+end
+
+-- '"name"' for a name, made once.
+local QUOTED = setmetatable({}, { __index = function(quoted, name)
+    local q = '"' .. name .. '"'
+    quoted[name] = q
+    return q
+end })
+
+-- ambiguous_key for the body's top level and the names `list` (the same as the set `names`),
+-- when it may find one: a body without "\u" escapes that writes each name `parsed` (the body,
+-- decoded) holds once cannot hold a name twice or escaped, and needs no walk over its keys.
+function _M.ambiguous_field(raw, parsed, list, names)
+    if not find(raw, "\\u", 1, true) then
+        local once = true
+        for i = 1, #list do
+            local name = list[i]
+            if parsed[name] ~= nil then
+                local quoted = QUOTED[name]
+                local s = find(raw, quoted, 1, true)
+                if s and find(raw, quoted, s + 1, true) then
+                    once = false
+                    break
+                end
+            end
+        end
+        if once then
+            return nil
+        end
+    end
+    return ambiguous_key(raw, top_open(raw), names)
+end
+
+local INCLUDE_USAGE = { include_usage = true }
+
 -- Asks an OpenAI chat/completions stream for its usage chunk. `stream_options` is the decoded
--- field: nil when absent, cjson null, or a table. Returns the new body, or nil and an error.
+-- field: nil when absent, cjson null, or a table; the body holds it at most once, unescaped
+-- (ambiguous_field). Returns the new body, or nil and an error.
 function _M.request_stream_usage(raw, stream_options)
     -- Absent (the common case): added first in the object, with no scan of the body.
-    local vs, ve
-    if stream_options ~= nil then
-        vs, ve = top_level_value(raw, "stream_options")
-    end
-    if stream_options == nil or stream_options == null or not vs then
-        if vs then
-            return sub(raw, 1, vs - 1) .. '{"include_usage":true}' .. sub(raw, ve + 1)
-        end
-        local s = find(raw, "{", 1, true)
+    if stream_options == nil then
+        local s = top_open(raw)
         return sub(raw, 1, s) .. '"stream_options":{"include_usage":true},' .. sub(raw, s + 1)
     end
-    if type(stream_options) ~= "table" then
+    local vs, ve = top_level_value(raw, "stream_options")
+    if stream_options == null then
+        return sub(raw, 1, vs - 1) .. '{"include_usage":true}' .. sub(raw, ve + 1)
+    end
+    if type(stream_options) ~= "table" or byte(raw, vs) ~= OPEN_BRACE then
         return nil, "stream_options must be an object"
     end
-    local value = sub(raw, vs, ve)
-    if byte(value, 1) ~= byte("{") then
-        return nil, "stream_options must be an object"
+    local name = ambiguous_key(raw, vs, INCLUDE_USAGE)
+    if name then
+        return nil, "stream_options has include_usage more than once, or spelled with escapes: send it once, plainly"
     end
-    if stream_options.include_usage ~= nil then
-        local out, n = gsub(value, '("include_usage"%s*:%s*)[%a]+', "%1true", 1)
-        if n == 1 then
-            return sub(raw, 1, vs - 1) .. out .. sub(raw, ve + 1)
-        end
+    local us, ue = value_of(raw, vs, "include_usage")
+    if us then
+        return sub(raw, 1, us - 1) .. "true" .. sub(raw, ue + 1)
     end
-    local inner = find(value, "^{%s*}$") and "" or ","
+    local inner = byte(raw, skip_space(raw, vs + 1)) == CLOSE_BRACE and "" or ","
     return sub(raw, 1, vs) .. '"include_usage":true' .. inner .. sub(raw, vs + 1)
 end
 

@@ -3,12 +3,14 @@
 local cjson = require "cjson.safe"
 local lrucache = require "resty.lrucache"
 local config = require "tollgate.config"
+local cost = require "tollgate.cost"
 local hash = require "tollgate.hash"
 local keys = require "tollgate.keys"
 local redis = require "tollgate.redis"
 
 local ngx_null = ngx.null
 local tonumber = tonumber
+local floor = math.floor
 
 local _M = {}
 
@@ -70,7 +72,36 @@ local function fetch_json(redis_key)
     end
 end
 
-local fetch_model = fetch_json(keys.model)
+-- A published model's figures must be within cost.lua's bounds, or no request is admitted to it.
+local function checked_model(name, model)
+    local ok = type(model.max_output) == "number" and model.max_output >= 1
+        and model.max_output <= cost.MAX_TOKENS and model.max_output == floor(model.max_output)
+        and type(model.price) == "table" and type(model.routes) == "table" and model.routes[1] ~= nil
+    if ok then
+        for i = 1, #cost.CLASSES do
+            local p = model.price[cost.CLASSES[i][2]]
+            if type(p) ~= "number" or p < 0 or p > cost.MAX_PRICE or p ~= floor(p) then
+                ok = false
+                break
+            end
+        end
+    end
+    if not ok then
+        return nil, "model " .. name .. " is published with a maximum output, prices or routes outside"
+            .. " the bounds: publish it again"
+    end
+    return model
+end
+
+local fetch_model_json = fetch_json(keys.model)
+
+local function fetch_model(red, name)
+    local model, err = fetch_model_json(red, name)
+    if not model then
+        return model, err
+    end
+    return checked_model(name, model)
+end
 local fetch_provider = fetch_json(keys.provider)
 
 -- The key record for a plaintext key (cached under the key itself, in worker memory only).

@@ -1,15 +1,19 @@
--- The metered endpoints: their protocol, the usage format of their answers, and their path on
--- the provider (appended to the provider's base URL path).
+-- The metered endpoints: their protocol, the usage format of their answers, their path on the
+-- provider (appended to the provider's base URL path), the body fields that bound their output
+-- per choice (`output_fields`) and how the number of choices is asked for (`fan_out`:
+-- request.lua).
 local _M = {}
 
 _M.BY_PATH = {
     ["/v1/chat/completions"] = {
         name = "chat.completions", protocol = "openai", usage = "openai",
         upstream_path = "/chat/completions", stream_usage_option = true,
+        output_fields = { "max_tokens", "max_completion_tokens" }, fan_out = "n",
     },
     ["/v1/completions"] = {
         name = "completions", protocol = "openai", usage = "openai",
         upstream_path = "/completions", stream_usage_option = true,
+        output_fields = { "max_tokens" }, fan_out = "completions",
     },
     ["/v1/embeddings"] = {
         name = "embeddings", protocol = "openai", usage = "openai",
@@ -17,6 +21,7 @@ _M.BY_PATH = {
     },
     ["/v1/responses"] = {
         name = "responses", protocol = "openai", usage = "responses", upstream_path = "/responses",
+        output_fields = { "max_output_tokens" },
     },
     ["/v1/messages/count_tokens"] = {
         name = "messages.count_tokens", protocol = "anthropic", unbilled = true,
@@ -24,7 +29,7 @@ _M.BY_PATH = {
     },
     ["/v1/messages"] = {
         name = "messages", protocol = "anthropic", usage = "anthropic",
-        upstream_path = "/v1/messages",
+        upstream_path = "/v1/messages", output_fields = { "max_tokens" },
     },
 }
 

@@ -13,6 +13,7 @@ local hash = require "tollgate.hash"
 local journal = require "tollgate.journal"
 local lease = require "tollgate.lease"
 local ratelimit = require "tollgate.ratelimit"
+local request = require "tollgate.request"
 local response = require "tollgate.response"
 local settle = require "tollgate.settle"
 
@@ -124,17 +125,6 @@ local function request_body()
     return raw
 end
 
-local function max_output(ep, parsed, model)
-    if ep.no_output then
-        return 0
-    end
-    local n = tonumber(parsed.max_tokens or parsed.max_completion_tokens or parsed.max_output_tokens)
-    if not n or n < 0 then
-        return model.max_output
-    end
-    return math.ceil(n)
-end
-
 local fail = errors.fail
 local unavailable = errors.unavailable
 
@@ -208,6 +198,10 @@ function _M.access()
     if type(parsed) ~= "table" or parsed[1] ~= nil then
         return fail("invalid_request", protocol, { detail = "The request body must be a JSON object." })
     end
+    local ambiguous = request.ambiguous(raw, parsed)
+    if ambiguous then
+        return fail("invalid_parameter", protocol, { detail = ambiguous })
+    end
     local model_name = parsed.model
     if type(model_name) ~= "string" or model_name == "" then
         return fail("missing_model", protocol)
@@ -231,14 +225,24 @@ function _M.access()
             provider.protocol == "anthropic" and "POST /v1/messages" or "the /v1/chat/completions family") })
     end
 
-    local is_stream = parsed.stream == true
+    local is_stream, serr = request.stream(parsed)
+    if serr then
+        return fail("invalid_parameter", protocol, { detail = serr })
+    end
+    local per_choice, fan_out = 0, 1
+    if not ep.unbilled then
+        per_choice, fan_out = request.output(ep, parsed, model)
+        if not per_choice then
+            return fail("invalid_parameter", protocol, { detail = fan_out })
+        end
+    end
     local new_raw, strip = raw, false
     if is_stream and ep.stream_usage_option then
         local so = parsed.stream_options
         if type(so) ~= "table" or so.include_usage ~= true then
             local edited, berr = body.request_stream_usage(new_raw, so)
             if not edited then
-                return fail("invalid_request", protocol, { detail = berr })
+                return fail("invalid_parameter", protocol, { detail = berr })
             end
             new_raw, strip = edited, true
         end
@@ -249,7 +253,7 @@ function _M.access()
     end
 
     local price = model.price
-    local out_tokens = max_output(ep, parsed, model)
+    local out_tokens = per_choice * fan_out
     local limit_headers
     if key.rpm > 0 or key.tpm > 0 then
         local wait, rerr
@@ -278,8 +282,13 @@ function _M.access()
             if why == "unavailable" then
                 return unavailable(protocol, lerr)
             end
-            return fail(why == "key_limit" and "key_limit_reached" or "insufficient_balance", protocol,
-                { needed = usd(hold), available = usd(available) })
+            available = available > 0 and available or 0
+            local most = math.floor(cost.MAX_TOKENS / fan_out)
+            return fail(why == "key_limit" and "key_limit_reached" or "insufficient_balance", protocol, {
+                needed = usd(hold), available = usd(available), max_output = out_tokens,
+                affordable = cost.affordable(available, #raw, fan_out, price,
+                    model.max_output < most and model.max_output or most),
+            })
         end
     end
 
@@ -361,7 +370,7 @@ local NO_TOKENS = { ["in"] = 0, cr = 0, cw = 0, cw1h = 0, out = 0, rsn = 0 }
 
 -- The usage record, packed in control_plane/usage_records.py RECORD_FIELDS order by one format
 -- (numbers as integers: %d formats the integral doubles exactly, without exponent).
-local RECORD = "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s"
+local RECORD = "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%d\t%d"
 
 function _M.log()
     local id = request_key()
@@ -373,31 +382,48 @@ function _M.log()
     if st.ep.unbilled then
         return
     end
-    local tokens, basis = nil, "none"
+    local hold = st.hold
+    local tokens, basis, charge, over = nil, "none", 0, 0
     local status = st.status or ngx.status
-    if st.parser then
-        local final
-        tokens, final = response.usage(st.parser)
-        if tokens and final and not st.drain_exceeded then
+    local parser = st.parser
+    if parser then
+        local final, invalid
+        tokens, final, invalid = response.usage(parser)
+        if invalid then
+            basis, charge = "invalid", hold -- figures that are no token counts: the hold, no more
+            ngx.log(ngx.WARN, "request ", st.rid, ": the provider reported usage that is not valid",
+                " token counts; charged the hold")
+        elseif tokens and final then
             basis = st.gone and "drained" or "provider"
+            charge = cost.cost(tokens, st.price)
+            if charge > hold then
+                charge, over = hold, charge - hold -- never more than held: the excess is overage
+            end
+        elseif not tokens and response.failed(parser) then
+            basis = "none" -- an error answer that reports no usage costs nothing
         else
-            tokens, basis = response.estimate(st.parser, st.request_bytes), "estimated"
+            tokens, basis = response.estimate(parser, st.request_bytes), "estimated"
+            charge = cost.cost(tokens, st.price)
+            if charge > hold then
+                charge = hold
+            end
+            if response.skipped(parser) or st.drain_exceeded then
+                ngx.log(ngx.WARN, "request ", st.rid, ": billed an estimate, ", st.drain_exceeded
+                    and "the drain limit was reached before the provider's usage" or
+                    "an SSE event too large to read may have held the usage")
+            end
         end
-    end
-    local charge = tokens and cost.cost(tokens, st.price) or 0
-    if basis == "estimated" and charge > st.hold then
-        charge = st.hold -- an estimate never exceeds the worst case held for the request
     end
     tokens = tokens or NO_TOKENS
     local key = st.key
-    lease.finish(key.id, st.hold, charge)
+    lease.finish(key.id, hold, charge)
     local now = ngx.now()
     local ms = (now - ngx.req.start_time()) * 1000
     settle.push(key.shard, key.id, key.acct, charge, format(RECORD,
         st.rid, now * 1000, key.acct, key.id, st.model, st.umodel, st.provider,
         st.price.version, st.ep.name, st.stream and "1" or "0", status, basis,
         tokens["in"], tokens.cr, tokens.cw, tokens.cw1h, tokens.out, tokens.rsn, charge, ms,
-        st.ttfb and st.ttfb * 1000 or ms, lease.node))
+        st.ttfb and st.ttfb * 1000 or ms, lease.node, hold, over))
 end
 
 -- Errors nginx raises itself (provider unreachable or slow, body too large), in the protocol's

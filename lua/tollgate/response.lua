@@ -4,6 +4,7 @@
 -- Pure: no ngx I/O.
 local cjson = require "cjson.safe"
 local ffi = require "ffi"
+local MAX_TOKENS = require("tollgate.cost").MAX_TOKENS
 local string_buffer = require "string.buffer"
 local sse = require "tollgate.sse"
 local usage = require "tollgate.usage"
@@ -32,9 +33,11 @@ int memcmp(const void *s1, const void *s2, size_t n);
 
 local _M = {}
 
-local MAX_EVENT = 4 * 1024 * 1024      -- an unterminated event larger than this stops parsing
+local MAX_EVENT = 4 * 1024 * 1024      -- an event larger than this is skipped, not read
+local EVENT_END_MAX = 3                -- bytes of an event end ("\r\n\r\n") before its last
 local MAX_WHOLE_BODY = 1024 * 1024     -- non-streamed answers up to this size are kept whole
 local TAIL = 64 * 1024                 -- larger ones: only their tail is searched for usage
+local MAX_ERROR_BODY = 64 * 1024       -- an answer without usage up to this size is read for an error
 
 -- Where each format keeps its usage in a decoded JSON object (stream event or whole answer),
 -- and whether that usage is the answer's final figure. Anthropic's message_start carries the
@@ -65,8 +68,8 @@ function _M.new(format, is_stream, strip, declared)
     strip = strip and is_stream and format == "openai"
     return {
         format = format, stream = is_stream, strip = strip, out = strip and new_buffer() or nil,
-        acc = new_tab(0, 8), rest = "", parts = nil, size = 0, broken = false, bytes = 0, events = 0,
-        final = false, declared = strip and declared or nil, sent = 0,
+        acc = new_tab(0, 8), rest = "", parts = nil, size = 0, skipping = false, skipped = 0, bytes = 0,
+        events = 0, final = false, failed = false, declared = strip and declared or nil, sent = 0,
     }
 end
 
@@ -92,6 +95,7 @@ end
 local COMPACT_NULL = '"usage":null'
 local NULL_TAIL = 'usage":null' -- searched without its quote: '"' is everywhere in JSON
 local USAGE_KEY = 'usage"'
+local ERROR_KEY = '"error"'
 local QUOTE = byte('"')
 local COMMA = byte(",")
 
@@ -164,6 +168,10 @@ local function scan_events(st, buf, out)
             break
         end
         st.events = st.events + 1
+        if st.events == 1 then
+            local err = find(buf, ERROR_KEY, pos, true)
+            st.failed = err ~= nil and err < e -- an answer that opens with an error event
+        end
         if key_at and key_at <= e then
             local cut = e - NULL_LAST_LEN + 1
             if cut > pos and C.memcmp(base + cut - 1, NULL_LAST, NULL_LAST_LEN) == 0 then
@@ -185,17 +193,47 @@ local function scan_events(st, buf, out)
     return pos, copied
 end
 
-local function feed_stream(st, chunk, eof)
-    if st.broken then
-        return nil -- past an oversized event: passed on unread
+local feed_stream
+
+-- Inside an event over MAX_EVENT: only its end is looked for (in its last bytes, kept in
+-- `st.rest`, and the chunk), the bytes pass on unread, and reading goes on after it.
+local function skip_oversized(st, chunk, eof)
+    local tail = st.rest
+    local joined = tail .. chunk
+    local e = event_end_of(joined)(joined, 1)
+    if not e then
+        st.skipped = st.skipped + #chunk
+        st.rest = sub(joined, -EVENT_END_MAX)
+        return nil
+    end
+    local split = e - #tail -- the chunk's bytes up to the skipped event's end
+    st.skipping, st.rest = false, ""
+    st.skipped = st.skipped + split
+    st.events = st.events + 1
+    local after = sub(chunk, split + 1)
+    local replaced = feed_stream(st, after, eof)
+    if replaced == nil then
+        return nil
+    end
+    return sub(chunk, 1, split) .. replaced
+end
+
+feed_stream = function(st, chunk, eof)
+    if st.skipping then
+        return skip_oversized(st, chunk, eof)
     end
     local rest = st.rest
     local buf = rest == "" and chunk or (rest .. chunk)
     local out = st.out
     local pos, copied = scan_events(st, buf, out)
     rest = pos == 1 and buf or sub(buf, pos)
-    st.broken = #rest > MAX_EVENT
-    st.rest = st.broken and "" or rest
+    local oversized = #rest > MAX_EVENT
+    if oversized then
+        st.skipping, st.skipped = true, st.skipped + #rest
+        st.rest = sub(rest, -EVENT_END_MAX)
+    else
+        st.rest = rest
+    end
     if not out then
         return nil
     end
@@ -203,7 +241,7 @@ local function feed_stream(st, chunk, eof)
         return nil -- complete events, none edited
     end
     out:putcdata(cast(charp, buf) + copied - 1, pos - copied)
-    if st.broken or eof then
+    if oversized or eof then
         out:put(rest) -- an oversized or unterminated event goes on as it came
     end
     local text = out:tostring()
@@ -290,6 +328,9 @@ local function observe_answer(st, text)
     end
     if last then
         st.final = usage.observe(st.acc, st.format, last)
+    elseif #starts == 0 and #text <= MAX_ERROR_BODY then
+        local obj = decode(text)
+        st.failed = type(obj) == "table" and (obj.error ~= nil or obj.type == "error")
     end
 end
 
@@ -333,22 +374,35 @@ function _M.feed(st, chunk, eof)
     return nil
 end
 
--- The disjoint usage classes seen so far (nil when none), and whether they are the provider's
--- final figures.
+-- The disjoint usage classes seen so far (nil when none), whether they are the provider's final
+-- figures, and whether the provider reported a figure that is not a valid token count.
 function _M.usage(st)
-    return usage.classes(st.acc, st.format), st.final
+    return usage.classes(st.acc, st.format), st.final, st.acc.invalid == true
+end
+
+-- Whether the answer is an error (an error object, or a stream that opens with an error event).
+function _M.failed(st)
+    return st.failed
+end
+
+-- Whether a stream had an event too large to read (skipped, so its usage, if any, is unknown).
+function _M.skipped(st)
+    return st.skipped > 0
 end
 
 -- Estimated usage of an answer that ended before its final usage: what the provider reported so
--- far, the input at about 4 bytes a token, and one output token per event (or per 4 bytes of a
--- non-streamed answer) received.
+-- far, the input at about 4 bytes a token, and one output token per event (4 bytes a token for
+-- events too large to read, and for a non-streamed answer) received. At most MAX_TOKENS a class.
 function _M.estimate(st, request_bytes)
     local t = usage.classes(st.acc, st.format)
         or { ["in"] = 0, cr = 0, cw = 0, cw1h = 0, out = 0, rsn = 0 }
     if t["in"] + t.cr + t.cw + t.cw1h == 0 then
         t["in"] = math.ceil(request_bytes / 4)
     end
-    local received = st.stream and st.events or math.ceil(st.bytes / 4)
+    local received = st.stream and st.events + math.ceil(st.skipped / 4) or math.ceil(st.bytes / 4)
+    if received > MAX_TOKENS then
+        received = MAX_TOKENS
+    end
     if t.out + t.rsn < received then
         t.out = received - t.rsn
     end

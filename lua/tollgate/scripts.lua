@@ -39,6 +39,9 @@ if key[1] then
   end
 end
 local need = tonumber(ARGV[2])
+if not need or need < 0 or need ~= math.floor(need) then
+  return redis.error_reply('a lease is a non-negative integer amount')
+end
 if avail < need then
   return {0, avail, by_key}
 end
@@ -55,12 +58,14 @@ return {grant, avail, by_key}
 
 -- Give back part of a lease.
 -- KEYS: account, key state, lease, leases zset. ARGV: node, amount, lease member.
--- Deletes the lease when nothing is left on it.
+-- Deletes the lease when nothing is left on it. Refuses (returns 0) an amount that is negative
+-- or more than the lease holds: `held` never goes below zero.
 _M.give_back = script [[
-if redis.call('HEXISTS', KEYS[3], ARGV[1]) == 0 then
+local leased = tonumber(redis.call('HGET', KEYS[3], ARGV[1]))
+local amount = tonumber(ARGV[2])
+if not leased or not amount or amount < 0 or amount > leased then
   return 0
 end
-local amount = tonumber(ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'held', -amount)
 redis.call('HINCRBY', KEYS[2], 'held', -amount)
 local left = redis.call('HINCRBY', KEYS[3], ARGV[1], -amount)

@@ -7,14 +7,30 @@ local null = require("cjson.safe").null
 
 local _M = {}
 
-local function num(v)
-    if type(v) == "number" and v >= 0 then
+local floor = math.floor
+local MAX_TOKENS = require("tollgate.cost").MAX_TOKENS
+
+-- A token figure as a provider reported it: an integer from 0 to MAX_TOKENS, nil when absent
+-- or null. Anything else marks the usage invalid (`acc.invalid`) and is kept clamped into the
+-- bounds, so the record still holds figures SQL can store.
+local function figure(acc, v)
+    if v == nil or v == null then
+        return nil
+    end
+    if type(v) == "number" and v >= 0 and v <= MAX_TOKENS and v == floor(v) then
         return v
     end
-    return nil
+    acc.invalid = true
+    if type(v) ~= "number" or v ~= v or v < 0 then
+        return 0
+    end
+    if v > MAX_TOKENS then
+        return MAX_TOKENS
+    end
+    return floor(v)
 end
 
-local function field(obj, a, b)
+local function field(acc, obj, a, b)
     if type(obj) ~= "table" then
         return nil
     end
@@ -25,7 +41,7 @@ local function field(obj, a, b)
         end
         v = v[b]
     end
-    return num(v)
+    return figure(acc, v)
 end
 
 -- Later usage objects of one stream are cumulative: keep the largest figure per field.
@@ -43,33 +59,33 @@ local observers = {}
 
 -- OpenAI chat/completions/embeddings and its dialects (DeepSeek, xAI, Gemini, ...).
 observers.openai = function(acc, u)
-    keep(acc, "prompt", field(u, "prompt_tokens"))
-    keep(acc, "completion", field(u, "completion_tokens"))
-    keep(acc, "total", field(u, "total_tokens"))
-    keep(acc, "cached", field(u, "prompt_tokens_details", "cached_tokens"))
-    keep(acc, "cached", field(u, "prompt_cache_hit_tokens"))            -- DeepSeek
-    keep(acc, "miss", field(u, "prompt_cache_miss_tokens"))             -- DeepSeek
-    keep(acc, "reasoning", field(u, "completion_tokens_details", "reasoning_tokens"))
-    keep(acc, "reasoning", field(u, "reasoning_tokens"))
+    keep(acc, "prompt", field(acc, u, "prompt_tokens"))
+    keep(acc, "completion", field(acc, u, "completion_tokens"))
+    keep(acc, "total", field(acc, u, "total_tokens"))
+    keep(acc, "cached", field(acc, u, "prompt_tokens_details", "cached_tokens"))
+    keep(acc, "cached", field(acc, u, "prompt_cache_hit_tokens"))            -- DeepSeek
+    keep(acc, "miss", field(acc, u, "prompt_cache_miss_tokens"))             -- DeepSeek
+    keep(acc, "reasoning", field(acc, u, "completion_tokens_details", "reasoning_tokens"))
+    keep(acc, "reasoning", field(acc, u, "reasoning_tokens"))
 end
 
 -- OpenAI Responses API.
 observers.responses = function(acc, u)
-    keep(acc, "prompt", field(u, "input_tokens"))
-    keep(acc, "completion", field(u, "output_tokens"))
-    keep(acc, "total", field(u, "total_tokens"))
-    keep(acc, "cached", field(u, "input_tokens_details", "cached_tokens"))
-    keep(acc, "reasoning", field(u, "output_tokens_details", "reasoning_tokens"))
+    keep(acc, "prompt", field(acc, u, "input_tokens"))
+    keep(acc, "completion", field(acc, u, "output_tokens"))
+    keep(acc, "total", field(acc, u, "total_tokens"))
+    keep(acc, "cached", field(acc, u, "input_tokens_details", "cached_tokens"))
+    keep(acc, "reasoning", field(acc, u, "output_tokens_details", "reasoning_tokens"))
 end
 
 -- Anthropic Messages (also DeepSeek's Anthropic-compatible API).
 observers.anthropic = function(acc, u)
-    keep(acc, "input", field(u, "input_tokens"))
-    keep(acc, "cache_read", field(u, "cache_read_input_tokens"))
-    keep(acc, "cache_write", field(u, "cache_creation_input_tokens"))
-    keep(acc, "cw5m", field(u, "cache_creation", "ephemeral_5m_input_tokens"))
-    keep(acc, "cw1h", field(u, "cache_creation", "ephemeral_1h_input_tokens"))
-    keep(acc, "output", field(u, "output_tokens"))
+    keep(acc, "input", field(acc, u, "input_tokens"))
+    keep(acc, "cache_read", field(acc, u, "cache_read_input_tokens"))
+    keep(acc, "cache_write", field(acc, u, "cache_creation_input_tokens"))
+    keep(acc, "cw5m", field(acc, u, "cache_creation", "ephemeral_5m_input_tokens"))
+    keep(acc, "cw1h", field(acc, u, "cache_creation", "ephemeral_1h_input_tokens"))
+    keep(acc, "output", field(acc, u, "output_tokens"))
 end
 
 -- Merges a usage object into `acc` (false when it is not an object). `acc.reported` counts the

@@ -74,6 +74,22 @@ for _, case in ipairs(USAGE_CASES) do
     end
 end
 
+tests["include_usage inside a nested object is not the one edited"] = function()
+    local raw = '{"model":"m","stream_options":{"extra":{"include_usage":false},"include_usage":false}}'
+    t.eq(ask_usage(raw), '{"model":"m","stream_options":{"extra":{"include_usage":false},"include_usage":true}}')
+end
+
+tests["include_usage twice or escaped in stream_options is an error"] = function()
+    for _, raw in ipairs({
+        '{"model":"m","stream_options":{"include_usage":true,"include_usage":false}}',
+        '{"model":"m","stream_options":{"include\\u005fusage":false}}',
+    }) do
+        local out, err = body.request_stream_usage(raw, cjson.decode(raw).stream_options)
+        t.eq(out, nil, raw)
+        t.eq(err, "stream_options has include_usage more than once, or spelled with escapes: send it once, plainly")
+    end
+end
+
 tests["stream_options that is not an object is an error"] = function()
     local out, err = body.request_stream_usage('{"model":"m","stream_options":[]}', {})
     t.eq(out, nil, "body")

@@ -1,5 +1,5 @@
--- cost.lua: Σ tokens × price / 1e6 in 64-bit integers, rounded half-up once; the worst case
--- rounded up.
+-- cost.lua: Σ tokens × price / 1e6, exact in doubles within the bounds, rounded half-up once;
+-- the worst case rounded up; the output tokens a balance affords.
 local cost = require "tollgate.cost"
 local t = require "runner"
 
@@ -101,6 +101,43 @@ end
 tests["worst case of a 10 MB body at $150 per million plus 100k output at $600"] = function()
     t.eq(cost.worst_case(10000000, 100000, price({ input = 150000000000, output = 600000000000 })),
         1500000000000 + 60000000000)
+end
+
+tests["the bounds themselves are exact, 10^8 tokens of every class at $10,000 per million"] = function()
+    local max = cost.MAX_TOKENS
+    local p = price({ input = cost.MAX_PRICE, cached_input = cost.MAX_PRICE, cache_write = cost.MAX_PRICE,
+        cache_write_1h = cost.MAX_PRICE, output = cost.MAX_PRICE, reasoning = cost.MAX_PRICE })
+    -- 6 × 1e8 × $10,000 / 1e6 = $6,000,000 = 6e15 nano.
+    t.eq(cost.cost(tokens({ ["in"] = max, cr = max, cw = max, cw1h = max, out = max, rsn = max }), p),
+        6000000000000000)
+    -- One nano-USD below a whole price: 1e8 × 9999999999999 / 1e6 = 999999999999900 exactly.
+    t.eq(cost.cost(tokens({ out = max }), price({ output = cost.MAX_PRICE - 1 })), 999999999999900)
+    -- 99,999,999 × 9,999,999,999,999 / 1e6 = 999,999,989,999,900.000001 → ...900
+    t.eq(cost.cost(tokens({ out = max - 1 }), price({ output = cost.MAX_PRICE - 1 })), 999999989999900)
+    -- 99,999,999 × 1,500,001 / 1e6 = 150000098.499998500… → 150000098
+    t.eq(cost.cost(tokens({ out = max - 1 }), price({ output = 1500001 })), 150000098)
+end
+
+tests["the worst case at the bounds is exact"] = function()
+    local p = price({ input = cost.MAX_PRICE, output = cost.MAX_PRICE - 1 })
+    -- 1e8 × 1e13 / 1e6 + 1e8 × (1e13 − 1) / 1e6 = 1e15 + 999999999999900
+    t.eq(cost.worst_case(cost.MAX_TOKENS, cost.MAX_TOKENS, p), 1999999999999900)
+    -- 3 × 1 / 1e6 rounds up to 1; 99,999,999 × 1,500,001 / 1e6 = 150000098.4999985 → 150000099
+    t.eq(cost.worst_case(3, 0, price({ input = 1 })), 1)
+    t.eq(cost.worst_case(0, cost.MAX_TOKENS - 1, price({ output = 1500001 })), 150000099)
+end
+
+tests["affordable output tokens are the most whose worst case fits"] = function()
+    -- $1 / $2 per 1M; 400 input bytes cost 400 nano; each output token 2000 nano.
+    local p = price({ input = 1000000000, output = 2000000000 })
+    t.eq(cost.affordable(10000000, 400, 1, p, 64000), 4800, "$0.01: (10,000,000 - 400,000) / 2,000")
+    t.eq(cost.worst_case(400, 4800, p) <= 10000000, true, "4800 fits")
+    t.eq(cost.worst_case(400, 4801, p) > 10000000, true, "4801 does not")
+    t.eq(cost.affordable(10000000, 400, 128, p, 64000), 37, "128 choices: 4800 / 128 = 37.5")
+    t.eq(cost.affordable(399999, 400, 1, p, 64000), 0, "not even the input")
+    t.eq(cost.affordable(10000000000, 400, 1, p, 64000), 64000, "capped at the model's maximum")
+    t.eq(cost.affordable(0, 400, 1, price({ input = 1000000000 }), 64000), 0, "free output, input unpaid")
+    t.eq(cost.affordable(400000, 400, 1, price({ input = 1000000000 }), 64000), 64000, "free output")
 end
 
 return tests

@@ -225,18 +225,86 @@ tests["non-streamed anthropic answer over 1 MiB has its nested cache_creation re
     t.eq(final, true, "final")
 end
 
-tests["strip mode passes on the bytes after an oversized event"] = function()
-    -- An event larger than the parser's limit (4 MiB) stops parsing; the rest of the stream must
-    -- still pass through untouched.
-    local huge = 'data: {"choices":[{"index":0,"delta":{"content":"' .. string.rep("a", 5 * 1024 * 1024)
-        .. '"}}],"usage":null}\n\n'
-    local tail = 'data: {"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}'
-        .. '\n\ndata: [DONE]\n\n'
-    local chunks = chunked(huge, 65536)
-    chunks[#chunks + 1] = tail
-    local _, out = feed_all({ format = "openai", stream = true }, chunks, true)
-    t.eq(#out, #huge + #tail, "client bytes")
-    t.eq(sub(out, -#tail) == tail, true, "the bytes after the oversized event are passed on")
+-- An event larger than the parser's limit (4 MiB) passes on unread; the events after it are read.
+local HUGE_EVENT = 'data: {"choices":[{"index":0,"delta":{"content":"' .. string.rep("a", 5 * 1024 * 1024)
+    .. '"}}],"usage":null}\n\n'
+local USAGE_AFTER = 'data: {"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}\n\n'
+local DONE = 'data: [DONE]\n\n'
+
+for _, size in ipairs({ 65536, 1000003 }) do
+    tests["the usage after an oversized event is read, in " .. size .. "-byte chunks"] = function()
+        local chunks = chunked(HUGE_EVENT .. USAGE_AFTER .. DONE, size)
+        local st, out = feed_all({ format = "openai", stream = true }, chunks)
+        local tokens, final = response.usage(st)
+        t.eq(tokens, { ["in"] = 1, cr = 0, cw = 0, cw1h = 0, out = 2, rsn = 0 }, "usage")
+        t.eq(final, true, "final")
+        t.eq(response.skipped(st), true, "skipped")
+        t.eq(out == HUGE_EVENT .. USAGE_AFTER .. DONE, true, "the client gets the stream unchanged")
+    end
+end
+
+tests["strip mode passes an oversized event on unread and strips the usage chunk after it"] = function()
+    local chunks = chunked(HUGE_EVENT, 65536)
+    chunks[#chunks + 1] = USAGE_AFTER .. DONE
+    local st, out = feed_all({ format = "openai", stream = true }, chunks, true)
+    t.eq(#out, #HUGE_EVENT + #DONE, "client bytes")
+    t.eq(out == HUGE_EVENT .. DONE, true, "the oversized event as it came, then [DONE]")
+    t.eq(select(2, response.usage(st)), true, "final usage")
+end
+
+tests["an event end split between chunks after an oversized event is found"] = function()
+    local data = HUGE_EVENT:sub(1, -3) .. "\r\n\r\n" .. USAGE_AFTER
+    local split_at = #data - #USAGE_AFTER - 2 -- between the two CRLFs
+    local st = feed_all({ format = "openai", stream = true },
+        { data:sub(1, 4 * 1024 * 1024 + 10), data:sub(4 * 1024 * 1024 + 11, split_at), data:sub(split_at + 1) })
+    t.eq(select(2, response.usage(st)), true, "final usage")
+    t.eq(st.events, 2, "events")
+end
+
+tests["an estimate counts an oversized event at 4 bytes a token"] = function()
+    local st = feed_all({ format = "openai", stream = true }, chunked(HUGE_EVENT, 65536))
+    local tokens = response.estimate(st, 400)
+    t.eq(tokens.out, 1 + math.ceil(#HUGE_EVENT / 4), "output estimate")
+    t.eq(tokens["in"], 100, "input estimate")
+end
+
+tests["a non-streamed error answer without usage is failed"] = function()
+    local st = feed_all({ format = "openai", stream = false },
+        { '{"error":{"message":"overloaded","type":"server_error"}}' })
+    t.eq(response.usage(st), nil, "usage")
+    t.eq(response.failed(st), true, "failed")
+    local ant = feed_all({ format = "anthropic", stream = false },
+        { '{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}' })
+    t.eq(response.failed(ant), true, "anthropic failed")
+end
+
+tests["a stream that opens with an error event is failed"] = function()
+    local st = feed_all({ format = "anthropic", stream = true },
+        { 'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n' })
+    t.eq(response.failed(st), true, "failed")
+    local ok = feed_all({ format = "openai", stream = true },
+        { 'data: {"choices":[{"delta":{"content":"the error"}}]}\n\n' })
+    t.eq(response.failed(ok), false, "a content event is no error")
+end
+
+tests["provider figures that are no token counts mark the usage invalid, clamped"] = function()
+    local cases = {
+        { '{"prompt_tokens":-5,"completion_tokens":10}', { ["in"] = 0, out = 10 } },
+        { '{"prompt_tokens":5,"completion_tokens":10.5}', { ["in"] = 5, out = 10 } },
+        { '{"prompt_tokens":5,"completion_tokens":1e12}', { ["in"] = 5, out = 100000000 } },
+        { '{"prompt_tokens":"5","completion_tokens":1e300}', { ["in"] = 0, out = 100000000 } },
+        { '{"prompt_tokens":5,"completion_tokens":true}', { ["in"] = 5, out = 0 } },
+    }
+    for _, case in ipairs(cases) do
+        local st = feed_all({ format = "openai", stream = false }, { '{"choices":[],"usage":' .. case[1] .. '}' })
+        local tokens, final, invalid = response.usage(st)
+        t.eq(invalid, true, case[1] .. ": invalid")
+        t.eq(tokens["in"], case[2]["in"], case[1] .. ": in")
+        t.eq(tokens.out, case[2].out, case[1] .. ": out")
+    end
+    local st = feed_all({ format = "openai", stream = false },
+        { '{"choices":[],"usage":{"prompt_tokens":100000000,"completion_tokens":0,"cached":null}}' })
+    t.eq(select(3, response.usage(st)), false, "the bound itself is valid")
 end
 
 return tests

@@ -1,0 +1,161 @@
+-- The fields of a client's request body that the gateway decides on, read as the provider reads
+-- them and checked before they touch money: each named once and plainly, integers within bounds.
+-- Pure: no ngx I/O.
+local null = require("cjson.safe").null
+local body = require "tollgate.body"
+local cost = require "tollgate.cost"
+
+local floor = math.floor
+local format = string.format
+local type = type
+
+local _M = {}
+
+-- The top-level fields the gateway reads. A body that names one of them twice, or spells it with
+-- escapes, is refused: JSON readers disagree on duplicates (most take the last, some the first),
+-- and a textual edit of the body would miss an escaped name.
+local DECIDING = { "model", "stream", "stream_options", "max_tokens", "max_completion_tokens",
+    "max_output_tokens", "n", "best_of" }
+local DECIDING_SET = {}
+for i = 1, #DECIDING do
+    DECIDING_SET[DECIDING[i]] = true
+end
+
+local MAX_N = 128      -- OpenAI's bound on `n`
+local MAX_BEST_OF = 20 -- and on `best_of`
+
+-- A problem with the body's deciding fields (a message for the client), or nil.
+function _M.ambiguous(raw, parsed)
+    local name, why = body.ambiguous_field(raw, parsed, DECIDING, DECIDING_SET)
+    if not name then
+        return nil
+    end
+    return format("The request body %s '%s': send each field once, with its name written plainly.",
+        why == "repeated" and "names more than once the field" or "spells with escapes the field", name)
+end
+
+local KINDS = { string = "a string", boolean = "a boolean", table = "an array or an object" }
+
+local function shown(v)
+    if type(v) == "number" then
+        return format("%.17g", v)
+    end
+    return KINDS[type(v)] or type(v)
+end
+
+local function bad_integer(name, low, high, v, why)
+    return format("'%s' must be an integer from %d to %d%s; got %s.", name, low, high, why or "", shown(v))
+end
+
+-- The integer field `name` from `low` to `high` (nil when absent or null), or nil and false.
+-- JSON has one number type: 1000, 1e3 and 1000.0 are the same integer.
+local function integer(parsed, name, low, high)
+    local v = parsed[name]
+    if v == nil or v == null then
+        return nil
+    end
+    if type(v) ~= "number" or v ~= floor(v) or v < low or v > high then
+        return nil, false
+    end
+    return v
+end
+
+-- integer(), or nil and the message saying what `name` must be.
+local function checked_integer(parsed, name, low, high)
+    local v, ok = integer(parsed, name, low, high)
+    if ok == false then
+        return nil, bad_integer(name, low, high, parsed[name])
+    end
+    return v
+end
+
+-- Whether the answer is asked for as a stream, or nil and a message.
+function _M.stream(parsed)
+    local v = parsed.stream
+    if v == nil or v == null or v == false then
+        return false
+    end
+    if v == true then
+        return true
+    end
+    return nil, format("'stream' must be true or false; got %s.", shown(v))
+end
+
+-- How many answers a completions request asks for: one per prompt when `prompt` is an array of
+-- prompts (strings or token arrays), one for a string or a single token array.
+local function prompt_count(prompt)
+    if type(prompt) ~= "table" then
+        return 1
+    end
+    local n = #prompt
+    if n == 0 or type(prompt[1]) == "number" then
+        return 1
+    end
+    return n
+end
+
+-- Fan-out: how many choices of up to max_tokens each the answer may hold.
+local fan_outs = {
+    n = function(parsed)
+        local n, err = checked_integer(parsed, "n", 1, MAX_N)
+        if err then
+            return nil, err
+        end
+        return n or 1
+    end,
+    completions = function(parsed)
+        local n, err = checked_integer(parsed, "n", 1, MAX_N)
+        if err then
+            return nil, err
+        end
+        local best_of, berr = checked_integer(parsed, "best_of", 1, MAX_BEST_OF)
+        if berr then
+            return nil, berr
+        end
+        n = n or 1
+        if best_of and best_of < n then
+            return nil, format("'best_of' (%d) must be at least 'n' (%d).", best_of, n)
+        end
+        return (best_of or n) * prompt_count(parsed.prompt)
+    end,
+}
+
+-- The output tokens a request may cost: the most per choice and the number of choices, or nil
+-- and a message. Without a maximum in the body, the model's own maximum; one above it is
+-- refused (the provider would refuse it, or produce more than was held).
+function _M.output(ep, parsed, model)
+    if ep.no_output then
+        return 0, 1
+    end
+    local model_max = model.max_output
+    local per_choice
+    local fields = ep.output_fields
+    for i = 1, #fields do
+        local name = fields[i]
+        local v, ok = integer(parsed, name, 1, model_max)
+        if ok == false then
+            return nil, bad_integer(name, 1, model_max, parsed[name],
+                format(" (model '%s' produces at most %d output tokens)", model.name, model_max))
+        end
+        if v and (not per_choice or v > per_choice) then
+            per_choice = v
+        end
+    end
+    per_choice = per_choice or model_max
+    local fan_out = 1
+    if ep.fan_out then
+        local err
+        fan_out, err = fan_outs[ep.fan_out](parsed)
+        if not fan_out then
+            return nil, err
+        end
+    end
+    if per_choice * fan_out > cost.MAX_TOKENS then
+        return nil, format("This request may produce %d choices of %d output tokens: more than the %d"
+            .. " output tokens one request may hold. Lower max_tokens or the number of choices.",
+            fan_out, per_choice, cost.MAX_TOKENS)
+    end
+    return per_choice, fan_out
+end
+
+return _M
