@@ -17,16 +17,20 @@ log = logging.getLogger(__name__)
 
 # KEYS[1] leases zset, KEYS[2] the key's lease hash, KEYS[3] account hash, KEYS[4] key hash.
 # ARGV[1] zset member, ARGV[2] node id, ARGV[3] now (ms). Re-checks the expiry, since the node
-# may have renewed the lease since we listed it. Amounts stay strings: no float on the way.
+# may have renewed the lease since we listed it. `held` is released by at most what it holds: it
+# never goes below zero. Integers go to Redis formatted with %d (no exponent form).
 RETURN_LEASE = """
 local expiry = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not expiry or tonumber(expiry) > tonumber(ARGV[3]) then return false end
 local amount = redis.call('HGET', KEYS[2], ARGV[2])
 redis.call('HDEL', KEYS[2], ARGV[2])
-if amount and amount ~= '0' then
-  local negated = string.sub(amount, 1, 1) == '-' and string.sub(amount, 2) or '-' .. amount
-  redis.call('HINCRBY', KEYS[3], 'held', negated)
-  redis.call('HINCRBY', KEYS[4], 'held', negated)
+local leased = tonumber(amount or '0') or 0
+if leased > 0 then
+  for i = 3, 4 do
+    local held = tonumber(redis.call('HGET', KEYS[i], 'held') or '0') or 0
+    local release = math.min(leased, math.max(held, 0))
+    if release > 0 then redis.call('HINCRBY', KEYS[i], 'held', string.format('%d', -release)) end
+  end
 end
 redis.call('ZREM', KEYS[1], ARGV[1])
 return amount or '0'
