@@ -105,6 +105,54 @@ def test_unknown_model_is_404(gateway, unchanged_balance):
     assert "gpt-nonexistent" in body["error"]["message"]
 
 
+def post_raw_model(gateway, key, model: bytes):
+    """A chat request whose model field is exactly these bytes; (status, raw body)."""
+    body = b'{"model": "' + model + b'", "messages": [{"role": "user", "content": "Hi"}]}'
+    req = urllib.request.Request(f"{gateway.url}{CHAT}", data=body, method="POST",
+                                 headers={"Content-Type": "application/json", **bearer(key)})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+@pytest.mark.parametrize("model", [
+    b"gpt-\xff\xfe", b"overlong-\xc0\xaf", b"surrogate-\xed\xa0\x80", b"cut-\xe2\x82",
+    b"cut4-\xf0\x9f\x8c", b"above-\xf4\x90\x80\x80", b"mixed-\xe4\xb8\x96\xff\xf0\x9f\x8c\x8d"])
+def test_unknown_model_with_invalid_utf8_is_echoed_as_valid_json_with_replacement_characters(
+        gateway, unchanged_balance, model):
+    status, raw = post_raw_model(gateway, unchanged_balance, model)
+    assert status == 404
+    body = json.loads(raw.decode("utf-8"))  # strict: the body is valid UTF-8 JSON
+    assert_openai_error(body, "model_not_found")
+    assert f"'{model.decode('utf-8', 'replace')}'" in body["error"]["message"]
+
+
+def test_unknown_model_with_control_characters_is_echoed_escaped(gateway, unchanged_balance):
+    status, raw = post_raw_model(gateway, unchanged_balance, b"nul\\u0000esc\\u001bnl\\n")
+    assert status == 404
+    assert b"\\u0000" in raw and b"\x00" not in raw
+    body = json.loads(raw)
+    assert "'nul\x00esc\x1bnl\n'" in body["error"]["message"]
+
+
+@pytest.mark.parametrize("char", ["x", "\u00e9", "\U0001f30d"])
+def test_overlong_unknown_model_is_echoed_cut_at_256_characters(gateway, unchanged_balance, char):
+    status, raw = post_raw_model(gateway, unchanged_balance, (char * 10_000).encode())
+    assert status == 404
+    message = json.loads(raw)["error"]["message"]
+    assert f"'{char * 256}\u2026'" in message
+    assert len(message) < 256 + 200
+
+
+def test_unknown_path_with_invalid_utf8_is_echoed_as_valid_json(gateway, unchanged_balance):
+    status, _, body = post(gateway, "/v1/%ff%fe/completions", HELLO, bearer(unchanged_balance))
+    assert status == 404
+    assert_openai_error(body, "path_not_found")
+    assert "/v1/\ufffd\ufffd/completions" in body["error"]["message"]
+
+
 def test_insufficient_balance_is_402_with_the_amount_needed(gateway):
     key = gateway.create_customer("poor@example.com", "0.000001")
     status, _, body = post(gateway, CHAT, {**HELLO, "max_tokens": 4000}, bearer(key))

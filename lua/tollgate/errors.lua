@@ -1,10 +1,20 @@
 -- Answers an error in the caller's protocol shape, from the shared catalogue (errors.json).
 local cjson = require "cjson.safe"
+local config = require "tollgate.config"
+local endpoints = require "tollgate.endpoints"
 
 local ngx = ngx
+local ngx_var = ngx.var
 local ngx_say = ngx.say
 local ngx_exit = ngx.exit
+local byte = string.byte
+local concat = table.concat
+local find = string.find
 local gsub = string.gsub
+local match = string.match
+local sub = string.sub
+local tostring = tostring
+local type = type
 
 local _M = {}
 
@@ -19,11 +29,81 @@ function _M.load(path)
     f:close()
 end
 
+-- A value quoted in a message keeps at most this many characters; "…" marks the cut.
+local QUOTE_MAX = 256
+local REPLACEMENT = "\239\191\189" -- U+FFFD
+
+-- The UTF-8 sequence at byte `i` of `s`: its length and whether it is well-formed (RFC 3629: no
+-- overlong forms, no surrogates, nothing above U+10FFFF). An ill-formed one is its longest
+-- well-formed beginning, at least one byte, which becomes one U+FFFD: the Unicode standard's
+-- recommended practice, as Python's decode(errors="replace") does.
+local function sequence_at(s, i)
+    local c = byte(s, i)
+    if c < 0x80 then
+        return 1, true
+    end
+    local n, low, high
+    if c >= 0xC2 and c <= 0xDF then
+        n, low, high = 2, 0x80, 0xBF
+    elseif c == 0xE0 then
+        n, low, high = 3, 0xA0, 0xBF
+    elseif c == 0xED then
+        n, low, high = 3, 0x80, 0x9F
+    elseif c >= 0xE1 and c <= 0xEF then
+        n, low, high = 3, 0x80, 0xBF
+    elseif c == 0xF0 then
+        n, low, high = 4, 0x90, 0xBF
+    elseif c >= 0xF1 and c <= 0xF3 then
+        n, low, high = 4, 0x80, 0xBF
+    elseif c == 0xF4 then
+        n, low, high = 4, 0x80, 0x8F
+    else
+        return 1, false
+    end
+    local b = byte(s, i + 1)
+    if not b or b < low or b > high then
+        return 1, false
+    end
+    for k = 2, n - 1 do
+        b = byte(s, i + k)
+        if not b or b < 0x80 or b > 0xBF then
+            return k, false
+        end
+    end
+    return n, true
+end
+
+-- `value` as a message quotes it: valid UTF-8 (ill-formed bytes become U+FFFD) and at most
+-- QUOTE_MAX characters. Control characters are left to cjson, which escapes them. (A client's
+-- model name or path is echoed: the body must stay valid JSON, and short.)
+local function quotable(value)
+    if not find(value, "[\128-\255]") then
+        if #value <= QUOTE_MAX then
+            return value
+        end
+        return sub(value, 1, QUOTE_MAX) .. "…"
+    end
+    local out, i, len = {}, 1, #value
+    while i <= len do
+        if #out == QUOTE_MAX then
+            out[#out + 1] = "…"
+            break
+        end
+        local n, valid = sequence_at(value, i)
+        out[#out + 1] = valid and sub(value, i, i + n - 1) or REPLACEMENT
+        i = i + n
+    end
+    return concat(out)
+end
+
 local function render(template, vars)
     return (gsub(template, "{([%w_]+)}", function(name)
         local v = vars and vars[name]
         if v == nil then
             return ""
+        end
+        if type(v) == "string" then
+            return quotable(v)
         end
         return tostring(v)
     end))
@@ -64,6 +144,48 @@ function _M.fail(code, protocol, vars)
     vars = vars or {}
     vars.request_id = ngx.var.tg_request_id
     return _M.respond(code, protocol, vars)
+end
+
+-- The request line as the client sent it, split: method and target (path and query). Either is
+-- "" when nginx could not parse the line (the error is then about the line itself).
+local function request_line()
+    local target = ngx_var.request_uri
+    local line = ngx_var.request or ""
+    local method, raw_target = match(line, "^(%S+)%s+(%S+)")
+    return method or match(line, "^%S+") or "", target or raw_target or ""
+end
+
+-- The catalogue code of each status nginx raises itself: at parsing (400, 414, 431: headers
+-- over the buffers, nginx's 494; 501, 505; 405 for TRACE), at the body (413), when a handler
+-- fails (500), for an internal path asked from outside (404), and when an upstream fails (502,
+-- 503, 504: the provider's for the metered API, else the control plane's).
+local NGINX_ERRORS = {
+    [400] = "bad_request", [404] = "path_not_found", [405] = "method_not_supported",
+    [413] = "body_too_large", [414] = "uri_too_long", [431] = "headers_too_large",
+    [500] = "internal_error", [501] = "transfer_encoding_not_supported",
+    [505] = "http_version_not_supported",
+}
+local UPSTREAM_ERRORS = {
+    [502] = "provider_unreachable", [503] = "provider_unreachable", [504] = "provider_timeout",
+}
+
+local function nginx_error_code(status, path)
+    local upstream = UPSTREAM_ERRORS[status]
+    if upstream then
+        return sub(path, 1, 4) == "/v1/" and upstream or "control_plane_unavailable"
+    end
+    return NGINX_ERRORS[status] or "internal_error"
+end
+
+-- The error nginx raised, in the protocol's shape of the path. error_page sends each status
+-- above to one internal location (not a named one: nginx cannot redirect a request whose line
+-- did not parse to a named location), which keeps the status nginx raised.
+function _M.nginx_error()
+    local method, target = request_line()
+    local path = match(target, "^[^?]*")
+    return _M.fail(nginx_error_code(ngx.status, path), endpoints.protocol_of(path), {
+        method = method, path = path, hint = endpoints.hint(path), limit = config.get().max_body_bytes,
+    })
 end
 
 -- 503: Redis (the billing store) cannot be reached; nothing is admitted unbilled.
