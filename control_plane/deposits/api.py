@@ -28,9 +28,6 @@ from .tokens import CHAIN_FAMILY
 
 log = logging.getLogger(__name__)
 
-MAX_CHECKOUT_CENTS = 100_000_000  # $1,000,000
-CHECKOUT_COMPLETED = "checkout.session.completed"
-
 webhooks = Blueprint("payment_webhooks", __name__, url_prefix="/v1/webhooks")
 topups = Blueprint("topups", __name__)  # nested in v1: its API-key check applies
 
@@ -46,36 +43,34 @@ def _not_configured(setting: str) -> ApiError:
 
 @webhooks.post("/payments")
 def payment_webhook():
+    """Every input that is not a valid event is a 400 with the reason: `invalid_signature` (the
+    header), `invalid_event` (the body), `not_credited` (a paid checkout that cannot be credited)."""
     settings = _settings()
     if not settings.payment_webhook_secret:
         raise _not_configured("TOLLGATE_PAYMENT_WEBHOOK_SECRET")
     body = request.get_data(cache=False)
+    if len(body) > payments.MAX_BODY_BYTES:
+        raise _invalid(f"Webhook event rejected: the body is over {payments.MAX_BODY_BYTES} bytes.", "invalid_event")
     try:
         payments.verify(settings.payment_webhook_secret, request.headers.get("Stripe-Signature"), body)
     except payments.SignatureError as exc:
         raise _invalid(f"Webhook signature rejected: {exc}.", "invalid_signature") from None
     try:
-        event = json.loads(body)
-    except ValueError:
-        raise _invalid("The webhook body is not JSON.") from None
-    event_id = event.get("id") if isinstance(event, dict) else None
-    if not isinstance(event_id, str) or not 0 < len(event_id) <= 150:
-        raise _invalid("The event has no id.")
-    if event.get("type") != CHECKOUT_COMPLETED:
-        return {"received": True, "credited": False}
-    session_object = (event.get("data") or {}).get("object") or {}
-    if session_object.get("payment_status", "paid") != "paid":
-        # Delayed payment methods: paid later, in another event type this endpoint does not credit.
+        event = payments.read_event(body)
+        paid_checkout = event.type == payments.CHECKOUT_COMPLETED and payments.is_paid(event.object)
+    except payments.EventError as exc:
+        raise _invalid(f"Webhook event rejected: {exc}.", "invalid_event") from None
+    if not paid_checkout:
         return {"received": True, "credited": False}
     try:
-        account_id, amount_nano = payments.checkout_amount(session_object)
+        account_id, amount_nano = payments.checkout_amount(event.object)
         with db.session_scope(settings) as session:
-            posted = credit_topup(session, settings, account_id, amount_nano, f"payment:{event_id}",
-                                  f"Card top-up {format_usd(amount_nano)} (event {event_id})")
+            posted = credit_topup(session, settings, account_id, amount_nano, f"payment:{event.id}",
+                                  f"Card top-up {format_usd(amount_nano)} (event {event.id})")
             ids = [transaction.id for transaction in posted]
     except ServiceError as exc:
-        log.warning("payment event %s not credited: %s", event_id, exc)
-        raise _invalid(f"Event {event_id} not credited: {exc}.", "not_credited") from None
+        log.warning("payment event %s not credited: %s", event.id, exc)
+        raise _invalid(f"Event {event.id} not credited: {exc}.", "not_credited") from None
     publish(settings, ids)
     return {"received": True, "credited": bool(ids)}
 
@@ -97,8 +92,9 @@ def checkout():
     except (ValueError, ArithmeticError):
         raise bad_parameter("amount", "a USD amount such as \"25.00\"") from None
     cents, rest = divmod(nano, payments.NANO_PER_CENT)
-    if rest or not 0 < cents <= MAX_CHECKOUT_CENTS:
-        raise bad_parameter("amount", f"whole cents between $0.01 and {format_usd(MAX_CHECKOUT_CENTS * 10**7)}")
+    if rest or not 0 < cents <= payments.MAX_CHECKOUT_CENTS:
+        largest = format_usd(payments.MAX_CHECKOUT_CENTS * payments.NANO_PER_CENT)
+        raise bad_parameter("amount", f"whole cents between $0.01 and {largest}")
     if nano < settings.min_deposit_nano:
         raise bad_parameter("amount", f"at least the minimum top-up of {format_usd(settings.min_deposit_nano)}")
     url = payments.checkout_url(settings.payment_checkout_url, g.account.id, cents)
