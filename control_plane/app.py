@@ -20,6 +20,12 @@ def create_app(test_config: dict | None = None) -> Flask:
     """test_config may carry TOLLGATE_SETTINGS (a Settings); otherwise they come from the
     TOLLGATE_* environment."""
     app = Flask(__name__)
+    # Routing never answers with a redirect: Werkzeug would write its Location from the request's
+    # Host, which a client chooses. A path with `//` is a 404; a trailing slash more or less than
+    # the route's matches it in place.
+    app.url_map.merge_slashes = False
+    app.url_map.strict_slashes = False
+    app.url_map.redirect_defaults = False
     app.config.from_mapping(TOLLGATE_SETTINGS=None)
     if test_config is not None:
         app.config.update(test_config)
@@ -27,8 +33,9 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config["TOLLGATE_SETTINGS"] = settings_module.load()
     if not app.testing:
         logs.configure(app.config["TOLLGATE_SETTINGS"].log_level)
-    # nginx is the one proxy in front: trust its X-Forwarded-For / -Proto / -Host.
-    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)
+    # nginx is the one proxy in front and sets X-Forwarded-For / -Proto / -Host / -Port itself
+    # (proxy/control-plane.conf), dropping the client's; no prefix is trusted.
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_port=1, x_prefix=0)
     app.json = ExactJSONProvider(app)
     api.init_app(app)
     return app
