@@ -82,7 +82,7 @@ def checkout():
         raise _not_configured("TOLLGATE_PAYMENT_CHECKOUT_URL")
     try:
         payload = json.loads(request.get_data() or b"null", parse_float=Decimal)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise _invalid("The body must be JSON: {\"amount\": \"25.00\"}.") from None
     raw = payload.get("amount") if isinstance(payload, dict) else None
     try:
