@@ -158,11 +158,7 @@ def _undrained(settings: Settings, account_shard: int, field: str, value: int) -
     while True:
         page = client(settings).xrange(stream, min=start, count=STREAM_PAGE)
         for _entry_id, fields in page:
-            try:
-                records = usage_records.records_of(fields)
-            except ValueError:
-                continue  # the worker reports it and leaves it pending
-            for record in records:
+            for record in usage_records.valid_records(fields):
                 owner = record.account_id if field == "acct" else record.key_id
                 if owner == value:
                     found[record.request_id] = record.cost_nano

@@ -3,9 +3,10 @@ Redis, or that Redis lost, are settled again — exactly once.
 
 nginx journals each record with the id of the settlement batch it joins. A batch whose marker
 (`tg:{s<n>}:batch:<id>`, kept an hour) is in Redis was applied: its records are in the stream or in
-SQL. A batch without a marker whose records are not all in SQL was lost (Redis restarted without
-it, or the worker that held it died): its missing records are settled again with the same script,
-under the same batch id, so whichever of nginx's retry and this replay comes second does nothing.
+SQL. A batch without a marker whose records are not all in SQL (as usage rows or quarantined) was
+lost (Redis restarted without it, or the worker that held it died): its missing records are
+settled again with the same script, under the same batch id, so whichever of nginx's retry and
+this replay comes second does nothing. A journal line that does not parse is logged and skipped.
 """
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from collections import defaultdict
 from sqlalchemy import select
 
 from . import db, hot_state, redis_keys, usage_records
-from .models import Usage
+from .models import Usage, UsageQuarantine
 from .settings import REPO_ROOT, Settings
+from .usage_records import UsageRecord
 
 log = logging.getLogger(__name__)
 
@@ -65,19 +67,20 @@ class JournalReplay:
         self._save(state)
         return replayed
 
-    def _replay(self, lines: list[tuple[int, str, str]]) -> int:
-        batches: dict[tuple[int, str], list[str]] = defaultdict(list)
-        for shard, batch_id, packed in lines:
-            batches[(shard, batch_id)].append(packed)
+    def _replay(self, lines: list[tuple[int, str, UsageRecord, str]]) -> int:
+        batches: dict[tuple[int, str], list[tuple[UsageRecord, str]]] = defaultdict(list)
+        for shard, batch_id, record, packed in lines:
+            batches[(shard, batch_id)].append((record, packed))
         settled = 0
-        for (shard, batch_id), packed_records in batches.items():
+        for (shard, batch_id), records in batches.items():
             if self.redis.exists(f"{redis_keys.tag(shard)}batch:{batch_id}"):
                 continue
-            records = [usage_records.parse_packed(p) for p in packed_records]
-            with db.read_session(self.settings) as session:
-                known = set(session.scalars(select(Usage.request_id).where(
-                    Usage.request_id.in_([r.request_id for r in records]))))
-            missing = [(r, p) for r, p in zip(records, packed_records) if r.request_id not in known]
+            request_ids = [r.request_id for r, _p in records]
+            with db.read_session(self.settings) as session:  # recorded, or quarantined: Redis had it
+                known = set(session.scalars(select(Usage.request_id).where(Usage.request_id.in_(request_ids))))
+                known |= set(session.scalars(select(UsageQuarantine.request_id).where(
+                    UsageQuarantine.request_id.in_(request_ids))))
+            missing = [(r, p) for r, p in records if r.request_id not in known]
             if not missing:
                 continue
             args = [redis_keys.tag(shard), "journal-replay", batch_id, 0, "\n".join(p for _r, p in missing)]
@@ -92,19 +95,25 @@ class JournalReplay:
         return settled
 
 
-def _due_lines(data: bytes, now_ms: float) -> tuple[list[tuple[int, str, str]], int]:
-    """Complete journal lines old enough to replay, and how many bytes were handled. Handling
-    stops at the first line still inside the grace period (later ones are younger)."""
+def _due_lines(data: bytes, now_ms: float) -> tuple[list[tuple[int, str, UsageRecord, str]], int]:
+    """Complete journal lines old enough to replay (shard, batch id, record, packed record), and
+    how many bytes were handled. Handling stops at the first line still inside the grace period
+    (later ones are younger). A line that does not parse is logged and passed over."""
     due, consumed = [], 0
     for raw in data.splitlines(keepends=True):
         if not raw.endswith(b"\n"):
             break  # a line being written
-        shard, batch_id, packed = raw.decode().rstrip("\n").split("\t", 2)
-        record = usage_records.unpack(packed)
-        age = now_ms - int(record["ts"])
+        try:
+            shard, batch_id, packed = raw.decode().rstrip("\n").split("\t", 2)
+            line = (int(shard), batch_id, usage_records.parse_packed(packed), packed)
+        except ValueError as exc:
+            log.error("a usage journal line does not parse (%s); not replayed", exc)
+            consumed += len(raw)
+            continue
+        age = now_ms - line[2].ts_ms
         if age < SETTLE_GRACE_MS:
             break
         if age < MARKER_LIFETIME_MS:
-            due.append((int(shard), batch_id, packed))
+            due.append(line)
         consumed += len(raw)
     return due, consumed

@@ -43,6 +43,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def utc_timestamp(moment: datetime) -> str:
+    """ISO 8601 UTC with milliseconds, as the API and the CLI show times: 2025-01-31T12:00:00.123Z."""
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def _in(column: str, values: tuple[str, ...]) -> str:
     return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
@@ -240,12 +245,38 @@ class Usage(Base):
     output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     reasoning_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     cost_nano: Mapped[int] = mapped_column(BigInteger)
+    # Held for the request (the most it may be charged), and the provider-reported cost above it,
+    # not charged: the operator's loss.
+    hold_nano: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    overage_nano: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     latency_ms: Mapped[int | None] = mapped_column(Integer)
     ttfb_ms: Mapped[int | None] = mapped_column(Integer)
     node: Mapped[str] = mapped_column(String(100), default="")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     # None when the request cost nothing (no ledger movement).
     transaction_id: Mapped[int | None] = mapped_column(ForeignKey("ledger_transactions.id"))
+
+
+class UsageQuarantine(Base):
+    """A usage record the worker could not record (malformed, or naming a key of another account
+    or an unknown price version), kept with the reason instead of blocking the records next to it.
+    Once per stream entry line. Redis debited its cost when it settled it."""
+
+    __tablename__ = "usage_quarantine"
+    __table_args__ = (UniqueConstraint("stream", "entry_id", "line", name="uq_usage_quarantine_stream_entry_id_line"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    stream: Mapped[str] = mapped_column(String(100))
+    entry_id: Mapped[str] = mapped_column(String(64))
+    line: Mapped[int] = mapped_column(Integer)  # 1 for the entry's first record
+    record: Mapped[str] = mapped_column(String(1000))  # the packed record, cut to this length
+    reason: Mapped[str] = mapped_column(String(500))
+    # Read from the record where they can be (None where not).
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    account_id: Mapped[int | None] = mapped_column(Integer)
+    key_id: Mapped[int | None] = mapped_column(Integer)
+    cost_nano: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 # Top-ups (control_plane/deposits) ---------------------------------------------------------

@@ -1,9 +1,11 @@
 """The usage drain: moves usage records from the Redis streams into SQL, each exactly once.
 
 Per batch: one SQL transaction with the usage rows and their ledger transactions, committed
-before the entries are XACKed and XDELed (an entry holds one settlement batch's records). A record SQL already has (delivered twice, or claimed
-from a consumer that died after committing) is skipped and acknowledged. A record that cannot be
-recorded (malformed, unknown key) is logged and left pending, so nothing is lost unseen.
+before the entries are XACKed and XDELed (an entry holds one settlement batch's records, one per
+line). A record SQL already has (delivered twice, or claimed from a consumer that died after
+committing) is skipped. A record that cannot be recorded (malformed, a key of another account,
+an unknown price version) goes to the usage quarantine in the same transaction, with the reason,
+once per stream entry line: it never holds up the records next to it.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from . import db, hot_state, ledger, pricing, redis_keys, usage_records
-from .models import ApiKey, PriceVersion, Usage
+from .models import ApiKey, PriceVersion, Usage, UsageQuarantine, utc_timestamp
 from .settings import Settings
 from .usage_records import UsageRecord
 
@@ -29,11 +31,27 @@ PENDING = "0"  # XREADGROUP id: this consumer's delivered, unacknowledged entrie
 NEW = ">"  # XREADGROUP id: entries never delivered to the group
 
 
+# The longest record text and reason a quarantine row keeps (a record's NULs are kept as \0:
+# PostgreSQL's text takes none).
+QUARANTINE_RECORD_LIMIT = UsageQuarantine.__table__.c.record.type.length
+QUARANTINE_REASON_LIMIT = UsageQuarantine.__table__.c.reason.type.length
+
+
 @dataclass(frozen=True)
 class Entry:
     stream: str
     entry_id: str
     fields: dict[str, str]  # empty if the entry was deleted while pending
+
+
+@dataclass(frozen=True)
+class Line:
+    """One packed record of a stream entry."""
+
+    stream: str
+    entry_id: str
+    number: int  # 1 for the entry's first record
+    packed: str
 
 
 class UsageDrain:
@@ -88,23 +106,18 @@ class UsageDrain:
         return entries
 
     def record(self, entries: list[Entry]) -> int:
-        """Write the entries to SQL, commit, then XACK + XDEL them; how many were new."""
+        """Write the entries' records to SQL (the ones it cannot use to the quarantine), commit,
+        then XACK + XDEL the entries; how many usage rows were new."""
         if not entries:
             return 0
-        finished: list[Entry] = []
-        parsed: list[tuple[Entry, list[UsageRecord]]] = []
-        for entry in entries:
-            if not entry.fields:
-                finished.append(entry)
-                continue
-            try:
-                parsed.append((entry, usage_records.records_of(entry.fields)))
-            except ValueError as exc:
-                log.error("usage entry %s on %s is malformed (%s); left pending", entry.entry_id, entry.stream, exc)
+        lines = [
+            Line(entry.stream, entry.entry_id, number, packed)
+            for entry in entries if entry.fields  # no fields: deleted while pending
+            for number, packed in enumerate(usage_records.lines_of(entry.fields), 1)
+        ]
         with db.session_scope(self.settings) as session:
-            written, refused = _write(session, [record for _entry, records in parsed for record in records])
-        finished += [entry for entry, records in parsed if not any(r.request_id in refused for r in records)]
-        self._acknowledge(finished)
+            written = _write(session, lines)
+        self._acknowledge(entries)
         return written
 
     def _acknowledge(self, entries: list[Entry]) -> None:
@@ -118,9 +131,17 @@ class UsageDrain:
         pipe.execute()
 
 
-def _write(session: Session, records: list[UsageRecord]) -> tuple[int, set[str]]:
-    """Usage rows and ledger transactions for the records SQL does not have yet; returns how many
-    were written and the request ids refused (to leave pending)."""
+def _write(session: Session, lines: list[Line]) -> int:
+    """Usage rows and ledger transactions for the records SQL does not have yet, quarantine rows
+    for the lines it cannot use; returns how many usage rows were written."""
+    parsed: list[tuple[Line, UsageRecord]] = []
+    refused: list[tuple[Line, str]] = []
+    for line in lines:
+        try:
+            parsed.append((line, usage_records.parse_packed(line.packed)))
+        except ValueError as exc:
+            refused.append((line, str(exc)))
+    records = [record for _line, record in parsed]
     seen = set(session.scalars(select(Usage.request_id).where(Usage.request_id.in_({r.request_id for r in records}))))
     key_owners = dict(
         session.execute(select(ApiKey.id, ApiKey.account_id).where(ApiKey.id.in_({r.key_id for r in records}))).all()
@@ -132,22 +153,17 @@ def _write(session: Session, records: list[UsageRecord]) -> tuple[int, set[str]]
         )
     }
     new: list[UsageRecord] = []
-    refused: set[str] = set()
-    for record in records:
+    for line, record in parsed:
         if record.request_id in seen:
             continue
         if key_owners.get(record.key_id) != record.account_id:
-            log.error("usage %s: key %s is not a key of account %s; left pending", record.request_id,
-                      record.key_id, record.account_id)
-            refused.add(record.request_id)
+            refused.append((line, f"key {record.key_id} is not a key of account {record.account_id}"))
             continue
         version = versions.get(record.price_version_id)
         if record.price_version_id is not None and version is None:
-            log.error("usage %s: unknown price version %s; left pending", record.request_id, record.price_version_id)
-            refused.add(record.request_id)
+            refused.append((line, f"unknown price version {record.price_version_id}"))
             continue
-        if version is not None:
-            _check_cost(record, version)
+        _check_cost(record, version)
         seen.add(record.request_id)
         new.append(record)
     charged = [record for record in new if record.cost_nano]
@@ -158,16 +174,78 @@ def _write(session: Session, records: list[UsageRecord]) -> tuple[int, set[str]]
     transaction_ids = {record.request_id: tx_id for record, tx_id in zip(charged, posted, strict=True)}
     if new:
         session.execute(insert(Usage), [record.row_values(transaction_ids.get(record.request_id)) for record in new])
-    return len(new), refused
+    _quarantine(session, refused)
+    return len(new)
 
 
-def _check_cost(record: UsageRecord, version: PriceVersion) -> None:
-    """Flag a charge that differs from the price version's; the charge stands (Redis made it)."""
-    expected = pricing.cost_nano(record.tokens, version)
-    if record.billing_basis == "estimated" and record.cost_nano < expected:
-        return  # the hot path caps an estimate at the amount it held for the request
-    if expected != record.cost_nano:
-        log.error(
-            "usage %s: charged %s nano but price version %s gives %s; recorded as charged",
-            record.request_id, record.cost_nano, version.id, expected,
+def _quarantine(session: Session, refused: list[tuple[Line, str]]) -> None:
+    """A quarantine row for each refused line SQL does not have yet (a redelivered entry adds
+    none)."""
+    if not refused:
+        return
+    known = {
+        tuple(row)
+        for row in session.execute(
+            select(UsageQuarantine.stream, UsageQuarantine.entry_id, UsageQuarantine.line)
+            .where(UsageQuarantine.entry_id.in_({line.entry_id for line, _reason in refused}))
         )
+    }
+    rows = []
+    for line, reason in refused:
+        if (line.stream, line.entry_id, line.number) in known:
+            continue
+        log.error("usage record %d of entry %s on %s quarantined: %s", line.number, line.entry_id, line.stream,
+                  reason)
+        rows.append(dict(stream=line.stream, entry_id=line.entry_id, line=line.number,
+                         record=line.packed.replace("\0", "\\0")[:QUARANTINE_RECORD_LIMIT],
+                         reason=reason[:QUARANTINE_REASON_LIMIT],
+                         **usage_records.identity_of(line.packed)))
+    if rows:
+        session.execute(insert(UsageQuarantine), rows)
+
+
+def quarantine_item(row: UsageQuarantine) -> dict:
+    """A quarantine row as the CLI and the API show it."""
+    return {
+        "id": row.id,
+        "stream": row.stream,
+        "entry_id": row.entry_id,
+        "line": row.line,
+        "reason": row.reason,
+        "request_id": row.request_id,
+        "account_id": row.account_id,
+        "key_id": row.key_id,
+        "cost_nano": row.cost_nano,
+        "record": row.record,
+        "created_at": utc_timestamp(row.created_at),
+    }
+
+
+def _check_cost(record: UsageRecord, version: PriceVersion | None) -> None:
+    """Flag a charge its billing basis does not give; the charge stands (Redis made it)."""
+    expectation = _charge_rule_broken(record, version)
+    if expectation:
+        log.error("usage %s (%s): charged %s nano with overage %s, but %s; recorded as charged",
+                  record.request_id, record.billing_basis, record.cost_nano, record.overage_nano, expectation)
+
+
+def _charge_rule_broken(record: UsageRecord, version: PriceVersion | None) -> str | None:
+    """What the record's charge should have been, if it is not that (docs/internals.md, Usage
+    record): provider usage is charged its price capped at the hold, the rest is overage; an
+    estimate at most the hold; invalid provider usage exactly the hold; no usage nothing."""
+    cost, hold, overage = record.cost_nano, record.hold_nano, record.overage_nano
+    basis = record.billing_basis
+    if basis in ("provider", "drained") and version is None:
+        return None if cost <= hold else f"a charge is at most its hold, {hold}"
+    if basis in ("provider", "drained"):
+        exact = pricing.cost_nano(record.tokens, version)
+        charge = min(exact, hold)
+        if (cost, overage) == (charge, exact - charge):
+            return None
+        return (f"price version {version.id} gives {exact} against a hold of {hold}: a charge of {charge} "
+                f"with overage {exact - charge}")
+    if basis == "estimated":
+        return None if cost <= hold and not overage else f"an estimate is at most its hold, {hold}, without overage"
+    if basis == "invalid":
+        return None if cost == hold else f"invalid provider usage is charged its hold, {hold}"
+    return None if cost == 0 else "a request without usage is charged nothing"

@@ -1,6 +1,7 @@
 """Usage records as the hot path appends them to tg:{s<n>}:usage (docs/internals.md)."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -11,11 +12,16 @@ TOKEN_LABELS = {"in": "input", "cr": "cached", "cw": "cache write", "cw1h": "cac
                 "rsn": "reasoning"}
 ALWAYS_DESCRIBED = ("in", "out")
 # The record's values, in the order the hot path packs them (tab-separated) into the stream
-# entry's one field `r` and into the usage journal: lua/tollgate/settle.lua FIELDS.
+# entry's one field `r` and into the usage journal: lua/tollgate/gateway.lua RECORD.
 RECORD_FIELDS = ("rid", "ts", "acct", "key", "model", "umodel", "provider", "pv", "ep", "stream", "status",
-                 "basis", "in", "cr", "cw", "cw1h", "out", "rsn", "cost", "ms", "ttfb", "node")
+                 "basis", "in", "cr", "cw", "cw1h", "out", "rsn", "cost", "ms", "ttfb", "node", "hold", "over")
+# Records packed before `hold` and `over` were added: hold = cost, over = 0.
+LEGACY_FIELD_COUNT = 22
+BASES = ("provider", "drained", "estimated", "invalid", "none")
+MAX_TOKENS = 10**8  # tokens of one usage class in one record
+MAX_NANO = 2**53  # cost, hold and overage of one record
+MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last moment a datetime holds
 INT32_MAX = 2**31 - 1
-INT64_MAX = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -33,7 +39,9 @@ class UsageRecord:
     status: int
     billing_basis: str
     tokens: dict[str, int]  # by record field: in, cr, cw, cw1h, out, rsn
-    cost_nano: int
+    cost_nano: int  # charged
+    hold_nano: int  # held for the request: the most it may be charged
+    overage_nano: int  # the provider-reported cost above the hold, not charged (the operator's loss)
     latency_ms: int | None
     ttfb_ms: int | None
     node: str
@@ -62,6 +70,8 @@ class UsageRecord:
             status=self.status,
             billing_basis=self.billing_basis,
             cost_nano=self.cost_nano,
+            hold_nano=self.hold_nano,
+            overage_nano=self.overage_nano,
             latency_ms=self.latency_ms,
             ttfb_ms=self.ttfb_ms,
             node=self.node,
@@ -74,18 +84,28 @@ class UsageRecord:
 def unpack(packed: str) -> dict[str, str]:
     """The named values of a packed record; ValueError when the count is wrong."""
     values = packed.split("\t")
-    if len(values) != len(RECORD_FIELDS):
-        raise ValueError(f"packed record has {len(values)} values, expected {len(RECORD_FIELDS)}")
+    if len(values) not in (len(RECORD_FIELDS), LEGACY_FIELD_COUNT):
+        raise ValueError(f"packed record has {len(values)} values, expected {len(RECORD_FIELDS)} "
+                         f"(or {LEGACY_FIELD_COUNT} without hold and over)")
     return dict(zip(RECORD_FIELDS, values))
 
 
-def records_of(fields: dict[str, str]) -> list[UsageRecord]:
-    """The records of a stream entry: its field `r` holds a settlement batch's packed records, one
-    per line; an entry with one field per value holds one record. ValueError names the first bad
-    field."""
+def lines_of(fields: dict[str, str]) -> list[str]:
+    """The packed records of a stream entry, in order: its field `r` holds a settlement batch's
+    records, one per line; an entry with one field per value holds one record, packed here."""
     if "r" in fields:
-        return [parse_packed(line) for line in fields["r"].split("\n")]
-    return [parse(fields)]
+        return fields["r"].split("\n")
+    return ["\t".join(fields.get(name, "") for name in RECORD_FIELDS)]
+
+
+def valid_records(fields: dict[str, str]) -> Iterator[UsageRecord]:
+    """The records of a stream entry that parse; the others are skipped (the worker quarantines
+    them)."""
+    for packed in lines_of(fields):
+        try:
+            yield parse_packed(packed)
+        except ValueError:
+            continue
 
 
 def parse_packed(packed: str) -> UsageRecord:
@@ -95,9 +115,10 @@ def parse_packed(packed: str) -> UsageRecord:
 
 def parse(fields: dict[str, str]) -> UsageRecord:
     """A record from its named values; ValueError names the first bad field."""
+    cost = _count(fields, "cost", MAX_NANO)
     return UsageRecord(
         request_id=_text(fields, "rid", required=True),
-        ts_ms=_count(fields, "ts", INT64_MAX),
+        ts_ms=_count(fields, "ts", MAX_TS_MS),
         account_id=_count(fields, "acct", INT32_MAX),
         key_id=_count(fields, "key", INT32_MAX),
         model=_text(fields, "model", required=True),
@@ -107,31 +128,60 @@ def parse(fields: dict[str, str]) -> UsageRecord:
         endpoint=_text(fields, "ep"),
         stream=fields.get("stream") == "1",
         status=_count(fields, "status", INT32_MAX),
-        billing_basis=_text(fields, "basis") or "none",
-        tokens={field: _count(fields, field, INT64_MAX, default=0) for field, _price in money.USAGE_CLASSES},
-        cost_nano=_count(fields, "cost", INT64_MAX),
+        billing_basis=_basis(fields),
+        tokens={field: _count(fields, field, MAX_TOKENS, default=0) for field, _price in money.USAGE_CLASSES},
+        cost_nano=cost,
+        hold_nano=_count(fields, "hold", MAX_NANO, default=cost),
+        overage_nano=_count(fields, "over", MAX_NANO, default=0),
         latency_ms=_count(fields, "ms", INT32_MAX, optional=True),
         ttfb_ms=_count(fields, "ttfb", INT32_MAX, optional=True),
         node=_text(fields, "node"),
     )
 
 
+def identity_of(packed: str) -> dict[str, str | int | None]:
+    """What can be read of a packed record that may not parse: its request_id, account_id, key_id
+    and cost_nano, each None when unreadable (all of them when the values do not count right)."""
+    try:
+        fields = unpack(packed)
+    except ValueError:
+        fields = {}
+    return {column: _readable(read, fields) for column, read in _IDENTITY}
+
+
+def _readable(read, fields):
+    try:
+        return read(fields)
+    except ValueError:
+        return None
+
+
 # The longest value each text field's Usage column takes (read once: the ORM attributes are slow
 # to walk per record).
 _TEXT_LIMITS = {name: Usage.__table__.c[column].type.length for name, column in (
     ("rid", "request_id"), ("model", "model"), ("umodel", "upstream_model"), ("provider", "provider"),
-    ("ep", "endpoint"), ("basis", "billing_basis"), ("node", "node"))}
+    ("ep", "endpoint"), ("node", "node"))}
 
 
 def _text(fields, name, required=False) -> str:
-    """A text field that fits its Usage column."""
+    """A text field that fits its Usage column (PostgreSQL's text takes no NUL)."""
     value = fields.get(name, "")
     if required and not value:
         raise ValueError(f"{name}: missing")
+    if "\0" in value:
+        raise ValueError(f"{name}: contains a NUL character")
     limit = _TEXT_LIMITS[name]
     if len(value) > limit:
         raise ValueError(f"{name}: longer than {limit} characters")
     return value
+
+
+def _basis(fields) -> str:
+    """billing_basis: one of BASES (absent or empty: none)."""
+    basis = fields.get("basis") or "none"
+    if basis not in BASES:
+        raise ValueError(f"basis: not one of {', '.join(BASES)}")
+    return basis
 
 
 def _count(fields, name, maximum, default=None, optional=False) -> int | None:
@@ -144,3 +194,12 @@ def _count(fields, name, maximum, default=None, optional=False) -> int | None:
     if not (raw.isascii() and raw.isdigit()) or int(raw) > maximum:
         raise ValueError(f"{name}: not an integer from 0 to {maximum}")
     return int(raw)
+
+
+# Usage quarantine column -> how to read it from a record's named values.
+_IDENTITY = (
+    ("request_id", lambda fields: _text(fields, "rid", required=True)),
+    ("account_id", lambda fields: _count(fields, "acct", INT32_MAX)),
+    ("key_id", lambda fields: _count(fields, "key", INT32_MAX)),
+    ("cost_nano", lambda fields: _count(fields, "cost", MAX_NANO)),
+)
