@@ -16,7 +16,7 @@ from . import settings as settings_module
 from .balances import balance_document, current_balance_nano
 from .crypto import SecretError
 from .errors import ServiceError
-from .models import PROTOCOLS, ApiKey, LedgerTransaction, Model
+from .models import PROTOCOLS, ApiKey, LedgerTransaction, Model, UsageQuarantine
 from .money import format_usd, nano_to_decimal, usd_to_nano
 from .settings import Settings
 
@@ -245,27 +245,70 @@ def balance(settings: Settings, email: str) -> None:
 
 
 @main.command("reconcile")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per account.")
+@click.option("--json", "as_json", is_flag=True, help="The whole report as one JSON object.")
 @click.pass_obj
 def reconcile_command(settings: Settings, as_json: bool) -> None:
-    """Compare every account's Redis balance with its SQL ledger; exit 1 on any drift."""
+    """Compare every account's Redis balance with its SQL ledger and check the money invariants;
+    exit 1 on any drift, broken invariant or quarantined usage record."""
     from . import reconcile
 
     with db.read_session(settings) as session:
-        results = reconcile.reconcile(session, settings)
-    for row in results:
-        if as_json:
-            click.echo(exact_json.dumps(row.as_dict()))
-        else:
+        report = reconcile.reconcile(session, settings)
+    if as_json:
+        click.echo(exact_json.dumps(report.as_dict()))
+    else:
+        for row in report.accounts:
             redis_text = "missing" if row.redis_nano is None else format_usd(row.redis_nano)
             drift = "-" if row.drift_nano is None else format_usd(row.drift_nano)
+            notes = [f"{row.undrained} records not drained yet"]
+            if row.quarantined:
+                notes.append(f"{row.quarantined} quarantined, costing {format_usd(row.quarantined_nano)}")
+            if row.overage_nano:
+                notes.append(f"overage {format_usd(row.overage_nano)}")
             click.echo(f"{'ok   ' if row.ok else 'DRIFT'} {row.account_id:>6} {row.email:<32} redis {redis_text:>18} "
-                       f"expected {format_usd(row.expected_nano):>18} drift {drift} "
-                       f"({row.undrained} records not drained yet)")
-    drifting = [row for row in results if not row.ok]
-    click.echo(f"{len(results)} accounts, {len(drifting)} with drift", err=True)
-    if drifting:
+                       f"expected {format_usd(row.expected_nano):>18} drift {drift} ({'; '.join(notes)})")
+        for violation in report.violations:
+            click.echo(f"BROKEN {violation.check}: {violation.describe()}")
+        for item in report.quarantined:
+            click.echo(f"QUARANTINED {_quarantine_line(item)}")
+    click.echo(f"{len(report.accounts)} accounts, {len(report.drifting)} with drift, "
+               f"{len(report.violations)} broken invariants, {len(report.quarantined)} quarantined records; "
+               f"overage {format_usd(report.overage_nano)}", err=True)
+    if not report.ok:
         raise SystemExit(1)
+
+
+@main.group()
+def quarantine() -> None:
+    """Usage records the worker could not record."""
+
+
+@quarantine.command("list")
+@click.option("--json", "as_json", is_flag=True, help="A JSON array, with each packed record.")
+@click.pass_obj
+def quarantine_list(settings: Settings, as_json: bool) -> None:
+    """Every quarantined usage record, newest first, with the reason."""
+    from .usage_drain import quarantine_item
+
+    with db.read_session(settings) as session:
+        listed = [quarantine_item(row) for row in
+                  session.scalars(select(UsageQuarantine).order_by(UsageQuarantine.id.desc()))]
+    if as_json:
+        click.echo(exact_json.dumps(listed))
+        return
+    for item in listed:
+        click.echo(_quarantine_line(item))
+    click.echo(f"{len(listed)} quarantined records", err=True)
+
+
+def _quarantine_line(item: dict) -> str:
+    """A quarantined record on one line: where it was, why, and what of it could be read."""
+    def shown(name):
+        return "?" if item[name] is None else item[name]
+
+    cost = "?" if item["cost_nano"] is None else format_usd(item["cost_nano"])
+    return (f"{item['created_at']} {item['stream']} {item['entry_id']} line {item['line']}: {item['reason']} "
+            f"(request {shown('request_id')}, account {shown('account_id')}, key {shown('key_id')}, cost {cost})")
 
 
 @main.group()

@@ -199,3 +199,22 @@ def test_bad_setting_is_status_2(tollgate_env):
     result = CliRunner().invoke(main, ["balance", "x@example.com"], env=environment)
     assert result.exit_code == 2
     assert "TOLLGATE_REDIS_SHARDS must be an integer" in result.stderr
+
+
+def test_reconcile_prints_each_account_and_exits_0_when_everything_holds(cli, customer):
+    result = cli("reconcile")
+    assert result.exit_code == 0
+    [line] = result.stdout.splitlines()
+    assert line.startswith("ok    ") and "alice@example.com" in line
+    assert line.endswith("drift $0.00 (0 records not drained yet)")
+    assert result.stderr.strip() == "1 accounts, 0 with drift, 0 broken invariants, 0 quarantined records; overage $0.00"
+
+
+def test_reconcile_prints_a_broken_invariant_and_exits_1(settings, cli, redis_client, customer):
+    name = redis_keys.key_state(customer.shard(settings), customer.key.id)
+    redis_client.hset(name, "held", -7)
+    result = cli("reconcile")
+    assert result.exit_code == 1
+    assert result.stdout.splitlines()[1:] == [
+        f"BROKEN negative_held: held below zero: redis {name} held is -$0.000000007 (bound $0.00)"]
+    assert "1 broken invariants" in result.stderr

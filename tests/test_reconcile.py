@@ -1,16 +1,22 @@
-"""`tollgate reconcile` proves Redis and the SQL ledger agree, and finds drift when they don't."""
+"""`tollgate reconcile` proves Redis and the SQL ledger agree and the money invariants hold, and
+finds drift and each broken invariant when they don't."""
 from __future__ import annotations
 
 import json
 import urllib.error
 import urllib.request
 
+import pytest
 from openai import OpenAI
+
+from control_plane import db, ledger, redis_keys
+from control_plane.models import Usage
+from control_plane.usage_records import parse
 
 
 def reconcile_rows(gateway, check=True):
     result = gateway.cli("reconcile", "--json", check=check)
-    return result, [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    return result, json.loads(result.stdout)["accounts"]
 
 
 def test_reconcile_reports_no_drift_after_traffic(gateway, gw_customer):
@@ -58,5 +64,105 @@ def _get(gateway, key, path):
 
 
 def _account_id(gateway, email):
-    out = gateway.cli("reconcile", "--json").stdout
-    return next(json.loads(line)["account_id"] for line in out.splitlines() if json.loads(line)["email"] == email)
+    return next(row["account_id"] for row in reconcile_rows(gateway)[1] if row["email"] == email)
+
+
+# Without a gateway: the control plane's Redis and SQL, each invariant broken on purpose.
+
+def reconcile_report(cli):
+    result = cli("reconcile", "--json")
+    return result.exit_code, json.loads(result.stdout)
+
+
+def redis_hash(settings, customer, kind) -> str:
+    shard = customer.shard(settings)
+    return {"acct": redis_keys.account(shard, customer.account.id), "key": redis_keys.key_state(shard, customer.key.id),
+            "lease": redis_keys.lease(shard, customer.key.id)}[kind]
+
+
+def add_usage(settings, customer, rid, cost, hold, overage=0):
+    fields = {"rid": rid, "ts": "1700000000000", "acct": str(customer.account.id), "key": str(customer.key.id),
+              "model": "test-chat", "status": "200", "basis": "provider", "cost": str(cost), "hold": str(hold),
+              "over": str(overage)}
+    with db.session_scope(settings) as session:
+        session.add(Usage(**parse(fields).row_values(None)))
+
+
+def test_a_clean_state_reconciles_with_exit_0(cli, customer):
+    status, report = reconcile_report(cli)
+    assert status == 0
+    assert (report["ok"], report["drifting"], report["violations"], report["quarantined"]) == (True, 0, [], [])
+    assert [(row["email"], row["redis_nano"], row["drift_nano"]) for row in report["accounts"]] == [
+        ("alice@example.com", 10_000_000_000, 0)]
+
+
+@pytest.mark.parametrize("kind, field, check", [
+    ("acct", "bal", "negative_balance"),
+    ("acct", "held", "negative_held"),
+    ("key", "held", "negative_held"),
+    ("lease", "node-a", "negative_held"),
+])
+def test_a_negative_redis_value_is_reported_with_exit_1(settings, cli, redis_client, customer, kind, field, check):
+    name = redis_hash(settings, customer, kind)
+    redis_client.hset(name, field, -7)
+    status, report = reconcile_report(cli)
+    assert status == 1 and report["ok"] is False
+    assert report["violations"] == [{
+        "check": check, "store": "redis", "subject": f"{name} {field}", "account_id": customer.account.id,
+        "key_id": None if kind == "acct" else customer.key.id, "value_nano": -7, "bound_nano": 0}]
+
+
+def test_a_negative_sql_balance_is_reported_with_exit_1(settings, cli, customer):
+    with db.session_scope(settings) as session:
+        ledger.adjust(session, customer.account.id, -10_000_000_003, "a correction too many")  # not yet in Redis
+    status, report = reconcile_report(cli)
+    assert status == 1
+    assert report["drifting"] == 0
+    assert report["violations"] == [{
+        "check": "negative_balance", "store": "sql", "subject": f"account {customer.account.id} balance_nano",
+        "account_id": customer.account.id, "key_id": None, "value_nano": -3, "bound_nano": 0}]
+
+
+def test_a_key_spent_above_its_limit_in_redis_is_reported_with_exit_1(settings, cli, redis_client, make_customer):
+    limited = make_customer("limited@example.com", limit_usd="0.5")
+    name = redis_hash(settings, limited, "key")
+    redis_client.hset(name, "spent", 500_000_001)
+    status, report = reconcile_report(cli)
+    assert status == 1
+    assert report["violations"] == [{
+        "check": "key_over_limit", "store": "redis", "subject": f"{name} spent", "account_id": limited.account.id,
+        "key_id": limited.key.id, "value_nano": 500_000_001, "bound_nano": 500_000_000}]
+
+
+def test_a_key_whose_usage_in_sql_is_above_its_limit_is_reported_with_exit_1(settings, cli, make_customer):
+    limited = make_customer("limited@example.com", limit_usd="0.5")
+    add_usage(settings, limited, "req-1", 300_000_000, 300_000_000)
+    add_usage(settings, limited, "req-2", 200_000_001, 200_000_001)
+    status, report = reconcile_report(cli)
+    assert status == 1
+    assert report["violations"] == [{
+        "check": "key_over_limit", "store": "sql", "subject": f"key {limited.key.id} Σ usage cost_nano",
+        "account_id": limited.account.id, "key_id": limited.key.id, "value_nano": 500_000_001,
+        "bound_nano": 500_000_000}]
+
+
+def test_a_usage_row_charged_above_its_hold_is_reported_with_exit_1(settings, cli, customer):
+    add_usage(settings, customer, "req-1", 1_000_001, 1_000_000)
+    status, report = reconcile_report(cli)
+    assert status == 1
+    assert report["violations"] == [{
+        "check": "charged_above_hold", "store": "sql", "subject": "usage req-1 cost_nano",
+        "account_id": customer.account.id, "key_id": customer.key.id, "value_nano": 1_000_001,
+        "bound_nano": 1_000_000}]
+
+
+def test_overage_is_listed_per_account_and_does_not_fail(settings, cli, customer, make_customer):
+    bob = make_customer("bob@example.com")
+    add_usage(settings, customer, "req-1", 1_000_000, 1_000_000, overage=250_000)
+    add_usage(settings, customer, "req-2", 1_000_000, 1_000_000, overage=5)
+    add_usage(settings, bob, "req-3", 1_000_000, 1_000_000)
+    status, report = reconcile_report(cli)
+    assert status == 0 and report["ok"] is True
+    assert {row["email"]: row["overage_nano"] for row in report["accounts"]} == {
+        "alice@example.com": 250_005, "bob@example.com": 0}
+    assert report["overage_nano"] == 250_005
