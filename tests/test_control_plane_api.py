@@ -1,9 +1,12 @@
 """/api/v1 for customers: balance, transactions, usage; their shapes, paging and key errors."""
 
+import json
+
 import pytest
 
-from control_plane import db, keys, ledger, redis_keys
+from control_plane import accounts, db, keys, ledger, redis_keys
 from control_plane.models import Usage
+from control_plane.settings import REPO_ROOT
 from control_plane.usage_records import parse
 
 
@@ -28,27 +31,41 @@ def test_key_with_surrounding_whitespace_is_accepted(client, customer):
     assert client.get("/api/v1/balance", headers=auth(customer, pad="  \t")).status_code == 200
 
 
+def test_x_api_key_header_is_accepted(client, customer):
+    response = client.get("/api/v1/balance", headers={"x-api-key": f" {customer.plaintext}\t"})
+    assert (response.status_code, response.json["balance_nano"]) == (200, 10_000_000_000)
+
+
+def test_bearer_is_taken_before_x_api_key(client, customer):
+    headers = {"Authorization": f"Bearer {customer.plaintext}", "x-api-key": "sk-tg-wrong"}
+    assert client.get("/api/v1/balance", headers=headers).status_code == 200
+
+
+ERRORS = json.loads((REPO_ROOT / "errors.json").read_text())
+
+
 @pytest.mark.parametrize("headers, code", [
     ({}, "missing_api_key"),
     ({"Authorization": "Bearer"}, "missing_api_key"),
+    ({"x-api-key": "  "}, "missing_api_key"),
     ({"Authorization": "Bearer sk-tg-wrong"}, "invalid_api_key"),
     ({"Authorization": "Bearer sk-proj-an-openai-key"}, "invalid_api_key"),
+    ({"x-api-key": "sk-tg-wrong"}, "invalid_api_key"),
 ])
-def test_missing_or_wrong_key_is_401_in_openai_shape(client, customer, headers, code):
+def test_missing_or_wrong_key_is_401_with_the_catalogue_message(client, customer, headers, code):
     response = client.get("/api/v1/balance", headers=headers)
     assert response.status_code == 401
-    error = response.json["error"]
-    assert (error["type"], error["code"]) == ("invalid_request_error", code)
-    assert "stray spaces" in error["message"] and "Tollgate key" in error["message"]
-    assert "provider key" in error["message"]
+    assert response.json == {"error": {"message": ERRORS[code]["message"], "type": "invalid_request_error",
+                                       "code": code}}
 
 
-def test_revoked_key_is_401(settings, client, customer):
+def test_revoked_and_unknown_keys_get_one_answer(settings, client, customer):
+    unknown = client.get("/api/v1/balance", headers={"Authorization": "Bearer sk-tg-unknown"})
     with db.session_scope(settings) as session:
         keys.revoke_key(session, customer.key.id)
-    response = client.get("/api/v1/balance", headers=auth(customer))
-    assert response.status_code == 401
-    assert "revoked" in response.json["error"]["message"]
+    revoked = client.get("/api/v1/balance", headers=auth(customer))
+    assert (revoked.status_code, revoked.get_data()) == (401, unknown.get_data())
+    assert revoked.json["error"]["message"].startswith("Invalid API key.")
 
 
 def test_transactions_are_listed_newest_first(settings, client, customer):
@@ -102,7 +119,8 @@ def _usage(settings, customer, rid, ts):
     fields = {"rid": rid, "ts": str(ts), "acct": str(customer.account.id), "key": str(customer.key.id),
               "model": "test-chat", "umodel": "up", "provider": "test", "ep": "chat.completions", "stream": "0",
               "status": "200", "basis": "provider", "in": "10", "cr": "2", "cw": "3", "cw1h": "4", "out": "5",
-              "rsn": "6", "cost": "123456", "ms": "900", "ttfb": "100", "node": "n1"}
+              "rsn": "6", "cost": "123456", "ms": "900", "ttfb": "100", "node": "n1", "hold": "123456",
+              "over": "7890"}
     with db.session_scope(settings) as session:
         session.add(Usage(**parse(fields).row_values(None)))
 
@@ -117,8 +135,17 @@ def test_usage_has_the_documented_shape(settings, client, customer):
         "status": 200, "billing_basis": "provider",
         "tokens": {"input": 10, "cached_input": 2, "cache_write": 3, "cache_write_1h": 4, "output": 5,
                    "reasoning": 6},
-        "cost": 0.000123456, "cost_nano": 123456, "price_version": None, "latency_ms": 900, "ttfb_ms": 100,
+        "cost": 0.000123456, "cost_nano": 123456, "hold_nano": 123456, "price_version": None, "latency_ms": 900,
+        "ttfb_ms": 100,
     }]
+
+
+def test_usage_of_an_admin_account_carries_the_overage(settings, client, customer):
+    with db.session_scope(settings) as session:
+        accounts.require_by_email(session, customer.account.email).is_admin = True
+    _usage(settings, customer, "req-1", 1_700_000_000_123)
+    [item] = client.get("/api/v1/usage", headers=auth(customer)).json["data"]
+    assert (item["cost_nano"], item["hold_nano"], item["overage_nano"]) == (123456, 123456, 7890)
 
 
 def test_usage_cost_is_an_exact_json_number(settings, client, customer):

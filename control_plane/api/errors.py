@@ -1,7 +1,11 @@
 """API errors in OpenAI's shape: {"error": {"message", "type", "code"}}."""
 from __future__ import annotations
 
+import json
+
 from flask import jsonify
+
+from ..settings import REPO_ROOT
 
 
 def error_response(status: int, message: str, error_type: str, code: str):
@@ -22,24 +26,23 @@ class ApiError(Exception):
         return error_response(self.status, self.message, self.error_type, self.code)
 
 
-KEY_HINT = (
-    "Use your Tollgate key (it starts with sk-tg-), not an OpenAI, Anthropic or other provider key, "
-    "and check it for stray spaces, quotes or line breaks."
-)
+# The one error catalogue, shared with the hot path (lua/tollgate/errors.lua).
+CATALOGUE = json.loads((REPO_ROOT / "errors.json").read_text())
+
+
+def _catalogued(code: str) -> ApiError:
+    """The catalogue's error `code` (one without placeholders) in OpenAI's shape."""
+    entry = CATALOGUE[code]
+    return ApiError(entry["status"], entry["message"], entry["openai_type"], code)
 
 
 def missing_key() -> ApiError:
-    return ApiError(401, f"No API key provided: send 'Authorization: Bearer sk-tg-…'. {KEY_HINT}",
-                    "invalid_request_error", "missing_api_key")
+    return _catalogued("missing_api_key")
 
 
 def invalid_key() -> ApiError:
-    return ApiError(401, f"Incorrect API key provided. {KEY_HINT}", "invalid_request_error", "invalid_api_key")
-
-
-def revoked_key() -> ApiError:
-    return ApiError(401, "This API key has been revoked or its account disabled; use another key.",
-                    "invalid_request_error", "invalid_api_key")
+    """Unknown, revoked, or of a disabled account: one answer, which tells a guesser nothing."""
+    return _catalogued("invalid_api_key")
 
 
 def bad_parameter(name: str, requirement: str) -> ApiError:

@@ -7,9 +7,11 @@ from sqlalchemy.orm import Session
 
 from .. import db, keys
 from ..balances import balance_document, current_balance_nano
-from ..models import Account, LedgerAccount, LedgerEntry, LedgerTransaction, Usage
+from ..models import Account, LedgerAccount, LedgerEntry, LedgerTransaction, Usage, UsageQuarantine
+from ..models import utc_timestamp as _timestamp  # by this name deposits/api.py imports it too
 from ..money import nano_to_decimal
-from .errors import bad_parameter, forbidden, invalid_key, missing_key, revoked_key
+from ..usage_drain import quarantine_item
+from .errors import bad_parameter, forbidden, invalid_key, missing_key
 
 DEFAULT_PAGE = 20
 MAX_PAGE = 100
@@ -31,16 +33,28 @@ def _session() -> Session:
 
 @v1.before_request
 def authenticate() -> None:
-    """`Authorization: Bearer <key>`, surrounding whitespace ignored; sets g.account."""
-    parts = request.headers.get("Authorization", "").split(None, 1)
-    if len(parts) != 2 or parts[0].lower() != "bearer":
+    """`Authorization: Bearer <key>` or `x-api-key: <key>`; sets g.account."""
+    presented = _presented_key()
+    if not presented:
         raise missing_key()
-    key = keys.find_key(_session(), parts[1].strip())
-    if key is None:
+    key = keys.find_key(_session(), presented)
+    if key is None or key.status != "active" or key.account.status != "active":
         raise invalid_key()
-    if key.status != "active" or key.account.status != "active":
-        raise revoked_key()
     g.account = key.account
+
+
+def _presented_key() -> str:
+    """The key of `Authorization: Bearer <key>`, else of `x-api-key` (as the hot path takes it),
+    surrounding whitespace ignored; "" if neither has one."""
+    parts = request.headers.get("Authorization", "").split(None, 1)
+    if len(parts) == 2 and parts[0].lower() == "bearer" and parts[1].strip():
+        return parts[1].strip()
+    return request.headers.get("x-api-key", "").strip()
+
+
+def _require_admin() -> None:
+    if not g.account.is_admin:
+        raise forbidden()
 
 
 @v1.get("/balance")
@@ -74,23 +88,33 @@ def transactions():
 
 @v1.get("/admin/reconcile")
 def admin_reconcile():
-    """Every account's drift between Redis and the SQL ledger (admin keys only)."""
+    """Drift between Redis and the SQL ledger, broken invariants, quarantined records and overage
+    (admin keys only)."""
     from .. import reconcile
 
-    if not g.account.is_admin:
-        raise forbidden()
-    results = reconcile.reconcile(_session(), _settings())
-    return {"accounts": [row.as_dict() for row in results], "drifting": sum(not row.ok for row in results)}
+    _require_admin()
+    return reconcile.reconcile(_session(), _settings()).as_dict()
+
+
+@v1.get("/admin/quarantine")
+def admin_quarantine():
+    """Usage records the worker could not record, newest first (admin keys only)."""
+    _require_admin()
+    rows, has_more, next_before = _page(select(UsageQuarantine), UsageQuarantine.id)
+    return {"data": [quarantine_item(row) for row, _cursor in rows], "has_more": has_more,
+            "next_before": next_before}
 
 
 @v1.get("/usage")
 def usage():
     rows, has_more, next_before = _page(select(Usage).where(Usage.account_id == g.account.id), Usage.id)
-    return {"data": [_usage_item(row) for row, _cursor in rows], "has_more": has_more, "next_before": next_before}
+    items = [_usage_item(row, g.account.is_admin) for row, _cursor in rows]
+    return {"data": items, "has_more": has_more, "next_before": next_before}
 
 
-def _usage_item(row: Usage) -> dict:
-    return {
+def _usage_item(row: Usage, with_overage: bool) -> dict:
+    """A usage row; its overage (the operator's loss, not charged) only for admin accounts."""
+    item = {
         "created_at": _timestamp(row.created_at),
         "request_id": row.request_id,
         "key_id": row.key_id,
@@ -111,10 +135,14 @@ def _usage_item(row: Usage) -> dict:
         },
         "cost": nano_to_decimal(row.cost_nano),
         "cost_nano": row.cost_nano,
+        "hold_nano": row.hold_nano,
         "price_version": row.price_version_id,
         "latency_ms": row.latency_ms,
         "ttfb_ms": row.ttfb_ms,
     }
+    if with_overage:
+        item["overage_nano"] = row.overage_nano
+    return item
 
 
 def _page(statement, cursor_column):
@@ -138,8 +166,3 @@ def _int_arg(name: str, default: int | None, minimum: int, maximum: int) -> int 
     if not (raw.isascii() and raw.isdigit()) or not minimum <= int(raw) <= maximum:
         raise bad_parameter(name, f"an integer from {minimum} to {maximum}")
     return int(raw)
-
-
-def _timestamp(moment) -> str:
-    """ISO 8601 UTC with milliseconds: 2025-01-31T12:00:00.123Z."""
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
