@@ -53,8 +53,11 @@ DEFAULTS = (
 COUNT_TOKENS_BODY = b'{"input_tokens":42}'
 NOT_FOUND_BODY = b'{"error":{"message":"simulator: no fixture for this path","type":"invalid_request_error"}}'
 BYTES_DELAY = 0.0002  # between one-byte writes, unless a delay is given
-FOREVER_BLOCK = 64 * 1024  # a `forever` event is written repeated into blocks about this large
-FOREVER_SNDBUF = 64 * 1024  # and through a small send buffer, so `sent` is close to what was read
+SEND_BUFFER = 64 * 1024  # answers go out through a small send buffer: `sent` is close to what was read
+# A `forever` event goes out repeated into blocks of about 64 KiB, one every 10 ms (6.5 MB/s): a
+# reader that keeps up has read about all that was sent when it closes.
+FOREVER_BLOCK = 64 * 1024
+FOREVER_PACE = 0.01
 
 
 @dataclass
@@ -181,8 +184,7 @@ class _Handler(BaseHTTPRequestHandler):
         """Sends the answer; returns how it ended ("complete", "cut", "stopped")."""
         sim = self.server.simulator
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if answer.forever is not None:
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, FOREVER_SNDBUF)
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         http11 = self.request_version == "HTTP/1.1"
         pieces = split(answer.body, answer.chunking)
         chunked = http11 and (answer.stream or answer.chunking != "whole" or answer.forever is not None)
@@ -217,7 +219,7 @@ class _Handler(BaseHTTPRequestHandler):
             return "cut"
         if answer.forever is not None:
             block = answer.forever * max(1, FOREVER_BLOCK // len(answer.forever))
-            while not sim._stopping.is_set():
+            while not sim._stopping.wait(FOREVER_PACE):
                 self._write(answer, block, chunked)
             self.close_connection = True
             return "stopped"
@@ -227,12 +229,19 @@ class _Handler(BaseHTTPRequestHandler):
         return "complete"
 
     def _write(self, answer: Answer, piece: bytes, chunked: bool):
+        """Writes one piece (one chunk when chunked), counting into `answer.sent` what the
+        connection took, a send buffer's worth at a time."""
         if chunked:
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
-        else:
-            self.wfile.write(piece)
+            self.wfile.write(b"%x\r\n" % len(piece))
+        view = memoryview(piece)
+        for start in range(0, len(piece), SEND_BUFFER):
+            part = view[start:start + SEND_BUFFER]
+            self.wfile.write(part)
+            self.wfile.flush()
+            answer.sent += len(part)
+        if chunked:
+            self.wfile.write(b"\r\n")
         self.wfile.flush()
-        answer.sent += len(piece)
 
     def _cut(self):
         """Ends the connection mid-answer: no closing chunk, fewer bytes than announced."""
