@@ -12,7 +12,7 @@ import logging
 import socket
 
 import redis
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from . import crypto, pricing, redis_keys, usage_records
@@ -28,6 +28,7 @@ from .models import (
     Model,
     Provider,
     Usage,
+    UsageQuarantine,
 )
 from .settings import Settings
 
@@ -133,8 +134,8 @@ def _initial_balance(session: Session, settings: Settings, account_shard: int, a
 def expected_balance(session: Session, account_id: int, undrained: dict[str, int]) -> int:
     """What Redis `bal` must be: the SQL balance of the transactions already applied to Redis
     (published), minus the usage Redis debited that SQL has not recorded yet (`undrained`:
-    request id -> cost, read from the stream before this). One statement, so one snapshot, even
-    while the worker drains."""
+    request id -> cost, read from the stream before this) or has quarantined. One statement, so
+    one snapshot, even while the worker drains."""
     unpublished = (
         select(total(LedgerEntry.amount))
         .join(LedgerTransaction, LedgerEntry.transaction_id == LedgerTransaction.id)
@@ -143,7 +144,10 @@ def expected_balance(session: Session, account_id: int, undrained: dict[str, int
         .scalar_subquery()
     )
     balance = session.scalar(
-        select(Account.balance_nano - unpublished + _recorded_cost(undrained)).where(Account.id == account_id)
+        select(
+            Account.balance_nano - unpublished + _recorded_cost(undrained)
+            - _quarantined_cost(UsageQuarantine.account_id, account_id, undrained)
+        ).where(Account.id == account_id)
     )
     if balance is None:
         raise ServiceError(f"no account with id {account_id}")
@@ -212,7 +216,8 @@ def _initial_spent(session: Session, settings: Settings, account_shard: int, key
     """Σ cost of the key's usage: recorded in SQL plus still in the stream (one snapshot)."""
     undrained = _undrained(settings, account_shard, "key", key_id)
     recorded = select(total(Usage.cost_nano)).where(Usage.key_id == key_id).scalar_subquery()
-    return session.scalar(select(recorded - _recorded_cost(undrained))) + sum(undrained.values())
+    quarantined = _quarantined_cost(UsageQuarantine.key_id, key_id, undrained)
+    return session.scalar(select(recorded + quarantined - _recorded_cost(undrained))) + sum(undrained.values())
 
 
 # Catalog ----------------------------------------------------------------------------------
@@ -332,5 +337,17 @@ def _recorded_cost(undrained: dict[str, int]):
     return (
         select(total(Usage.cost_nano))
         .where(Usage.request_id.in_(list(undrained)))
+        .scalar_subquery()
+    )
+
+
+def _quarantined_cost(owner, value: int, undrained: dict[str, int]):
+    """Σ cost of the quarantined records whose `owner` column is `value` and whose cost could be
+    read (Redis debited them when it settled them), except those still in the stream
+    (`undrained` counts them)."""
+    return (
+        select(total(UsageQuarantine.cost_nano))
+        .where(owner == value, UsageQuarantine.cost_nano.is_not(None),
+               or_(UsageQuarantine.request_id.is_(None), UsageQuarantine.request_id.not_in(list(undrained))))
         .scalar_subquery()
     )

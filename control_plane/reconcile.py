@@ -154,7 +154,7 @@ def reconcile(session: Session, settings: Settings) -> Report:
         quarantined = _quarantined(session, settings, shard, pending)
         for (account_id, email), name, (bal, held) in zip(members[shard], account_hashes, account_states):
             count, quarantined_nano = quarantined.get(account_id, (0, 0))
-            expected = hot_state.expected_balance(session, account_id, pending[account_id]) - quarantined_nano
+            expected = hot_state.expected_balance(session, account_id, pending[account_id])
             drifts.append(Drift(account_id, email, _int(bal), expected, len(pending[account_id]), count,
                                 quarantined_nano, overage.get(account_id, 0)))
             violations += _below_zero("negative_balance", f"{name} bal", bal, account_id, None)

@@ -12,7 +12,7 @@ from alembic.config import Config
 from sqlalchemy import create_engine, inspect, select, text
 from sqlalchemy.engine import make_url
 
-from control_plane import db, redis_keys
+from control_plane import db, hot_state, redis_keys
 from control_plane import settings as settings_module
 from control_plane.journal_replay import JournalReplay
 from control_plane.models import Account, Usage, UsageQuarantine
@@ -99,6 +99,19 @@ def test_a_malformed_record_is_quarantined_with_its_reason_and_what_could_be_rea
     assert (row.request_id, row.account_id, row.key_id, row.cost_nano) == (
         "req-alice-bad", alice.account.id, alice.key.id, 777)
     assert row.record.split("\t")[:3] == ["req-alice-bad", "1700000000123", str(alice.account.id)]
+
+
+def test_balances_republished_after_redis_lost_its_data_keep_the_quarantined_charge(
+        settings, drain, cli, redis_client, poisoned_entry, alice, bob):
+    drain_all(drain)
+    redis_client.flushall()
+    with db.session_scope(settings) as session:
+        hot_state.publish_all(session, settings)
+    assert int(redis_client.hget(redis_keys.account(0, alice.account.id), "bal")) == TEN_USD - 525_000 - 777
+    assert int(redis_client.hget(redis_keys.key_state(0, alice.key.id), "spent")) == 525_000 + 777
+    _status, report = reconcile_report(cli)
+    assert {row["email"]: row["drift_nano"] for row in report["accounts"]} == {
+        "alice@example.com": 0, "bob@example.com": 0}
 
 
 def test_an_entry_with_a_quarantined_record_is_acknowledged_and_deleted(
