@@ -171,3 +171,9 @@ def test_unknown_api_path_is_404_in_openai_shape(client):
 def test_healthz_reports_database_and_redis(client):
     response = client.get("/api/healthz")
     assert (response.status_code, response.json) == (200, {"status": "ok", "database": "ok", "redis": "ok"})
+
+
+def test_a_path_the_control_plane_does_not_serve_is_a_json_404(client):
+    response = client.get("/console/nothing-here")
+    assert response.status_code == 404
+    assert response.get_json()["error"]["code"] == "not_found"

@@ -1,7 +1,7 @@
 """The JSON API under /api: /api/healthz, and /api/v1/* for customers with their API key."""
 from __future__ import annotations
 
-from flask import Blueprint, Flask, g, request
+from flask import Blueprint, Flask, g
 from werkzeug.exceptions import HTTPException
 
 from .errors import ApiError, error_response
@@ -21,9 +21,8 @@ def init_app(app: Flask) -> None:
 
 
 def _http_error(error: HTTPException):
-    """Under /api, Werkzeug's errors (404, 405, …) in the OpenAI shape too."""
-    if not request.path.startswith("/api/"):
-        return error
+    """Werkzeug's errors (404, 405, …) in the OpenAI shape too: the control plane serves no HTML
+    page yet, so no answer of it is an HTML error page."""
     return error_response(error.code, error.description, "invalid_request_error", error.name.lower().replace(" ", "_"))
 
 
