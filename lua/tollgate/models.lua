@@ -1,5 +1,8 @@
 -- GET /v1/models and /v1/models/{id}: the models a key may use, in OpenAI's list shape, or in
--- Anthropic's when the client sends `anthropic-version` (the Anthropic SDK does).
+-- Anthropic's when the client sends `anthropic-version` (the Anthropic SDK and Claude Code do).
+-- The OpenAI shape shows every model: it is the one catalogue (curl, scripts, the ids an error
+-- points to), and a model of the other protocol answers a 400 that names its endpoint. The
+-- Anthropic shape shows only the models POST /v1/messages serves: its clients can call no other.
 local cjson = require "cjson.safe"
 local auth = require "tollgate.auth"
 local catalog = require "tollgate.catalog"
@@ -17,6 +20,20 @@ end
 local function anthropic_model(name, model)
     return { type = "model", id = name, display_name = name,
         created_at = os.date("!%Y-%m-%dT%H:%M:%SZ", model.created or 0) }
+end
+
+-- The model `name` if the shape asked for shows it, else false; nil and an error when Redis
+-- cannot say.
+local function shown(name, anthropic)
+    local model, err = catalog.model(name)
+    if not model or not anthropic then
+        return model, err
+    end
+    local provider, perr = catalog.provider(model.routes[1].provider)
+    if provider == nil then
+        return nil, perr
+    end
+    return provider and provider.protocol == "anthropic" and model
 end
 
 local function send(body)
@@ -38,7 +55,7 @@ function _M.serve()
     local id = ngx.var.uri:match("^/v1/models/(.+)$")
     if id then
         id = ngx.unescape_uri(id)
-        local model, err = catalog.model(id)
+        local model, err = shown(id, anthropic)
         if model == nil then
             return errors.unavailable(protocol, err)
         end
@@ -53,7 +70,10 @@ function _M.serve()
     end
     local data = {}
     for _, name in ipairs(names) do
-        local model = catalog.model(name)
+        local model, merr = shown(name, anthropic)
+        if model == nil then
+            return errors.unavailable(protocol, merr)
+        end
         if model then
             data[#data + 1] = shape(name, model)
         end
