@@ -17,21 +17,23 @@ from .settings import Settings
 
 DEMO_EMAIL = "demo@tollgate.local"
 DEMO_CREDIT_USD = "100"
-SANDBOX_API_KEY = "sandbox"
-# name, protocol, path below the gateway's base URL (nginx serves the sandbox itself)
+# name, protocol, path below the gateway's base URL (nginx serves the sandbox itself; it answers
+# only requests that carry the provider's key, sandbox_key, which the gateway puts in)
 SANDBOX_PROVIDERS = (
     ("sandbox", "openai", "/sandbox/openai/v1"),
     ("sandbox-anthropic", "anthropic", "/sandbox/anthropic"),
 )
-# name, provider, USD per 1M tokens
+# name, provider, USD per 1M tokens, most output tokens a request may ask for (None: no output)
 SANDBOX_MODELS = (
-    ("sandbox-chat", "sandbox", {"input": "0.15", "cached_input": "0.075", "output": "0.60"}),
-    ("sandbox-reasoner", "sandbox", {"input": "1.10", "cached_input": "0.55", "output": "4.40"}),
+    ("sandbox-chat", "sandbox", {"input": "0.15", "cached_input": "0.075", "output": "0.60"}, 16_384),
+    ("sandbox-reasoner", "sandbox", {"input": "1.10", "cached_input": "0.55", "output": "4.40"}, 100_000),
     (
         "sandbox-claude",
         "sandbox-anthropic",
         {"input": "3", "cache_write": "3.75", "cache_write_1h": "6", "cached_input": "0.30", "output": "15"},
+        64_000,
     ),
+    ("sandbox-embed", "sandbox", {"input": "0.02", "output": "0"}, None),
 )
 
 
@@ -40,14 +42,23 @@ def demo_key(settings: Settings) -> str:
     return keys.KEY_PREFIX + base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
+def sandbox_key(settings: Settings, provider: str) -> str:
+    """The key the gateway sends the sandbox as this provider's: derived from the installation
+    secret like the demo key, so no two installations share it and a client cannot guess it."""
+    digest = crypto.derive(settings, b"tollgate sandbox provider key " + provider.encode())
+    return "sk-sandbox-" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
 def ensure_demo(session: Session, settings: Settings, base_url: str) -> str:
     """Create or update the demo data; returns the demo key."""
     account = accounts.find_by_email(session, DEMO_EMAIL) or accounts.create_account(session, DEMO_EMAIL)
     ledger.credit(session, "bonus", account.id, usd_to_nano(DEMO_CREDIT_USD), "demo:credit", "Demo credit")
     for name, protocol, path in SANDBOX_PROVIDERS:
-        catalog.upsert_provider(session, settings, name, protocol, base_url.rstrip("/") + path, SANDBOX_API_KEY)
-    for name, provider, prices in SANDBOX_MODELS:
-        catalog.upsert_model(session, name, provider, {field: usd_to_nano(usd) for field, usd in prices.items()})
+        catalog.upsert_provider(
+            session, settings, name, protocol, base_url.rstrip("/") + path, sandbox_key(settings, name))
+    for name, provider, prices, max_output in SANDBOX_MODELS:
+        catalog.upsert_model(session, name, provider, {field: usd_to_nano(usd) for field, usd in prices.items()},
+                             max_output=max_output)
     plaintext = demo_key(settings)
     if session.scalar(select(ApiKey.id).where(ApiKey.key_hash == keys.hash_key(plaintext))) is None:
         keys.add_key(session, account, plaintext, name="demo")

@@ -1,13 +1,22 @@
 """The official OpenAI and Anthropic Python SDKs against the gateway's sandbox models: every call
-shape they make works, each billed call costs exactly the sandbox price of the usage the SDK saw,
-and errors come back as the SDKs' typed exceptions carrying the gateway's message."""
+shape they make works (answers, tool calls, JSON formats; every event parses as the SDKs' own
+types), each billed call costs exactly the sandbox price of the usage the SDK saw, and errors
+come back as the SDKs' typed exceptions carrying the gateway's message. The sandbox itself
+answers only the gateway."""
 from __future__ import annotations
 
+import json
+from typing import Literal
+
 import anthropic
+import httpx
 import openai
 import pytest
 from anthropic import Anthropic
+from anthropic.types import Message, RawMessageStreamEvent
 from openai import OpenAI
+from openai.types.responses import Response, ResponseStreamEvent
+from pydantic import BaseModel, TypeAdapter
 
 from control_plane.money import cost_nano
 from test_gateway_billing import SANDBOX_CHAT, SANDBOX_REASONER, api_get, tokens_of
@@ -15,8 +24,26 @@ from test_gateway_streams import balance_nano, new_customer
 
 SANDBOX_CLAUDE = {"input": 3_000_000_000, "cached_input": 300_000_000, "cache_write": 3_750_000_000,
                   "cache_write_1h": 6_000_000_000, "output": 15_000_000_000, "reasoning": 15_000_000_000}
+SANDBOX_EMBED = {"input": 20_000_000, "cached_input": 20_000_000, "cache_write": 20_000_000,
+                 "cache_write_1h": 20_000_000, "output": 0, "reasoning": 0}
 LONG_PROMPT = "Summarise the ledger rules. " * 40  # long enough for a cache hit in the sandbox
 MESSAGES = [{"role": "user", "content": LONG_PROMPT}]
+WEATHER = {"type": "object", "properties": {"city": {"type": "string"}, "unit": {"enum": ["celsius", "fahrenheit"]}},
+           "required": ["city", "unit"]}
+CLOCK = {"type": "object", "properties": {"zone": {"type": "string"}}, "required": ["zone"]}
+WEATHER_ARGUMENTS = {"city": "", "unit": "celsius"}  # what the sandbox fills WEATHER with
+
+
+class Forecast(BaseModel):
+    city: str
+    days: int
+    sunny: bool
+    hours: list[float]
+    unit: Literal["celsius", "fahrenheit"]
+    note: str | None
+
+
+FORECAST = Forecast(city="", days=0, sunny=False, hours=[], unit="celsius", note="")  # the sandbox's example
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -63,6 +90,37 @@ def assert_billed(gateway, key, before, expected_tokens, prices, stream):
     assert row["billing_basis"] == "provider"
     assert row["stream"] is stream
     assert balance_nano(gateway, key) == before - row["cost_nano"]
+
+
+def sse_events(gateway, path, headers, body) -> list[tuple[str | None, dict]]:
+    """The (event name, data) of each event of a stream through the gateway, as sent."""
+    with httpx.stream("POST", gateway.url + path, headers=headers, json=body, timeout=20) as answer:
+        assert answer.status_code == 200
+        text = answer.read().decode()
+    events = []
+    for block in text.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if "data" in fields and fields["data"] != "[DONE]":
+            events.append((fields.get("event"), json.loads(fields["data"])))
+    return events
+
+
+def anthropic_headers(key) -> dict:
+    return {"x-api-key": key, "anthropic-version": "2023-06-01"}
+
+
+def post_json(gateway, path, headers, body) -> dict:
+    answer = httpx.post(gateway.url + path, headers=headers, json=body, timeout=20)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def chat_tool(name, schema) -> dict:
+    return {"type": "function", "function": {"name": name, "description": f"The {name}.", "parameters": schema}}
+
+
+def anthropic_tool(name, schema) -> dict:
+    return {"name": name, "description": f"The {name}.", "input_schema": schema}
 
 
 @pytest.fixture
@@ -116,22 +174,191 @@ def test_openai_responses(gateway, customer):
     assert_billed(gateway, key, before, tokens, SANDBOX_REASONER, stream=False)
 
 
-def test_openai_responses_streamed(gateway, customer):
+def test_openai_responses_stream_helper_assembles_the_answer(gateway, customer):
     key, before = customer
-    events = list(openai_client(gateway, key).responses.create(
-        model="sandbox-reasoner", input=LONG_PROMPT, stream=True))
-    assert events[0].type == "response.created"
-    assert events[-1].type == "response.completed"
-    assert "".join(e.delta for e in events if e.type == "response.output_text.delta").startswith("Tollgate sandbox")
-    assert_billed(gateway, key, before, responses_classes(events[-1].response.usage), SANDBOX_REASONER, stream=True)
+    with openai_client(gateway, key).responses.stream(model="sandbox-reasoner", input=LONG_PROMPT) as stream:
+        deltas = "".join(e.delta for e in stream if e.type == "response.output_text.delta")
+        final = stream.get_final_response()
+    assert final.output_text == deltas
+    assert deltas.startswith("Tollgate sandbox")
+    assert_billed(gateway, key, before, responses_classes(final.usage), SANDBOX_REASONER, stream=True)
+
+
+def responses_stream(gateway, key, body) -> list[dict]:
+    """The events of a raw Responses stream, after checking each against the SDK's event types,
+    its event name and its sequence number."""
+    events = sse_events(gateway, "/v1/responses", {"Authorization": f"Bearer {key}"}, {**body, "stream": True})
+    adapter = TypeAdapter(ResponseStreamEvent)
+    for number, (name, data) in enumerate(events):
+        adapter.validate_python(data)
+        assert (name, data["sequence_number"]) == (data["type"], number)
+    return [data for _, data in events]
+
+
+def test_openai_responses_stream_sends_openais_full_event_sequence(gateway, customer):
+    key, _ = customer
+    events = responses_stream(gateway, key, {"model": "sandbox-chat", "input": "Hi"})
+    assert [e["type"] for e in events] == [
+        "response.created", "response.in_progress", "response.output_item.added", "response.content_part.added",
+        *["response.output_text.delta"] * 24, "response.output_text.done", "response.content_part.done",
+        "response.output_item.done", "response.completed"]
+    item = events[2]["item"]
+    assert item["type"] == "message" and item["status"] == "in_progress"
+    assert {(e["item_id"], e["output_index"], e["content_index"]) for e in events[3:-2]} == {(item["id"], 0, 0)}
+    text = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+    assert events[-4]["text"] == events[-3]["part"]["text"] == text
+    assert events[-2]["item"]["content"][0]["text"] == text and events[-2]["item"]["status"] == "completed"
+    assert events[-1]["response"]["output"] == [events[-2]["item"]]
+    assert events[-1]["response"]["id"] == events[0]["response"]["id"]
+
+
+def test_openai_responses_stream_of_a_reasoning_model_has_a_reasoning_item_first(gateway, customer):
+    key, _ = customer
+    events = responses_stream(gateway, key, {"model": "sandbox-reasoner", "input": "Hi"})
+    done = [e for e in events if e["type"] == "response.output_item.done"]
+    assert [(e["output_index"], e["item"]["type"]) for e in done] == [(0, "reasoning"), (1, "message")]
+    assert events[-1]["response"]["usage"]["output_tokens_details"]["reasoning_tokens"] == 16
+
+
+def test_openai_responses_answer_is_a_complete_response(gateway, customer):
+    key, _ = customer
+    body = post_json(gateway, "/v1/responses", {"Authorization": f"Bearer {key}"},
+                     {"model": "sandbox-chat", "input": "Hi"})
+    answer = Response.model_validate(body)
+    assert answer.status == "completed"
+    assert answer.output_text.startswith("Tollgate sandbox")
+    assert body["usage"]["output_tokens"] == 24
 
 
 def test_openai_embeddings(gateway, customer):
     key, before = customer
-    answer = openai_client(gateway, key).embeddings.create(model="sandbox-chat", input=["ledger", "balance"])
+    answer = openai_client(gateway, key).embeddings.create(model="sandbox-embed", input=["ledger", "balance"])
     assert len(answer.data) == 2 and len(answer.data[0].embedding) == 8
-    tokens = {"in": answer.usage.prompt_tokens, "cr": 0, "cw": 0, "cw1h": 0, "out": 0, "rsn": 0}
-    assert_billed(gateway, key, before, tokens, SANDBOX_CHAT, stream=False)
+    assert answer.usage.prompt_tokens == 4
+    tokens = {"in": 4, "cr": 0, "cw": 0, "cw1h": 0, "out": 0, "rsn": 0}
+    assert_billed(gateway, key, before, tokens, SANDBOX_EMBED, stream=False)
+    assert cost_nano(tokens, SANDBOX_EMBED) == 80  # 4 tokens at $0.02 per 1M
+
+
+# -- tools and JSON formats, OpenAI ---------------------------------------------------------------
+
+def test_openai_chat_calls_the_first_tool_when_tool_choice_requires_one(gateway, customer):
+    key, before = customer
+    answer = openai_client(gateway, key).chat.completions.create(
+        model="sandbox-chat", messages=MESSAGES, tool_choice="required",
+        tools=[chat_tool("get_weather", WEATHER), chat_tool("get_time", CLOCK)])
+    choice = answer.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.content is None
+    [call] = choice.message.tool_calls
+    assert call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == WEATHER_ARGUMENTS
+    assert_billed(gateway, key, before, chat_classes(answer.usage), SANDBOX_CHAT, stream=False)
+
+
+def test_openai_chat_calls_the_tool_that_tool_choice_names(gateway, customer):
+    key, _ = customer
+    answer = openai_client(gateway, key).chat.completions.create(
+        model="sandbox-chat", messages=MESSAGES, tool_choice={"type": "function", "function": {"name": "get_time"}},
+        tools=[chat_tool("get_weather", WEATHER), chat_tool("get_time", CLOCK)])
+    [call] = answer.choices[0].message.tool_calls
+    assert (call.function.name, json.loads(call.function.arguments)) == ("get_time", {"zone": ""})
+
+
+def test_openai_chat_answers_text_when_tool_choice_is_auto(gateway, customer):
+    # as agents expect: they send their tools on every turn
+    key, _ = customer
+    answer = openai_client(gateway, key).chat.completions.create(
+        model="sandbox-chat", messages=MESSAGES, tools=[chat_tool("get_weather", WEATHER)])
+    assert answer.choices[0].message.tool_calls is None
+    assert answer.choices[0].message.content.startswith("Tollgate sandbox")
+
+
+def test_openai_chat_answers_text_after_a_tool_result(gateway, customer):
+    key, _ = customer
+    client = openai_client(gateway, key)
+    tools = [chat_tool("get_weather", WEATHER)]
+    first = client.chat.completions.create(
+        model="sandbox-chat", messages=MESSAGES, tools=tools, tool_choice="required").choices[0].message
+    call = first.tool_calls[0]
+    answer = client.chat.completions.create(model="sandbox-chat", tools=tools, tool_choice="required", messages=[
+        *MESSAGES, first.model_dump(exclude_none=True), {"role": "tool", "tool_call_id": call.id, "content": "Sunny"}])
+    assert answer.choices[0].finish_reason == "stop"
+    assert answer.choices[0].message.content.startswith("Tollgate sandbox")
+
+
+def test_openai_chat_stream_helper_assembles_a_tool_call(gateway, customer):
+    key, before = customer
+    with openai_client(gateway, key).chat.completions.stream(
+            model="sandbox-chat", messages=MESSAGES, tools=[chat_tool("get_weather", WEATHER)], tool_choice="required",
+            stream_options={"include_usage": True}) as stream:
+        final = stream.get_final_completion()
+    [call] = final.choices[0].message.tool_calls
+    assert (call.function.name, json.loads(call.function.arguments)) == ("get_weather", WEATHER_ARGUMENTS)
+    assert final.choices[0].finish_reason == "tool_calls"
+    assert_billed(gateway, key, before, chat_classes(final.usage), SANDBOX_CHAT, stream=True)
+
+
+def test_openai_chat_parse_fills_a_json_schema(gateway, customer):
+    key, before = customer
+    answer = openai_client(gateway, key).chat.completions.parse(
+        model="sandbox-chat", messages=MESSAGES, response_format=Forecast)
+    assert answer.choices[0].message.parsed == FORECAST
+    assert_billed(gateway, key, before, chat_classes(answer.usage), SANDBOX_CHAT, stream=False)
+
+
+def test_openai_chat_stream_helper_parses_a_json_schema(gateway, customer):
+    key, _ = customer
+    with openai_client(gateway, key).chat.completions.stream(
+            model="sandbox-chat", messages=MESSAGES, response_format=Forecast) as stream:
+        assert stream.get_final_completion().choices[0].message.parsed == FORECAST
+
+
+def test_openai_chat_json_object_answer_is_a_json_object(gateway, customer):
+    key, _ = customer
+    answer = openai_client(gateway, key).chat.completions.create(
+        model="sandbox-chat", messages=MESSAGES, response_format={"type": "json_object"})
+    assert json.loads(answer.choices[0].message.content)["answer"].startswith("Tollgate sandbox")
+
+
+def test_openai_responses_calls_a_function_tool(gateway, customer):
+    key, before = customer
+    answer = openai_client(gateway, key).responses.create(
+        model="sandbox-chat", input=LONG_PROMPT,
+        tools=[{"type": "function", "name": "get_weather", "parameters": WEATHER, "strict": False}],
+        tool_choice="required")
+    [call] = answer.output
+    assert (call.type, call.name, json.loads(call.arguments)) == ("function_call", "get_weather", WEATHER_ARGUMENTS)
+    assert_billed(gateway, key, before, responses_classes(answer.usage), SANDBOX_CHAT, stream=False)
+
+
+def test_openai_responses_stream_helper_assembles_a_function_call(gateway, customer):
+    key, _ = customer
+    with openai_client(gateway, key).responses.stream(
+            model="sandbox-reasoner", input="Hi",
+            tools=[{"type": "function", "name": "get_weather", "parameters": WEATHER, "strict": False}],
+            tool_choice="required") as stream:
+        final = stream.get_final_response()
+    assert [item.type for item in final.output] == ["reasoning", "function_call"]
+    assert json.loads(final.output[1].arguments) == WEATHER_ARGUMENTS
+
+
+def test_openai_responses_answers_text_after_a_function_call_output(gateway, customer):
+    key, _ = customer
+    answer = openai_client(gateway, key).responses.create(
+        model="sandbox-chat", tool_choice="required",
+        tools=[{"type": "function", "name": "get_weather", "parameters": WEATHER, "strict": False}],
+        input=[{"role": "user", "content": "Weather?"},
+               {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": "{}"},
+               {"type": "function_call_output", "call_id": "call_1", "output": "Sunny"}])
+    assert answer.output_text.startswith("Tollgate sandbox")
+
+
+def test_openai_responses_parse_fills_a_json_schema(gateway, customer):
+    key, _ = customer
+    with openai_client(gateway, key).responses.stream(
+            model="sandbox-chat", input="Forecast?", text_format=Forecast) as stream:
+        assert stream.get_final_response().output_parsed == FORECAST
 
 
 def test_openai_wrong_key_raises_authentication_error(gateway):
@@ -216,6 +443,112 @@ def test_anthropic_messages_create_streamed(gateway, customer):
     assert_billed(gateway, key, before, tokens, SANDBOX_CLAUDE, stream=True)
 
 
+def test_anthropic_message_delta_repeats_the_input_counts_of_message_start(gateway, customer):
+    key, _ = customer
+    events = list(anthropic_client(gateway, key).messages.create(
+        model="sandbox-claude", max_tokens=64, system=CACHED_SYSTEM, messages=MESSAGES, stream=True))
+    start = next(e for e in events if e.type == "message_start").message.usage
+    delta = next(e for e in events if e.type == "message_delta").usage
+    counts = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+    assert [getattr(delta, c) for c in counts] == [getattr(start, c) for c in counts]
+    assert start.cache_creation_input_tokens > 0 and start.cache_read_input_tokens > 0
+    assert (start.output_tokens, delta.output_tokens) == (1, 24)
+
+
+def test_anthropic_stream_events_parse_as_the_sdk_types(gateway, customer):
+    key, _ = customer
+    events = sse_events(gateway, "/v1/messages", anthropic_headers(key), {
+        "model": "sandbox-claude", "max_tokens": 64, "messages": MESSAGES, "stream": True,
+        "tools": [anthropic_tool("get_weather", WEATHER)], "tool_choice": {"type": "any"}})
+    adapter = TypeAdapter(RawMessageStreamEvent)
+    for name, data in events:
+        if name != "ping":
+            adapter.validate_python(data)
+        assert name == data["type"]
+    assert [name for name, _ in events] == [
+        "message_start", "content_block_start", "ping", "content_block_delta", "content_block_delta",
+        "content_block_stop", "message_delta", "message_stop"]
+
+
+def test_anthropic_answer_parses_as_the_sdk_message(gateway, customer):
+    key, _ = customer
+    message = Message.model_validate(post_json(gateway, "/v1/messages", anthropic_headers(key), {
+        "model": "sandbox-claude", "max_tokens": 64, "messages": MESSAGES}))
+    assert message.stop_reason == "end_turn"
+    assert message.usage.output_tokens == 24
+
+
+# -- tools and JSON formats, Anthropic ------------------------------------------------------------
+
+def test_anthropic_calls_the_first_tool_when_tool_choice_requires_one(gateway, customer):
+    key, before = customer
+    message = anthropic_client(gateway, key).messages.create(
+        model="sandbox-claude", max_tokens=64, messages=MESSAGES,
+        tools=[anthropic_tool("get_weather", WEATHER), anthropic_tool("get_time", CLOCK)], tool_choice={"type": "any"})
+    assert message.stop_reason == "tool_use"
+    [block] = message.content
+    assert (block.type, block.name, block.input) == ("tool_use", "get_weather", WEATHER_ARGUMENTS)
+    assert_billed(gateway, key, before, anthropic_classes(message.usage), SANDBOX_CLAUDE, stream=False)
+
+
+def test_anthropic_calls_the_tool_that_tool_choice_names(gateway, customer):
+    key, _ = customer
+    message = anthropic_client(gateway, key).messages.create(
+        model="sandbox-claude", max_tokens=64, messages=MESSAGES,
+        tools=[anthropic_tool("get_weather", WEATHER), anthropic_tool("get_time", CLOCK)],
+        tool_choice={"type": "tool", "name": "get_time"})
+    assert (message.content[0].name, message.content[0].input) == ("get_time", {"zone": ""})
+
+
+def test_anthropic_answers_text_when_tool_choice_is_auto(gateway, customer):
+    # as Claude Code expects: it sends its tools on every turn
+    key, _ = customer
+    message = anthropic_client(gateway, key).messages.create(
+        model="sandbox-claude", max_tokens=64, messages=MESSAGES, tools=[anthropic_tool("get_weather", WEATHER)])
+    assert message.stop_reason == "end_turn"
+    assert message.content[0].text.startswith("Tollgate sandbox")
+
+
+def test_anthropic_answers_text_after_a_tool_result(gateway, customer):
+    key, _ = customer
+    client = anthropic_client(gateway, key)
+    tools, required = [anthropic_tool("get_weather", WEATHER)], {"type": "any"}
+    first = client.messages.create(model="sandbox-claude", max_tokens=64, messages=MESSAGES, tools=tools,
+                                   tool_choice=required)
+    result = {"type": "tool_result", "tool_use_id": first.content[0].id, "content": "Sunny"}
+    conversation = [*MESSAGES, {"role": "assistant", "content": [first.content[0].model_dump(exclude_none=True)]},
+                    {"role": "user", "content": [result]}]
+    message = client.messages.create(model="sandbox-claude", max_tokens=64, tools=tools, tool_choice=required,
+                                     messages=conversation)
+    assert message.stop_reason == "end_turn"
+    assert message.content[0].text.startswith("Tollgate sandbox")
+
+
+def test_anthropic_stream_helper_assembles_a_tool_call(gateway, customer):
+    key, before = customer
+    with anthropic_client(gateway, key).messages.stream(
+            model="sandbox-claude", max_tokens=64, messages=MESSAGES,
+            tools=[anthropic_tool("get_weather", WEATHER)], tool_choice={"type": "any"}) as stream:
+        message = stream.get_final_message()
+    assert message.stop_reason == "tool_use"
+    assert (message.content[0].name, message.content[0].input) == ("get_weather", WEATHER_ARGUMENTS)
+    assert_billed(gateway, key, before, anthropic_classes(message.usage), SANDBOX_CLAUDE, stream=True)
+
+
+def test_anthropic_parse_fills_a_json_schema(gateway, customer):
+    key, _ = customer
+    message = anthropic_client(gateway, key).messages.parse(
+        model="sandbox-claude", max_tokens=256, messages=MESSAGES, output_format=Forecast)
+    assert message.parsed_output == FORECAST
+
+
+def test_anthropic_stream_helper_parses_a_json_schema(gateway, customer):
+    key, _ = customer
+    with anthropic_client(gateway, key).messages.stream(
+            model="sandbox-claude", max_tokens=256, messages=MESSAGES, output_format=Forecast) as stream:
+        assert stream.get_final_message().parsed_output == FORECAST
+
+
 def test_anthropic_count_tokens_is_answered_and_not_billed(gateway, customer):
     key, before = customer
     counted = anthropic_client(gateway, key).messages.count_tokens(model="sandbox-claude", messages=MESSAGES)
@@ -225,12 +558,17 @@ def test_anthropic_count_tokens_is_answered_and_not_billed(gateway, customer):
     assert balance_nano(gateway, key) == before
 
 
-def test_anthropic_models_list(gateway, customer):
+def test_anthropic_models_list_shows_only_anthropic_protocol_models(gateway, customer):
     key, _ = customer
     models = list(anthropic_client(gateway, key).models.list())
-    ids = [m.id for m in models]
-    assert "sandbox-claude" in ids
+    assert [m.id for m in models] == ["sandbox-claude"]
     assert all(m.type == "model" for m in models)
+
+
+def test_anthropic_models_retrieve_does_not_find_an_openai_protocol_model(gateway, customer):
+    key, _ = customer
+    with pytest.raises(anthropic.NotFoundError, match="sandbox-chat"):
+        anthropic_client(gateway, key).models.retrieve("sandbox-chat")
 
 
 def test_anthropic_wrong_key_raises_authentication_error(gateway):
@@ -246,3 +584,73 @@ def test_anthropic_unknown_model_raises_not_found_error(gateway, customer):
     with pytest.raises(anthropic.NotFoundError, match="claude-nonexistent") as info:
         anthropic_client(gateway, key).messages.create(model="claude-nonexistent", max_tokens=64, messages=MESSAGES)
     assert info.value.body["error"]["type"] == "not_found_error"
+
+
+# -- the sandbox itself ----------------------------------------------------------------------------
+
+def sandbox_post(gateway, path, headers) -> httpx.Response:
+    return httpx.post(f"{gateway.url}/sandbox{path}", headers=headers, timeout=10,
+                      json={"model": "sandbox-chat", "max_tokens": 64, "messages": MESSAGES})
+
+
+def test_sandbox_refuses_a_request_without_a_key(gateway):
+    answer = sandbox_post(gateway, "/openai/v1/chat/completions", {})
+    assert answer.status_code == 401
+    assert answer.json()["error"]["code"] == "invalid_api_key"
+    assert "only through the gateway" in answer.json()["error"]["message"]
+
+
+def test_sandbox_refuses_a_customer_key_in_the_anthropic_shape(gateway, customer):
+    key, _ = customer
+    answer = sandbox_post(gateway, "/anthropic/v1/messages", anthropic_headers(key))
+    assert answer.status_code == 401
+    assert answer.json()["type"] == "error"
+    assert answer.json()["error"]["type"] == "authentication_error"
+
+
+def test_sandbox_refuses_the_other_providers_key(gateway):
+    openai_key = json.loads(gateway.redis().get("tg:provider:sandbox"))["api_key"]
+    answer = sandbox_post(gateway, "/anthropic/v1/messages", {"x-api-key": openai_key})
+    assert answer.status_code == 401
+
+
+def test_sandbox_answers_the_key_the_gateway_sends(gateway):
+    provider = json.loads(gateway.redis().get("tg:provider:sandbox"))
+    assert provider["api_key"].startswith("sk-sandbox-")
+    answer = sandbox_post(gateway, "/openai/v1/chat/completions", {"Authorization": f"Bearer {provider['api_key']}"})
+    assert answer.status_code == 200
+    assert answer.json()["choices"][0]["message"]["content"].startswith("Tollgate sandbox")
+
+
+def test_sandbox_answers_a_body_it_cannot_echo_with_a_400(gateway):
+    provider = json.loads(gateway.redis().get("tg:provider:sandbox"))
+    answer = httpx.post(f"{gateway.url}/sandbox/openai/v1/responses", timeout=10,
+                        headers={"Authorization": f"Bearer {provider['api_key']}", "Content-Type": "application/json"},
+                        content=b'{"model": "sandbox-chat", "input": "Hi", "instructions": NaN}')
+    assert answer.status_code == 400
+    assert answer.json()["error"]["message"].startswith("sandbox: the body is not a JSON object")
+
+
+def max_outputs(gateway) -> dict:
+    r = gateway.redis()
+    return {name: json.loads(r.get(f"tg:model:{name}"))["max_output"]
+            for name in ("sandbox-chat", "sandbox-reasoner", "sandbox-claude")}
+
+
+def test_sandbox_models_carry_real_maximum_outputs(gateway):
+    assert max_outputs(gateway) == {"sandbox-chat": 16_384, "sandbox-reasoner": 100_000, "sandbox-claude": 64_000}
+
+
+def test_running_the_demo_again_restores_the_maximum_outputs(gateway):
+    gateway.cli("model", "add", "sandbox-claude", "--provider", "sandbox-anthropic", "--input", "3", "--output", "15",
+                "--cached-input", "0.30", "--cache-write", "3.75", "--cache-write-1h", "6", "--max-output", "4096")
+    assert max_outputs(gateway)["sandbox-claude"] == 4096
+    gateway.cli("demo")
+    assert max_outputs(gateway)["sandbox-claude"] == 64_000
+
+
+def test_claude_codes_max_tokens_is_answered(gateway, customer):
+    key, _ = customer
+    with anthropic_client(gateway, key).messages.stream(
+            model="sandbox-claude", max_tokens=64_000, messages=MESSAGES) as stream:
+        assert stream.get_final_message().usage.output_tokens == 24
