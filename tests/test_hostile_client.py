@@ -1,5 +1,4 @@
-"""A hostile client through the real gateway (issue 10, /work/notes/spec-hotpath.md "Client side"):
-integer parameters that are no integers or overflow the worst case, fan-out, duplicate and escaped
+"""A hostile client through the real gateway (issue 10, the hot path's client side): integer parameters that are no integers or overflow the worst case, fan-out, duplicate and escaped
 field names, streams that did not ask for usage, and what a 402 says the funds pay for.
 
 Figures by hand from one price, $1 input and $2 output per 1M tokens: 1,000 nano-USD a request byte
@@ -15,9 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from simulator import Simulator, anthropic_message, anthropic_sse, answer, openai_chat, openai_chat_sse, usage
-from test_hostile_provider import (add_models, assert_books_hold, customer, headers_for, only_row, post, rows_of,
-                                   sized)
+from simulator import (Answer, Request, Simulator, anthropic_message, anthropic_sse, answer, openai_chat,
+                       openai_chat_sse, usage)
+from test_hostile_provider import (CACHE_SECONDS, add_models, assert_books_hold, customer, headers_for, only_row,
+                                   post, rows_of, sized)
 
 MAX_OUTPUT = 100_000
 CREDIT = 10_000_000  # $0.01
@@ -25,7 +25,7 @@ CHAT, COMPLETIONS, RESPONSES, EMBEDDINGS, MESSAGES = (
     "/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/embeddings", "/v1/messages")
 
 
-def small_usage(request) -> object:
+def small_usage(request: Request) -> Answer:
     """Every answer reports 10 input and 20 output tokens (50,000 nano-USD), in its path's format."""
     stream = b'"stream":true' in request.body
     if request.path.endswith("/messages"):
@@ -142,7 +142,7 @@ def test_an_integral_number_in_any_spelling_is_held_as_that_integer(gw, value):
     status, _ = send(gw, key, CHAT, body_for(CHAT, f'"max_tokens":{value}'))
     assert status == 200
     assert only_row(gw, key)["hold_nano"] == 2_200_000  # 200,000 + 1,000 × 2,000
-    assert_books_hold(gw, email)
+    assert_books_hold(gw, email, key)
 
 
 def test_null_is_absent_and_the_models_maximum_is_held(gw):
@@ -150,7 +150,7 @@ def test_null_is_absent_and_the_models_maximum_is_held(gw):
     status, _ = send(gw, key, CHAT, body_for(CHAT, '"max_tokens":null'))
     assert status == 200
     assert only_row(gw, key)["hold_nano"] == 200_200_000  # 200,000 + 100,000 × 2,000
-    assert_books_hold(gw, email)
+    assert_books_hold(gw, email, key)
 
 
 @pytest.mark.parametrize("path", [CHAT, MESSAGES])
@@ -166,7 +166,7 @@ def test_an_output_maximum_equal_to_the_models_is_admitted(gw):
     status, _ = send(gw, key, MESSAGES, body_for(MESSAGES, '"max_tokens":100000'))
     assert status == 200
     assert only_row(gw, key)["hold_nano"] == 200_200_000
-    assert_books_hold(gw, email)
+    assert_books_hold(gw, email, key)
 
 
 @pytest.mark.parametrize("fields, named", [
@@ -211,18 +211,19 @@ def test_the_hold_is_the_worst_case_times_the_fan_out(gw, path, body, hold):
     row = only_row(gw, key)
     assert row["hold_nano"] == hold
     assert row["cost_nano"] <= hold
-    assert_books_hold(gw, email)
+    assert_books_hold(gw, email, key)
 
 
-def test_a_paid_models_hold_is_at_least_one_nano(gw, sim):
+def test_a_paid_models_hold_is_at_least_one_nano(gw):
     gw.cli("model", "add", "hc-tiny", "--provider", "hc-openai", "--input", "0.000000001", "--output", "0",
            "--max-output", "100")
-    time.sleep(1.5)
+    time.sleep(CACHE_SECONDS)
     email, key = customer(gw)
     # 200 bytes at 1 nano-USD per 1M tokens: 0.0002 nano-USD, held as 1
-    assert send(gw, key, CHAT, sized('{"model":"hc-tiny","messages":[{"role":"user","content":"{pad}"}]}', 200))[0] == 200
+    body = sized('{"model":"hc-tiny","messages":[{"role":"user","content":"{pad}"}]}', 200)
+    assert send(gw, key, CHAT, body)[0] == 200
     assert only_row(gw, key)["hold_nano"] == 1
-    assert_books_hold(gw, email)
+    assert_books_hold(gw, email, key)
 
 
 # -- overflow values while requests are in flight --------------------------------------------------------------
@@ -250,7 +251,7 @@ def test_overflow_values_cannot_open_room_for_requests_that_do_not_fit(gw, sim):
     assert statuses == [402] * 10
     rows_of(gw, key, 1)
     assert gw.balance_nano(email) == CREDIT - 50_000
-    assert_books_hold(gw, email)
+    assert_books_hold(gw, email, key)
 
 
 # -- n: 128 ---------------------------------------------------------------------------------------------------
@@ -268,7 +269,7 @@ def test_n_128_is_held_128_times_and_refused_beyond_the_keys_limit(gw):
     # (5,000,000 − 200,000) / (128 × 2,000) = 18.75
     assert "enough for up to 18 output tokens" in message
     assert gw.balance_nano(email) == CREDIT
-    assert_books_hold(gw, email)
+    assert_books_hold(gw, email, key)
 
 
 # -- duplicate and escaped names -------------------------------------------------------------------------------
@@ -310,7 +311,7 @@ def test_other_top_level_fields_may_repeat(gw):
     email, key = customer(gw)
     status, _ = send(gw, key, CHAT, body_for(CHAT, '"max_tokens":10,"temperature":0.1,"temperature":0.2'))
     assert status == 200
-    assert_books_hold(gw, email)
+    assert_books_hold(gw, email, key)
 
 
 def test_deciding_names_inside_other_fields_are_not_the_requests(gw):
@@ -321,7 +322,7 @@ def test_deciding_names_inside_other_fields_are_not_the_requests(gw):
     status, _ = send(gw, key, CHAT, body_for(CHAT, fields, 300))
     assert status == 200
     assert only_row(gw, key)["hold_nano"] == 320_000  # 300 bytes × 1,000 + 10 × 2,000
-    assert_books_hold(gw, email)
+    assert_books_hold(gw, email, key)
 
 
 # -- streams that did not ask for usage ------------------------------------------------------------------------
@@ -342,7 +343,7 @@ def test_a_stream_that_did_not_ask_for_usage_is_forwarded_asking_for_it_once(gw,
     row = only_row(gw, key)
     assert row["billing_basis"] == "provider"
     assert row["cost_nano"] == 50_000  # 10 × 1,000 + 20 × 2,000
-    assert_books_hold(gw, email)
+    assert_books_hold(gw, email, key)
 
 
 def test_a_stream_that_asked_for_usage_is_forwarded_unchanged(gw, sim):
@@ -353,7 +354,7 @@ def test_a_stream_that_asked_for_usage_is_forwarded_unchanged(gw, sim):
     assert sim.requests[-1].body == body
     assert b'"completion_tokens":20' in data
     assert only_row(gw, key)["cost_nano"] == 50_000
-    assert_books_hold(gw, email)
+    assert_books_hold(gw, email, key)
 
 
 # -- what a 402 says -----------------------------------------------------------------------------------------
@@ -370,7 +371,7 @@ def test_a_402_says_how_many_output_tokens_the_balance_pays_for(gw, path):
     assert "100000 output tokens" in message
     # (10,000,000 − 200,000) / 2,000 = 4,900
     assert "enough for up to 4900 output tokens" in message
-    assert_books_hold(gw, email)
+    assert_books_hold(gw, email, key)
 
 
 def test_the_402s_figure_is_the_most_the_balance_pays_for(gw):
@@ -378,7 +379,7 @@ def test_the_402s_figure_is_the_most_the_balance_pays_for(gw):
     assert send(gw, key, CHAT, body_for(CHAT, '"max_tokens":4901'))[0] == 402
     assert send(gw, key, CHAT, body_for(CHAT, '"max_tokens":4900'))[0] == 200
     assert only_row(gw, key)["hold_nano"] == CREDIT  # 200,000 + 4,900 × 2,000: all of it
-    assert_books_hold(gw, email)
+    assert_books_hold(gw, email, key)
 
 
 def test_a_402_says_0_output_tokens_when_not_even_the_input_fits(gw):
@@ -386,7 +387,7 @@ def test_a_402_says_0_output_tokens_when_not_even_the_input_fits(gw):
     status, body = send(gw, key, CHAT, body_for(CHAT, '"max_tokens":1'))
     assert status == 402
     assert "enough for up to 0 output tokens" in error_of(CHAT, status, body)[1]
-    assert_books_hold(gw, email)
+    assert_books_hold(gw, email, key)
 
 
 def test_a_402_for_several_choices_counts_each_choice(gw):
@@ -395,4 +396,4 @@ def test_a_402_for_several_choices_counts_each_choice(gw):
     assert status == 402
     # (10,000,000 − 200,000) / (8 × 2,000) = 612.5
     assert "enough for up to 612 output tokens" in error_of(CHAT, status, body)[1]
-    assert_books_hold(gw, email)
+    assert_books_hold(gw, email, key)
