@@ -160,7 +160,7 @@ def test_demo_never_duplicates_anything(settings, cli):
     with db.session_scope(settings) as session:
         counted = [session.scalar(select(func.count()).select_from(table))
                    for table in (Account, ApiKey, Provider, Model, PriceVersion, LedgerTransaction)]
-    assert counted == [1, 1, 2, 3, 3, 1]
+    assert counted == [1, 1, 2, 4, 4, 1]
 
 
 def test_demo_credit_and_key_are_live(settings, cli, redis_client):
@@ -168,7 +168,7 @@ def test_demo_credit_and_key_are_live(settings, cli, redis_client):
     lookup = redis_client.hgetall(redis_keys.apikey(keys.hash_key(plaintext)))
     account = redis_keys.account(int(lookup["shard"]), int(lookup["acct"]))
     assert redis_client.hget(account, "bal") == "100000000000"
-    assert redis_client.smembers("tg:models") == {"sandbox-chat", "sandbox-reasoner", "sandbox-claude"}
+    assert redis_client.smembers("tg:models") == {"sandbox-chat", "sandbox-reasoner", "sandbox-claude", "sandbox-embed"}
 
 
 def test_demo_follows_a_new_base_url(settings, cli):

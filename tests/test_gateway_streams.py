@@ -49,17 +49,24 @@ def endpoint_of(name: str, expected: dict) -> str:
     return "/v1/chat/completions"
 
 
+# The golden answers were recorded with long prompts (up to ~25,000 input tokens) and answers (up
+# to 2,345 output tokens): a request must hold at least that much for its charge to be the exact
+# cost rather than capped at the hold (every body byte is held as an input token).
+PROMPT = "Bonjour, 世界 🌍 " + "The ledger balances. " * 1600
+MAX_OUTPUT = 4096
+
+
 def request_body(path: str, model: str, stream: bool) -> dict:
     if path == "/v1/messages":
-        body = {"model": model, "max_tokens": 2048, "messages": [{"role": "user", "content": "Bonjour, 世界 🌍"}]}
+        body = {"model": model, "max_tokens": MAX_OUTPUT, "messages": [{"role": "user", "content": PROMPT}]}
     elif path == "/v1/responses":
-        body = {"model": model, "max_output_tokens": 2048, "input": "Bonjour, 世界 🌍"}
+        body = {"model": model, "max_output_tokens": MAX_OUTPUT, "input": PROMPT}
     elif path == "/v1/embeddings":
-        return {"model": model, "input": "Bonjour, 世界 🌍", "dimensions": 8}
+        return {"model": model, "input": PROMPT, "dimensions": 8}
     elif path == "/v1/completions":
-        body = {"model": model, "max_tokens": 2048, "prompt": "Bonjour, 世界 🌍"}
+        body = {"model": model, "max_tokens": MAX_OUTPUT, "prompt": PROMPT}
     else:
-        body = {"model": model, "max_tokens": 2048, "messages": [{"role": "user", "content": "Bonjour, 世界 🌍"}]}
+        body = {"model": model, "max_tokens": MAX_OUTPUT, "messages": [{"role": "user", "content": PROMPT}]}
     if stream:
         body["stream"] = True
         if path in ("/v1/chat/completions", "/v1/completions"):
@@ -298,7 +305,7 @@ def test_stream_cut_before_usage_is_billed_an_estimate_within_the_hold(gateway, 
     assert len(data) <= cut
 
     row = usage_rows(gateway, key)[0]
-    hold = worst_case_hold(len(json.dumps(body).encode()), 2048, expected["price"])
+    hold = worst_case_hold(len(json.dumps(body).encode()), MAX_OUTPUT, expected["price"])
     assert row["billing_basis"] == "estimated"
     assert 0 < row["cost_nano"] <= hold
     assert balance_nano(gateway, key) == before - row["cost_nano"]

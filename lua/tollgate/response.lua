@@ -69,7 +69,8 @@ function _M.new(format, is_stream, strip, declared)
     return {
         format = format, stream = is_stream, strip = strip, out = strip and new_buffer() or nil,
         acc = new_tab(0, 8), rest = "", parts = nil, size = 0, skipping = false, skipped = 0, bytes = 0,
-        events = 0, final = false, failed = false, declared = strip and declared or nil, sent = 0,
+        events = 0, first = nil, final = false, failed = false, declared = strip and declared or nil,
+        sent = 0,
     }
 end
 
@@ -95,7 +96,6 @@ end
 local COMPACT_NULL = '"usage":null'
 local NULL_TAIL = 'usage":null' -- searched without its quote: '"' is everywhere in JSON
 local USAGE_KEY = 'usage"'
-local ERROR_KEY = '"error"'
 local QUOTE = byte('"')
 local COMMA = byte(",")
 
@@ -168,9 +168,8 @@ local function scan_events(st, buf, out)
             break
         end
         st.events = st.events + 1
-        if st.events == 1 then
-            local err = find(buf, ERROR_KEY, pos, true)
-            st.failed = err ~= nil and err < e -- an answer that opens with an error event
+        if st.events == 1 and e - pos < MAX_ERROR_BODY then
+            st.first = sub(buf, pos, e) -- read only if the stream ends without usage (failed())
         end
         if key_at and key_at <= e then
             local cut = e - NULL_LAST_LEN + 1
@@ -307,6 +306,16 @@ local function object_at(text, start)
     end
 end
 
+-- Whether a decoded answer or event is an error: OpenAI's {"error": {...}} (not null: a Responses
+-- event carries "error": null), Anthropic's and the Responses API's {"type": "error", ...}.
+local function is_error(obj)
+    if type(obj) ~= "table" then
+        return false
+    end
+    local err = obj.error
+    return (err ~= nil and err ~= null) or obj.type == "error"
+end
+
 -- Notes the usage of a whole (non-streamed) answer: the last `"usage"` object that reports
 -- tokens in this format (else the last `"usage"` object). Providers put it at the top level,
 -- after the content; decoding it alone keeps the cost independent of the answer's size (a long
@@ -329,8 +338,7 @@ local function observe_answer(st, text)
     if last then
         st.final = usage.observe(st.acc, st.format, last)
     elseif #starts == 0 and #text <= MAX_ERROR_BODY then
-        local obj = decode(text)
-        st.failed = type(obj) == "table" and (obj.error ~= nil or obj.type == "error")
+        st.failed = is_error(decode(text))
     end
 end
 
@@ -380,8 +388,12 @@ function _M.usage(st)
     return usage.classes(st.acc, st.format), st.final, st.acc.invalid == true
 end
 
--- Whether the answer is an error (an error object, or a stream that opens with an error event).
+-- Whether the answer is an error: an error object, or a stream whose first event is one.
 function _M.failed(st)
+    if st.stream then
+        local data = st.first and sse.parse(st.first)
+        return data ~= nil and is_error(decode(data))
+    end
     return st.failed
 end
 

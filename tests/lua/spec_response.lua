@@ -283,8 +283,14 @@ tests["a stream that opens with an error event is failed"] = function()
         { 'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n' })
     t.eq(response.failed(st), true, "failed")
     local ok = feed_all({ format = "openai", stream = true },
-        { 'data: {"choices":[{"delta":{"content":"the error"}}]}\n\n' })
+        { 'data: {"choices":[{"delta":{"content":"the \\"error\\": x"}}]}\n\n' })
     t.eq(response.failed(ok), false, "a content event is no error")
+    local created = feed_all({ format = "responses", stream = true },
+        { 'event: response.created\ndata: {"type":"response.created","response":{"error":null}}\n\n' })
+    t.eq(response.failed(created), false, "response.created with error null is no error")
+    local openai = feed_all({ format = "openai", stream = true },
+        { 'data: {"error":{"message":"overloaded","type":"server_error"}}\n\n' })
+    t.eq(response.failed(openai), true, "an OpenAI error event")
 end
 
 tests["provider figures that are no token counts mark the usage invalid, clamped"] = function()
