@@ -18,6 +18,7 @@ from .settings import Settings
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,99}")
 DEFAULT_PORTS = {"http": 80, "https": 443}
 DEFAULT_MAX_OUTPUT = 16384
+DEFAULT_MAX_INPUT = 200_000
 
 
 @dataclass(frozen=True)
@@ -96,25 +97,29 @@ def upsert_model(
     prices: dict[str, int | None],
     upstream_model: str | None = None,
     max_output: int | None = None,
+    max_input: int | None = None,
 ) -> Model:
     """Create or update a model. `prices` are nano-USD per 1M tokens by price field; input and
     output are required, the rest may be None (defaults of docs/internals.md). A new price
-    version is added only when the prices differ from the current one. upstream_model and
-    max_output of None keep the current value (a new model: its own name, 16384)."""
+    version is added only when the prices differ from the current one. upstream_model,
+    max_output and max_input (the context window) of None keep the current value (a new model:
+    its own name, 16384, 200,000)."""
     _check_name("model", name)
     provider = find_provider(session, provider_name)
     if provider is None:
         raise ServiceError(f"no provider named {provider_name!r} (add it with `tollgate provider add`)")
     _check_prices(prices)
-    if max_output is not None and not 1 <= max_output <= MAX_TOKENS:
-        raise ServiceError(f"max output must be from 1 to {MAX_TOKENS:,} tokens")
+    for what, tokens in (("max output", max_output), ("max input", max_input)):
+        if tokens is not None and not 1 <= tokens <= MAX_TOKENS:
+            raise ServiceError(f"{what} must be from 1 to {MAX_TOKENS:,} tokens")
     model = session.scalar(select(Model).where(Model.name == name))
     if model is None:
-        model = Model(name=name, upstream_model=name, max_output=DEFAULT_MAX_OUTPUT)
+        model = Model(name=name, upstream_model=name, max_output=DEFAULT_MAX_OUTPUT, max_input=DEFAULT_MAX_INPUT)
         session.add(model)
     model.provider_id = provider.id
     model.upstream_model = upstream_model or model.upstream_model
     model.max_output = max_output or model.max_output
+    model.max_input = max_input or model.max_input
     session.flush()
     current = current_price(session, model.id)
     if current is None or any(getattr(current, field) != prices.get(field) for field in PRICE_FIELDS):

@@ -346,15 +346,18 @@ def model() -> None:
 @click.option("--cache-write-1h", type=USD, help="USD per 1M 1-hour cache-write tokens (default: cache write).")
 @click.option("--reasoning", type=USD, help="USD per 1M reasoning tokens (default: output).")
 @click.option("--max-output", type=click.IntRange(min=1), help="Most output tokens a request may ask for.")
+@click.option("--max-input", type=click.IntRange(min=1),
+              help="The context window in tokens: what a request whose input the provider fetches or keeps "
+                   "(media by URL, files, earlier responses, server tools) is held at (default 200000).")
 @click.pass_obj
 def model_add(settings: Settings, name: str, provider_name: str, upstream_model: str | None, input_price: int,
               output_price: int, cached_input: int | None, cache_write: int | None, cache_write_1h: int | None,
-              reasoning: int | None, max_output: int | None) -> None:
+              reasoning: int | None, max_output: int | None, max_input: int | None) -> None:
     """Add a model, or update it (a price change adds a new price version)."""
     prices = {"input": input_price, "cached_input": cached_input, "cache_write": cache_write,
               "cache_write_1h": cache_write_1h, "output": output_price, "reasoning": reasoning}
     with db.session_scope(settings) as session:
-        saved = catalog.upsert_model(session, name, provider_name, prices, upstream_model, max_output)
+        saved = catalog.upsert_model(session, name, provider_name, prices, upstream_model, max_output, max_input)
         version = catalog.current_price(session, saved.id)
     _publish(settings, lambda session: hot_state.publish_model(session, settings, session.get(Model, saved.id)),
              REPUBLISH_HINT)

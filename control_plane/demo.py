@@ -23,17 +23,19 @@ SANDBOX_PROVIDERS = (
     ("sandbox", "openai", "/sandbox/openai/v1"),
     ("sandbox-anthropic", "anthropic", "/sandbox/anthropic"),
 )
-# name, provider, USD per 1M tokens, most output tokens a request may ask for (None: no output)
+# name, provider, USD per 1M tokens, most output tokens a request may ask for (None: no output),
+# context window (what a request whose input the provider fetches or keeps is held at)
 SANDBOX_MODELS = (
-    ("sandbox-chat", "sandbox", {"input": "0.15", "cached_input": "0.075", "output": "0.60"}, 16_384),
-    ("sandbox-reasoner", "sandbox", {"input": "1.10", "cached_input": "0.55", "output": "4.40"}, 100_000),
+    ("sandbox-chat", "sandbox", {"input": "0.15", "cached_input": "0.075", "output": "0.60"}, 16_384, 128_000),
+    ("sandbox-reasoner", "sandbox", {"input": "1.10", "cached_input": "0.55", "output": "4.40"}, 100_000, 200_000),
     (
         "sandbox-claude",
         "sandbox-anthropic",
         {"input": "3", "cache_write": "3.75", "cache_write_1h": "6", "cached_input": "0.30", "output": "15"},
         64_000,
+        200_000,
     ),
-    ("sandbox-embed", "sandbox", {"input": "0.02", "output": "0"}, None),
+    ("sandbox-embed", "sandbox", {"input": "0.02", "output": "0"}, None, 8_192),
 )
 
 
@@ -56,9 +58,9 @@ def ensure_demo(session: Session, settings: Settings, base_url: str) -> str:
     for name, protocol, path in SANDBOX_PROVIDERS:
         catalog.upsert_provider(
             session, settings, name, protocol, base_url.rstrip("/") + path, sandbox_key(settings, name))
-    for name, provider, prices, max_output in SANDBOX_MODELS:
+    for name, provider, prices, max_output, max_input in SANDBOX_MODELS:
         catalog.upsert_model(session, name, provider, {field: usd_to_nano(usd) for field, usd in prices.items()},
-                             max_output=max_output)
+                             max_output=max_output, max_input=max_input)
     plaintext = demo_key(settings)
     if session.scalar(select(ApiKey.id).where(ApiKey.key_hash == keys.hash_key(plaintext))) is None:
         keys.add_key(session, account, plaintext, name="demo")

@@ -254,6 +254,7 @@ def publish_model(session: Session, settings: Settings, model: Model) -> None:
     document = {
         "name": model.name,
         "max_output": model.max_output,
+        "max_input": model.max_input,
         "routes": [
             {"provider": model.provider.name, "upstream_model": model.upstream_model, "priority": 0, "weight": 1}
         ],

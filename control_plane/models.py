@@ -144,6 +144,9 @@ class Model(Base):
     provider_id: Mapped[int] = mapped_column(ForeignKey("providers.id"), index=True)
     upstream_model: Mapped[str] = mapped_column(String(200))
     max_output: Mapped[int] = mapped_column(Integer, default=16384)
+    # The context window: a request whose input the provider may fetch or keep beyond its body
+    # (media by URL, stored files, earlier responses, server-side tools) is held at this many.
+    max_input: Mapped[int] = mapped_column(Integer, default=200000)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
     provider: Mapped[Provider] = relationship()

@@ -73,9 +73,15 @@ local function fetch_json(redis_key)
 end
 
 -- A published model's figures must be within cost.lua's bounds, or no request is admitted to it.
+local function token_count(v)
+    return type(v) == "number" and v >= 1 and v <= cost.MAX_TOKENS and v == floor(v)
+end
+
+local DEFAULT_MAX_INPUT = 200000 -- for a model published before it had one
+
 local function checked_model(name, model)
-    local ok = type(model.max_output) == "number" and model.max_output >= 1
-        and model.max_output <= cost.MAX_TOKENS and model.max_output == floor(model.max_output)
+    model.max_input = model.max_input or DEFAULT_MAX_INPUT
+    local ok = token_count(model.max_output) and token_count(model.max_input)
         and type(model.price) == "table" and type(model.routes) == "table" and model.routes[1] ~= nil
     if ok then
         for i = 1, #cost.CLASSES do
@@ -87,7 +93,7 @@ local function checked_model(name, model)
         end
     end
     if not ok then
-        return nil, "model " .. name .. " is published with a maximum output, prices or routes outside"
+        return nil, "model " .. name .. " is published with a maximum output or input, prices or routes outside"
             .. " the bounds: publish it again"
     end
     return model

@@ -276,7 +276,8 @@ function _M.access()
     end
     local hold = 0
     if not ep.unbilled then
-        hold = cost.worst_case(#raw, out_tokens, price)
+        local in_tokens = request.input_tokens(raw, model)
+        hold = cost.worst_case(in_tokens, out_tokens, price)
         local ok, why, available, lerr = lease.acquire(key.id, key.acct, key.shard, hold)
         if not ok then
             if why == "unavailable" then
@@ -286,7 +287,7 @@ function _M.access()
             local most = math.floor(cost.MAX_TOKENS / fan_out)
             return fail(why == "key_limit" and "key_limit_reached" or "insufficient_balance", protocol, {
                 needed = usd(hold), available = usd(available), max_output = out_tokens,
-                affordable = cost.affordable(available, #raw, fan_out, price,
+                affordable = cost.affordable(available, in_tokens, fan_out, price,
                     model.max_output < most and model.max_output or most),
             })
         end

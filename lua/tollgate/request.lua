@@ -5,6 +5,7 @@ local null = require("cjson.safe").null
 local body = require "tollgate.body"
 local cost = require "tollgate.cost"
 
+local find = string.find
 local floor = math.floor
 local format = string.format
 local type = type
@@ -90,6 +91,25 @@ local function prompt_count(prompt)
     local n = #prompt
     if n == 0 or type(prompt[1]) == "number" then
         return 1
+    end
+    return n
+end
+
+-- Markers of input a provider may fetch or keep beyond the request body: media and documents by
+-- URL, uploaded files, earlier responses and conversations kept by the provider, server-side tools
+-- whose results are input (search, fetch, code execution, MCP servers).
+local BEYOND_BODY = { '"url"', '"file_id"', '"previous_response_id"', '"conversation"', "web_search",
+    "web_fetch", "file_search", "code_interpreter", "code_execution", '"mcp' }
+
+-- The input tokens a request may cost: every body byte a token, or, when the provider may add
+-- input of its own (BEYOND_BODY), at least the model's context window.
+function _M.input_tokens(raw, model)
+    local n = #raw
+    for i = 1, #BEYOND_BODY do
+        if find(raw, BEYOND_BODY[i], 1, true) then
+            local window = model.max_input
+            return n > window and n or window
+        end
     end
     return n
 end

@@ -9,7 +9,7 @@ local COMPLETIONS = endpoints.BY_PATH["/v1/completions"]
 local MESSAGES = endpoints.BY_PATH["/v1/messages"]
 local RESPONSES = endpoints.BY_PATH["/v1/responses"]
 local EMBEDDINGS = endpoints.BY_PATH["/v1/embeddings"]
-local MODEL = { name = "m", max_output = 64000 }
+local MODEL = { name = "m", max_output = 64000, max_input = 200000 }
 
 local function output(ep, raw)
     return request.output(ep, cjson.decode(raw), MODEL)
@@ -111,6 +111,22 @@ for _, raw in ipairs(PLAIN) do
     tests["not ambiguous " .. raw:gsub(": ", ":")] = function()
         t.eq(request.ambiguous(raw, cjson.decode(raw)), nil)
     end
+end
+
+tests["input held at the body's bytes, or the context window when the provider adds input"] = function()
+    local plain = '{"model":"m","messages":[{"role":"user","content":"hi"}]}'
+    t.eq(request.input_tokens(plain, MODEL), #plain)
+    for _, raw in ipairs({
+        '{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"https://x/a.png"}}]}]}',
+        '{"model":"m","input":"go on","previous_response_id":"resp_1"}',
+        '{"model":"m","messages":[{"content":[{"type":"document","source":{"type":"file","file_id":"f_1"}}]}]}',
+        '{"model":"m","tools":[{"type":"web_search_20250305","name":"web_search"}]}',
+        '{"model":"m","tools":[{"type":"mcp","server_url":"https://mcp.example"}]}',
+    }) do
+        t.eq(request.input_tokens(raw, MODEL), 200000, raw)
+    end
+    local big = '{"model":"m","previous_response_id":"r","input":"' .. string.rep("a", 300000) .. '"}'
+    t.eq(request.input_tokens(big, MODEL), #big, "a body larger than the window")
 end
 
 return tests
