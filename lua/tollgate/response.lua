@@ -34,6 +34,7 @@ int memcmp(const void *s1, const void *s2, size_t n);
 local _M = {}
 
 local MAX_EVENT = 4 * 1024 * 1024      -- an event larger than this is skipped, not read
+local LARGE_EVENT = 64 * 1024          -- a partial event past this is collected, not re-read
 local EVENT_END_MAX = 3                -- bytes of an event end ("\r\n\r\n") before its last
 local MAX_WHOLE_BODY = 1024 * 1024     -- non-streamed answers up to this size are kept whole
 local TAIL = 64 * 1024                 -- larger ones: only their tail is searched for usage
@@ -68,7 +69,7 @@ function _M.new(format, is_stream, strip, declared)
     strip = strip and is_stream and format == "openai"
     return {
         format = format, stream = is_stream, strip = strip, out = strip and new_buffer() or nil,
-        acc = new_tab(0, 8), rest = "", parts = nil, size = 0, skipping = false, skipped = 0, bytes = 0,
+        acc = new_tab(0, 8), rest = "", large = nil, parts = nil, size = 0, skipping = false, skipped = 0, bytes = 0,
         events = 0, first = nil, final = false, failed = false, declared = strip and declared or nil,
         sent = 0,
     }
@@ -217,9 +218,47 @@ local function skip_oversized(st, chunk, eof)
     return sub(chunk, 1, split) .. replaced
 end
 
+-- Starts skipping the event `rest` (over MAX_EVENT); returns what strip mode passes on of it.
+local function start_skipping(st, rest)
+    st.skipping, st.skipped = true, st.skipped + #rest
+    st.rest = sub(rest, -EVENT_END_MAX)
+    return rest
+end
+
+-- Inside a large event (over LARGE_EVENT, kept in the parts of `st.large`): the new chunk alone
+-- is searched for its end, with the last bytes before it, instead of re-joining and re-reading
+-- the whole event at every chunk. Returns true when the caller reads on (the event ended or the
+-- stream did, st.rest holding the event), else false and what the client gets now.
+local function grow_large_event(st, chunk, eof)
+    local large = st.large
+    local probe = large.tail .. chunk
+    local ended = eof or event_end_of(probe)(probe, 1)
+    large.n, large.size = large.n + 1, large.size + #chunk
+    large[large.n] = chunk
+    st.large = nil
+    if ended then
+        st.rest = concat(large, "", 1, large.n)
+        return true
+    end
+    if large.size > MAX_EVENT then
+        local event = start_skipping(st, concat(large, "", 1, large.n))
+        return false, st.out and event or nil
+    end
+    large.tail = sub(probe, -EVENT_END_MAX)
+    st.large = large
+    return false, st.out and "" or nil -- strip mode holds an event back until it is complete
+end
+
 feed_stream = function(st, chunk, eof)
     if st.skipping then
         return skip_oversized(st, chunk, eof)
+    end
+    if st.large then
+        local read_on, now = grow_large_event(st, chunk, eof)
+        if not read_on then
+            return now
+        end
+        chunk = "" -- already in st.rest
     end
     local rest = st.rest
     local buf = rest == "" and chunk or (rest .. chunk)
@@ -228,8 +267,10 @@ feed_stream = function(st, chunk, eof)
     rest = pos == 1 and buf or sub(buf, pos)
     local oversized = #rest > MAX_EVENT
     if oversized then
-        st.skipping, st.skipped = true, st.skipped + #rest
-        st.rest = sub(rest, -EVENT_END_MAX)
+        start_skipping(st, rest)
+    elseif #rest > LARGE_EVENT and not eof then
+        st.large = { rest, n = 1, size = #rest, tail = sub(rest, -EVENT_END_MAX) }
+        st.rest = ""
     else
         st.rest = rest
     end

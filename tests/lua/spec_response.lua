@@ -231,7 +231,7 @@ local HUGE_EVENT = 'data: {"choices":[{"index":0,"delta":{"content":"' .. string
 local USAGE_AFTER = 'data: {"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}\n\n'
 local DONE = 'data: [DONE]\n\n'
 
-for _, size in ipairs({ 65536, 1000003 }) do
+for _, size in ipairs({ 4096, 65536, 1000003 }) do
     tests["the usage after an oversized event is read, in " .. size .. "-byte chunks"] = function()
         local chunks = chunked(HUGE_EVENT .. USAGE_AFTER .. DONE, size)
         local st, out = feed_all({ format = "openai", stream = true }, chunks)
@@ -259,6 +259,17 @@ tests["an event end split between chunks after an oversized event is found"] = f
         { data:sub(1, 4 * 1024 * 1024 + 10), data:sub(4 * 1024 * 1024 + 11, split_at), data:sub(split_at + 1) })
     t.eq(select(2, response.usage(st)), true, "final usage")
     t.eq(st.events, 2, "events")
+end
+
+tests["a large event below the limit, in small chunks, is read whole"] = function()
+    local large = 'data: {"choices":[{"index":0,"delta":{"content":"' .. string.rep("b", 3 * 1024 * 1024)
+        .. '"}}],"usage":null}\n\n'
+    local data = large .. USAGE_AFTER .. DONE
+    local st, out = feed_all({ format = "openai", stream = true }, chunked(data, 4096), true)
+    t.eq(response.skipped(st), false, "not skipped")
+    t.eq(st.events, 3, "events")
+    t.eq(select(2, response.usage(st)), true, "final usage")
+    t.eq(out == large:gsub(',"usage":null', "") .. DONE, true, "strip mode edits the large event and drops the usage chunk")
 end
 
 tests["an estimate counts an oversized event at 4 bytes a token"] = function()
