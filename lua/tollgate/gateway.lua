@@ -427,10 +427,4 @@ function _M.log()
         st.ttfb and st.ttfb * 1000 or ms, lease.node, hold, over))
 end
 
--- Errors nginx raises itself (provider unreachable or slow, body too large), in the protocol's
--- shape.
-function _M.nginx_error(code)
-    return fail(code, endpoints.protocol_of(ngx_var.uri), { limit = config.get().max_body_bytes })
-end
-
 return _M
