@@ -29,8 +29,10 @@ function _M.load(path)
     f:close()
 end
 
--- A value quoted in a message keeps at most this many characters; "…" marks the cut.
+-- A value quoted in a message keeps at most this many characters; "…" marks the cut. The
+-- gateway's own sentences (`detail`, which may quote a model's name) get more room.
 local QUOTE_MAX = 256
+local DETAIL_MAX = 1024
 local REPLACEMENT = "\239\191\189" -- U+FFFD
 
 -- The UTF-8 sequence at byte `i` of `s`: its length and whether it is well-formed (RFC 3629: no
@@ -74,18 +76,18 @@ local function sequence_at(s, i)
 end
 
 -- `value` as a message quotes it: valid UTF-8 (ill-formed bytes become U+FFFD) and at most
--- QUOTE_MAX characters. Control characters are left to cjson, which escapes them. (A client's
+-- `most` characters. Control characters are left to cjson, which escapes them. (A client's
 -- model name or path is echoed: the body must stay valid JSON, and short.)
-local function quotable(value)
+local function quotable(value, most)
     if not find(value, "[\128-\255]") then
-        if #value <= QUOTE_MAX then
+        if #value <= most then
             return value
         end
-        return sub(value, 1, QUOTE_MAX) .. "…"
+        return sub(value, 1, most) .. "…"
     end
     local out, i, len = {}, 1, #value
     while i <= len do
-        if #out == QUOTE_MAX then
+        if #out == most then
             out[#out + 1] = "…"
             break
         end
@@ -103,7 +105,7 @@ local function render(template, vars)
             return ""
         end
         if type(v) == "string" then
-            return quotable(v)
+            return quotable(v, name == "detail" and DETAIL_MAX or QUOTE_MAX)
         end
         return tostring(v)
     end))
