@@ -56,6 +56,14 @@ def gateway_database(gateway_kind):
 
 
 @pytest.fixture
+def database_independent(gateway_kind):
+    """For a test whose behaviour never reaches the database (a request nginx or the access phase
+    refuses, a header that crosses or not): it runs once, against the SQLite instance."""
+    if gateway_kind != SQLITE:
+        pytest.skip("never reaches the database: run against the SQLite instance only")
+
+
+@pytest.fixture
 def own_database(gateway_kind):
     """A database for an instance of a test's own: never the shared instance's, whose secret key
     (and so whose encrypted provider keys) a second TOLLGATE_HOME does not have."""

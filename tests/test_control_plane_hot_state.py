@@ -136,7 +136,7 @@ def test_model_is_published_with_resolved_prices(settings, redis_client, price_v
     with db.session_scope(settings) as session:
         hot_state.publish_model(session, settings, session.scalar(select(Model)))
     assert json.loads(redis_client.get("tg:model:test-chat")) == {
-        "name": "test-chat", "max_output": 16384,
+        "name": "test-chat", "max_output": 16384, "max_input": 200000,
         "routes": [{"provider": "test", "upstream_model": "test-chat", "priority": 0, "weight": 1}],
         "price": {"version": price_version.id, "input": 150_000_000, "cached_input": 75_000_000,
                   "cache_write": 150_000_000, "cache_write_1h": 150_000_000, "output": 600_000_000,

@@ -13,6 +13,9 @@ import pytest
 
 from simulator import Simulator
 
+# nginx-level behaviour: the same whatever database the instance uses.
+pytestmark = pytest.mark.usefixtures("database_independent")
+
 UPSTREAM_KEY = "upstream-secret"
 CACHE_SECONDS = 1.5  # the gateway caches models and providers for up to 1 s
 CHAT = "/v1/chat/completions"

@@ -561,7 +561,10 @@ def test_anthropic_count_tokens_is_answered_and_not_billed(gateway, customer):
 def test_anthropic_models_list_shows_only_anthropic_protocol_models(gateway, customer):
     key, _ = customer
     models = list(anthropic_client(gateway, key).models.list())
-    assert [m.id for m in models] == ["sandbox-claude"]
+    ids = {m.id for m in models}
+    # Other tests add models to the shared gateway: the sandbox's tell the protocols apart.
+    assert "sandbox-claude" in ids
+    assert not ids & {"sandbox-chat", "sandbox-reasoner", "sandbox-embed"}
     assert all(m.type == "model" for m in models)
 
 

@@ -127,6 +127,7 @@ BAD_VALUES = [
 
 @pytest.mark.parametrize("value", BAD_VALUES)
 @pytest.mark.parametrize("path, field, others", INTEGER_FIELDS, ids=[f"{p[4:]}-{f}" for p, f, _ in INTEGER_FIELDS])
+@pytest.mark.usefixtures("database_independent")
 def test_a_bad_integer_parameter_is_refused_with_invalid_parameter(gw, sim, rich, path, field, others, value):
     _, key = rich
     upstream = len(sim.requests)
@@ -154,6 +155,7 @@ def test_null_is_absent_and_the_models_maximum_is_held(gw):
 
 
 @pytest.mark.parametrize("path", [CHAT, MESSAGES])
+@pytest.mark.usefixtures("database_independent")
 def test_an_output_maximum_above_the_models_is_refused_naming_the_models_maximum(gw, rich, path):
     _, key = rich
     status, body = send(gw, key, path, body_for(path, '"max_tokens":100001'))
@@ -174,6 +176,7 @@ def test_an_output_maximum_equal_to_the_models_is_admitted(gw):
     ('"max_tokens":10,"best_of":21', "best_of"),
     ('"max_tokens":10,"n":3,"best_of":2', "best_of"),
 ])
+@pytest.mark.usefixtures("database_independent")
 def test_completions_fan_out_out_of_bounds_is_refused(gw, rich, fields, named):
     _, key = rich
     status, body = send(gw, key, COMPLETIONS, body_for(COMPLETIONS, fields))
@@ -298,6 +301,7 @@ def test_n_128_is_held_128_times_and_refused_beyond_the_keys_limit(gw):
         "stream_options-escaped", "include_usage-escaped", "max_tokens-twice", "max_tokens-escaped",
         "max_completion_tokens-twice", "n-twice", "best_of-twice", "completions-stream_options-twice",
         "max_output_tokens-twice", "messages-max_tokens-twice", "messages-stream-escaped"])
+@pytest.mark.usefixtures("database_independent")
 def test_a_deciding_field_named_twice_or_escaped_is_refused(gw, sim, rich, path, fields, named):
     """Issue 10, defect 5: the gateway read one spelling, the provider another."""
     _, key = rich
