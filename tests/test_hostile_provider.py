@@ -285,6 +285,7 @@ INVALID_COUNTS = [
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("count, recorded", INVALID_COUNTS, ids=[c for c, _ in INVALID_COUNTS])
+@pytest.mark.usefixtures("database_independent")  # the Lua billing matrix: once
 def test_an_invalid_output_count_is_billed_the_hold_as_invalid(gw, sim, mode, count, recorded):
     email, key = customer(gw)
     sim.enqueue(**hostile_answer(mode, 10, count))
@@ -301,6 +302,7 @@ def test_an_invalid_output_count_is_billed_the_hold_as_invalid(gw, sim, mode, co
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("count, recorded", [("-1", 0), ("1e300", MAX_TOKENS)], ids=["-1", "1e300"])
+@pytest.mark.usefixtures("database_independent")  # the Lua billing matrix: once
 def test_an_invalid_input_count_is_billed_the_hold_as_invalid(gw, sim, mode, count, recorded):
     email, key = customer(gw)
     sim.enqueue(**hostile_answer(mode, count, 20))

@@ -23,7 +23,9 @@ from test_gateway_streams import balance_nano, new_customer  # noqa: E402
 
 litellm.suppress_debug_info = True
 # litellm's own pydantic and deprecation warnings, nothing of ours
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
+# What the clients parse does not depend on the database: once, against the SQLite instance.
+pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning"),
+              pytest.mark.usefixtures("database_independent")]
 CLAUDE_PROMPT = [SystemMessage(content=CACHED_SYSTEM), HumanMessage(content=LONG_PROMPT)]
 
 
