@@ -57,10 +57,11 @@ def gateway_database(gateway_kind):
 
 @pytest.fixture
 def database_independent(gateway_kind):
-    """For a test whose behaviour never reaches the database (a request nginx or the access phase
-    refuses, a header that crosses or not): it runs once, against the SQLite instance."""
+    """For a test whose behaviour does not depend on the database (a request nginx or the access
+    phase refuses, a header that crosses or not, what a client parses): it runs once, against the
+    SQLite instance."""
     if gateway_kind != SQLITE:
-        pytest.skip("never reaches the database: run against the SQLite instance only")
+        pytest.skip("does not depend on the database: run against the SQLite instance only")
 
 
 @pytest.fixture
