@@ -501,3 +501,10 @@ if pytest is not None:
         sim = Simulator().start()
         yield sim
         sim.stop()
+
+    @pytest.fixture(scope="module", name="sim")
+    def module_simulator():
+        """`sim`: a started Simulator shared by a test module (import this into it)."""
+        sim = Simulator().start()
+        yield sim
+        sim.stop()

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from simulator import Simulator
+from simulator import module_simulator  # noqa: F401 (the module's `sim` fixture)
 
 # nginx-level behaviour: the same whatever database the instance uses.
 pytestmark = pytest.mark.usefixtures("database_independent")
@@ -129,13 +129,6 @@ def test_control_plane_unreachable_is_503_in_json(gateway):
 
 def tg(gateway, *args: str) -> str:
     return gateway.cli(*args).stdout
-
-
-@pytest.fixture(scope="module")
-def sim():
-    s = Simulator().start()
-    yield s
-    s.stop()
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from harness import Gateway
-from simulator import FIXTURES, Simulator, fixture_path, iter_fixtures
+from simulator import FIXTURES, fixture_path, iter_fixtures
+from simulator import module_simulator  # noqa: F401 (the module's `sim` fixture)
 from test_gateway_billing import api_get, tokens_of
 
 UPSTREAM_KEY = "upstream-secret"
@@ -154,13 +155,6 @@ def random_chunking(seed: int) -> list[int]:
 
 
 # -- fixtures --------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def sim():
-    s = Simulator().start()
-    yield s
-    s.stop()
-
 
 @pytest.fixture(scope="module")
 def golden(gateway, sim):

@@ -18,8 +18,9 @@ import pytest
 
 from gateway_fixtures import _fresh_database
 from harness import Gateway
-from simulator import (Simulator, anthropic_message, anthropic_sse, error_answer, openai_chat, openai_chat_sse,
+from simulator import (anthropic_message, anthropic_sse, error_answer, openai_chat, openai_chat_sse,
                        sse, usage)
+from simulator import module_simulator  # noqa: F401 (the module's `sim` fixture)
 
 UPSTREAM_KEY = "upstream-secret"
 CACHE_SECONDS = 1.5  # the gateway caches models and providers for up to 1 s
@@ -35,13 +36,6 @@ PATH = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages"}
 
 
 # -- the gateway, the provider, the customer --------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def sim():
-    s = Simulator().start()
-    yield s
-    s.stop()
-
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory, gateway_kind, sim):
