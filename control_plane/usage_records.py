@@ -18,7 +18,6 @@ RECORD_FIELDS = ("rid", "ts", "acct", "key", "model", "umodel", "provider", "pv"
 # Records packed before `hold` and `over` were added: hold = cost, over = 0.
 LEGACY_FIELD_COUNT = 22
 BASES = ("provider", "drained", "estimated", "invalid", "none")
-MAX_TOKENS = 10**8  # tokens of one usage class in one record
 MAX_NANO = 2**53  # cost, hold and overage of one record
 MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last moment a datetime holds
 INT32_MAX = 2**31 - 1
@@ -129,7 +128,7 @@ def parse(fields: dict[str, str]) -> UsageRecord:
         stream=fields.get("stream") == "1",
         status=_count(fields, "status", INT32_MAX),
         billing_basis=_basis(fields),
-        tokens={field: _count(fields, field, MAX_TOKENS, default=0) for field, _price in money.USAGE_CLASSES},
+        tokens={field: _count(fields, field, money.MAX_TOKENS, default=0) for field, _price in money.USAGE_CLASSES},
         cost_nano=cost,
         hold_nano=_count(fields, "hold", MAX_NANO, default=cost),
         overage_nano=_count(fields, "over", MAX_NANO, default=0),
