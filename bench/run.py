@@ -314,7 +314,8 @@ class Bench:
         cli("credit", "bench@example.com", "1000000", "--reason", "bench")
         key = cli("key", "create", "bench@example.com", "--name", "bench").strip().splitlines()[-1].strip()
         time.sleep(2)  # let the gateway see the new configuration
-        from control_plane import redis_keys, settings  # the project's venv runs the gateway part
+        from control_plane import settings  # the project's venv runs the gateway part
+        from control_plane.hot import redis_keys
         shards = settings.load(env).redis_shards
         return Target(url, key, self.workdir / "gateway" / "run" / "redis.sock",
                       tuple(redis_keys.usage_stream(shard) for shard in range(shards)))

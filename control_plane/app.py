@@ -7,6 +7,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import api, exact_json, logs
 from . import settings as settings_module
+from .deposits import api as deposits_api
 
 
 class ExactJSONProvider(DefaultJSONProvider):
@@ -37,5 +38,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     # (proxy/control-plane.conf), dropping the client's; no prefix is trusted.
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_port=1, x_prefix=0)
     app.json = ExactJSONProvider(app)
-    api.init_app(app)
+    app.register_blueprint(api.api)  # /api/healthz, /api/v1/…
+    app.register_blueprint(deposits_api.topups, url_prefix="/api/v1")
+    app.register_blueprint(deposits_api.webhooks, url_prefix="/api/v1/webhooks")
+    api.handle_errors(app)
     return app

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, event
+from sqlalchemy import BigInteger, cast, create_engine, event, func
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session
 
@@ -82,3 +82,9 @@ def upgrade(settings: Settings, revision: str = "head") -> None:
     config = Config(str(ALEMBIC_INI))
     config.attributes["settings"] = settings
     command.upgrade(config, revision)
+
+
+def total(column):
+    """Σ of a nano-USD or token column, 0 when empty, as an integer (PostgreSQL's SUM of a
+    BIGINT is NUMERIC, which would come back as a Decimal)."""
+    return cast(func.coalesce(func.sum(column), 0), BigInteger)

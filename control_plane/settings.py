@@ -9,12 +9,18 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
-from .deposits.tokens import USDT
 from .money import usd_to_nano
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MAX_BODY_BYTES = 64 * 1024 * 1024  # below money.MAX_TOKENS: each body byte is a token of a hold
-TRON_USDT = next(token.contract for token in USDT if token.chain == "tron")
+# The canonical USDT contract (and decimals) of each deposit chain: the defaults of
+# TOLLGATE_TRON_USDT_CONTRACT and TOLLGATE_<BSC|POLYGON>_USDT_CONTRACT / _DECIMALS.
+# EVM contracts compare case-insensitively; TRON base58 exactly.
+CANONICAL_USDT = {
+    "tron": ("TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t", 6),
+    "bsc": ("0x55d398326f99059fF775485246999027B3197955", 18),
+    "polygon": ("0xc2132D05D31c914a87C6611C10748AEb04B58e8F", 6),
+}
 TRONGRID_URL = "https://api.trongrid.io"
 
 
@@ -138,16 +144,15 @@ def _evm_address(env, name, default):
 
 def _evm_chains(env) -> tuple[EvmChainSettings, ...]:
     chains = []
-    for token in USDT:
-        if token.chain not in EVM_CONFIRMATIONS:
-            continue
-        prefix = f"TOLLGATE_{token.chain.upper()}_"
+    for chain, confirmations in EVM_CONFIRMATIONS.items():
+        contract, decimals = CANONICAL_USDT[chain]
+        prefix = f"TOLLGATE_{chain.upper()}_"
         chains.append(EvmChainSettings(
-            chain=token.chain,
+            chain=chain,
             rpc_url=_raw(env, prefix + "RPC_URL", None),
-            usdt_contract=_evm_address(env, prefix + "USDT_CONTRACT", token.contract),
-            usdt_decimals=_int(env, prefix + "USDT_DECIMALS", token.decimals, 0, 36),
-            confirmations=_int(env, prefix + "CONFIRMATIONS", EVM_CONFIRMATIONS[token.chain], 1, 100_000),
+            usdt_contract=_evm_address(env, prefix + "USDT_CONTRACT", contract),
+            usdt_decimals=_int(env, prefix + "USDT_DECIMALS", decimals, 0, 36),
+            confirmations=_int(env, prefix + "CONFIRMATIONS", confirmations, 1, 100_000),
             log_range=_int(env, prefix + "LOG_RANGE", 1000, 1, 1_000_000),
             start_block=_int(env, prefix + "START_BLOCK", None, 0),
         ))
@@ -177,23 +182,22 @@ class Settings:
     demo: bool
     log_level: str
     # Top-ups (control_plane/deposits): minimum deposit, volume-bonus tiers, watch-only xpubs, card webhook.
-    min_deposit_nano: int = 10 * 10**9
-    topup_bonus_tiers: tuple[tuple[int, Decimal], ...] = ((10 * 10**9, Decimal(0)), (50 * 10**9, Decimal(2)),
-                                                           (100 * 10**9, Decimal(5)))
-    xpub_evm: str | None = None
-    xpub_tron: str | None = None
-    payment_webhook_secret: str | None = None
-    payment_checkout_url: str | None = None
+    min_deposit_nano: int
+    topup_bonus_tiers: tuple[tuple[int, Decimal], ...]
+    xpub_evm: str | None
+    xpub_tron: str | None
+    payment_webhook_secret: str | None
+    payment_checkout_url: str | None
     # TRON watcher (deposits/tron_watcher.py): one URL serving the full-node API and TronGrid's /v1 API;
     # the TronGrid key goes only into the TRON-PRO-API-KEY header (repr=False: never printed).
-    tron_url: str = TRONGRID_URL
-    tron_api_key: str | None = field(default=None, repr=False)
-    tron_usdt_contract: str = TRON_USDT
-    tron_start_block: int | None = None  # None: the solidified head at the first scan
-    tron_page_size: int = 200
-    tron_poll_seconds: int = 30  # TRON scans cost TronGrid requests (a quota); solidity takes ~1 min
-    evm_chains: tuple[EvmChainSettings, ...] = ()
-    chain_poll_seconds: int = 2  # how often `tollgate chain watch` scans each watched chain
+    tron_url: str
+    tron_api_key: str | None = field(repr=False)
+    tron_usdt_contract: str
+    tron_start_block: int | None  # None: the solidified head at the first scan
+    tron_page_size: int
+    tron_poll_seconds: int  # TRON scans cost TronGrid requests (a quota); solidity takes ~1 min
+    evm_chains: tuple[EvmChainSettings, ...]
+    chain_poll_seconds: int  # how often `tollgate chain watch` scans each watched chain
 
     def evm_chain(self, chain: str) -> EvmChainSettings:
         for settings in self.evm_chains:
@@ -276,7 +280,7 @@ def load(env=None) -> Settings:
         payment_checkout_url=_raw(env, "TOLLGATE_PAYMENT_CHECKOUT_URL", None),
         tron_url=_url(env, "TOLLGATE_TRON_URL", TRONGRID_URL),
         tron_api_key=_raw(env, "TOLLGATE_TRON_API_KEY", None),
-        tron_usdt_contract=_tron_address(env, "TOLLGATE_TRON_USDT_CONTRACT", TRON_USDT),
+        tron_usdt_contract=_tron_address(env, "TOLLGATE_TRON_USDT_CONTRACT", CANONICAL_USDT["tron"][0]),
         tron_start_block=_int(env, "TOLLGATE_TRON_START_BLOCK", None, 0),
         tron_page_size=_int(env, "TOLLGATE_TRON_PAGE_SIZE", 200, 1, 200),
         tron_poll_seconds=_int(env, "TOLLGATE_TRON_POLL_SECONDS", 30, 1, 3600),

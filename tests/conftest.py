@@ -18,9 +18,14 @@ from click.testing import CliRunner
 from sqlalchemy import create_engine, delete, text
 from sqlalchemy.engine import make_url
 
-from control_plane import accounts, catalog, db, hot_state, keys, ledger, redis_keys
+from control_plane import db
 from control_plane import settings as settings_module
+from control_plane.accounts import accounts
+from control_plane.accounts import api_keys as keys
 from control_plane.app import create_app
+from control_plane.billing import ledger
+from control_plane.catalog import upstreams as catalog
+from control_plane.hot import connection, credits, publish, redis_keys
 from control_plane.models import Account, ApiKey, Base, PriceVersion
 from control_plane.money import usd_to_nano
 
@@ -130,7 +135,7 @@ def settings(tollgate_env) -> settings_module.Settings:
 
 @pytest.fixture
 def redis_client(settings) -> redis.Redis:
-    return hot_state.client(settings)
+    return connection.client(settings)
 
 
 @pytest.fixture
@@ -146,7 +151,7 @@ def client(app):
 @pytest.fixture
 def cli(tollgate_env):
     """invoke(*args) runs `tollgate args…` with this test's environment."""
-    from control_plane.cli import main
+    from control_plane.cli.main import main
 
     runner = CliRunner()
 
@@ -180,8 +185,8 @@ def make_customer(settings):
             limit = None if limit_usd is None else usd_to_nano(limit_usd)
             key, plaintext = keys.create_key(session, account, "test key", keys.KeyLimits(spend_nano=limit))
         with db.session_scope(settings) as session:
-            hot_state.publish_key(session, settings, key)
-            hot_state.apply_unpublished(session, settings)
+            publish.publish_key(session, settings, key)
+            credits.apply_unpublished(session, settings)
             account = session.get(Account, account.id)
         return Customer(account, key, plaintext)
 

@@ -6,11 +6,13 @@ from dataclasses import dataclass, field
 
 import pytest
 from bip_utils import Bip39SeedGenerator, Bip44, Bip44Coins
-
-from control_plane import accounts, db, redis_keys
-from control_plane import settings as settings_module
-from control_plane.deposits import addresses
 from evm_node import AnvilNode, RpcProxy
+
+from control_plane import db
+from control_plane import settings as settings_module
+from control_plane.accounts import accounts
+from control_plane.deposits import addresses
+from control_plane.hot import redis_keys
 
 MNEMONIC = "test test test test test test test test test test test junk"
 

@@ -6,7 +6,6 @@ import os
 import uuid
 
 import pytest
-
 from harness import Gateway
 
 SQLITE = "sqlite"

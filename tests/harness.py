@@ -107,7 +107,7 @@ class Gateway:
         Python start-up per call; not from several threads at once)."""
         from click.testing import CliRunner
 
-        from control_plane.cli import main
+        from control_plane.cli.main import main
 
         env = {name: value for name, value in self.env.items() if name.startswith("TOLLGATE_")}
         run = CliRunner().invoke(main, list(args), env=env)

@@ -4,10 +4,14 @@ import json
 
 import pytest
 
-from control_plane import accounts, db, keys, ledger, redis_keys
+from control_plane import db
+from control_plane.accounts import accounts
+from control_plane.accounts import api_keys as keys
+from control_plane.billing import ledger
+from control_plane.hot import redis_keys
+from control_plane.hot.usage_records import parse
 from control_plane.models import Usage
 from control_plane.settings import REPO_ROOT
-from control_plane.usage_records import parse
 
 
 def auth(customer, pad=""):

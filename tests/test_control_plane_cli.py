@@ -5,9 +5,19 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
-from control_plane import db, demo, keys, redis_keys
-from control_plane.cli import main
-from control_plane.models import Account, ApiKey, LedgerTransaction, Model, PriceVersion, Provider
+from control_plane import db
+from control_plane.accounts import api_keys as keys
+from control_plane.cli.main import main
+from control_plane.hot import redis_keys
+from control_plane.models import (
+    Account,
+    ApiKey,
+    LedgerTransaction,
+    Model,
+    PriceVersion,
+    Provider,
+)
+from control_plane.ops import demo
 
 
 @pytest.fixture

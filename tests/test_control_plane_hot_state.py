@@ -4,8 +4,14 @@ import json
 import pytest
 from sqlalchemy import select
 
-from control_plane import accounts, catalog, db, hot_state, keys, ledger, redis_keys
+from control_plane import db
+from control_plane.accounts import accounts
+from control_plane.accounts import api_keys as keys
+from control_plane.billing import ledger
+from control_plane.catalog import resolve
+from control_plane.catalog import upstreams as catalog
 from control_plane.errors import ServiceError
+from control_plane.hot import credits, publish, redis_keys
 from control_plane.models import ApiKey, LedgerTransaction, Model, Provider
 from control_plane.money import usd_to_nano
 
@@ -43,16 +49,16 @@ def test_rate_limits_are_published_and_removed(settings, redis_client, customer)
     with db.session_scope(settings) as session:
         key = session.get(ApiKey, customer.key.id)
         key.rpm, key.tpm = 60, 100_000
-        hot_state.publish_key(session, settings, key)
+        publish.publish_key(session, settings, key)
         assert redis_client.hmget(lookup, "rpm", "tpm") == ["60", "100000"]
         key.tpm = None
-        hot_state.publish_key(session, settings, key)
+        publish.publish_key(session, settings, key)
     assert redis_client.hmget(lookup, "rpm", "tpm") == ["60", None]
 
 
 def test_revoked_key_is_published_as_revoked(settings, redis_client, customer):
     with db.session_scope(settings) as session:
-        hot_state.revoke_key(settings, keys.revoke_key(session, customer.key.id))
+        publish.revoke_key(settings, keys.revoke_key(session, customer.key.id))
     assert redis_client.hget(redis_keys.apikey(customer.key.key_hash), "status") == "revoked"
 
 
@@ -65,7 +71,7 @@ def test_credit_applied_twice_counts_once(settings, redis_client, customer):
         transaction = ledger.adjust(session, customer.account.id, usd_to_nano("1.5"), "goodwill")
     for _attempt in range(2):
         with db.session_scope(settings) as session:
-            hot_state.apply_credit(session, settings, session.get(LedgerTransaction, transaction.id))
+            credits.apply_credit(session, settings, session.get(LedgerTransaction, transaction.id))
     assert _account_hash(redis_client, settings, customer)["bal"] == "11500000000"
 
 
@@ -73,9 +79,9 @@ def test_unpublished_credits_are_applied_and_marked(settings, redis_client, cust
     with db.session_scope(settings) as session:
         ledger.adjust(session, customer.account.id, -usd_to_nano("4"), "correction")
     with db.session_scope(settings) as session:
-        assert hot_state.apply_unpublished(session, settings) == 1
+        assert credits.apply_unpublished(session, settings) == 1
     with db.session_scope(settings) as session:
-        assert hot_state.apply_unpublished(session, settings) == 0
+        assert credits.apply_unpublished(session, settings) == 0
         assert all(session.scalars(select(LedgerTransaction.published)))
     assert _account_hash(redis_client, settings, customer)["bal"] == "6000000000"
 
@@ -85,7 +91,7 @@ def test_credit_to_an_unpublished_account_creates_its_balance_once(settings, red
         account = accounts.create_account(session, "new@example.com")
         transaction = ledger.credit(session, "deposit", account.id, 5_000, "deposit:new", "Deposit")
     with db.session_scope(settings) as session:
-        hot_state.apply_credit(session, settings, session.get(LedgerTransaction, transaction.id))
+        credits.apply_credit(session, settings, session.get(LedgerTransaction, transaction.id))
     shard = redis_keys.shard_of(account.id, settings.redis_shards)
     assert redis_client.hget(redis_keys.account(shard, account.id), "bal") == "5000"
 
@@ -97,7 +103,7 @@ def test_missing_balance_is_sql_minus_usage_still_in_the_stream(settings, redis_
         "rid": "undrained-1", "ts": "1700000000000", "acct": str(customer.account.id),
         "key": str(customer.key.id), "model": "m", "status": "200", "cost": "1234"})
     with db.session_scope(settings) as session:
-        assert hot_state.publish_missing_accounts(session, settings) == 1
+        assert publish.publish_missing_accounts(session, settings) == 1
     assert _account_hash(redis_client, settings, customer) == {"bal": str(10_000_000_000 - 1234), "held": "0"}
 
 
@@ -105,7 +111,7 @@ def test_existing_balance_is_never_overwritten(settings, redis_client, customer)
     name = redis_keys.account(customer.shard(settings), customer.account.id)
     redis_client.hset(name, "bal", 7)
     with db.session_scope(settings) as session:
-        assert hot_state.publish_account(session, settings, customer.account.id) is False
+        assert publish.publish_account(session, settings, customer.account.id) is False
     assert redis_client.hget(name, "bal") == "7"
 
 
@@ -113,7 +119,7 @@ def test_provider_is_published_with_resolved_endpoint(settings, redis_client):
     with db.session_scope(settings) as session:
         provider = catalog.upsert_provider(session, settings, "local", "anthropic", "https://127.0.0.1/anthropic/",
                                            " secret ")
-        hot_state.publish_provider(settings, provider)
+        publish.publish_provider(settings, provider)
     assert json.loads(redis_client.get("tg:provider:local")) == {
         "name": "local", "protocol": "anthropic", "scheme": "https", "host": "127.0.0.1", "port": 443,
         "ips": ["127.0.0.1"], "base_path": "/anthropic", "api_key": "secret"}
@@ -121,8 +127,8 @@ def test_provider_is_published_with_resolved_endpoint(settings, redis_client):
 
 def test_provider_host_names_resolve_ipv4_first(monkeypatch):
     answers = [(10, 1, 6, "", ("::1", 80, 0, 0)), (2, 1, 6, "", ("127.0.0.1", 80)), (2, 1, 6, "", ("127.0.0.1", 80))]
-    monkeypatch.setattr(hot_state.socket, "getaddrinfo", lambda *args, **kwargs: answers)
-    assert hot_state.resolve_ips("example.test", 80) == ["127.0.0.1", "::1"]
+    monkeypatch.setattr(resolve.socket, "getaddrinfo", lambda *args, **kwargs: answers)
+    assert resolve.resolve_ips("example.test", 80) == ["127.0.0.1", "::1"]
 
 
 def test_provider_key_is_stored_encrypted(settings):
@@ -134,7 +140,7 @@ def test_provider_key_is_stored_encrypted(settings):
 
 def test_model_is_published_with_resolved_prices(settings, redis_client, price_version):
     with db.session_scope(settings) as session:
-        hot_state.publish_model(session, settings, session.scalar(select(Model)))
+        publish.publish_model(session, settings, session.scalar(select(Model)))
     assert json.loads(redis_client.get("tg:model:test-chat")) == {
         "name": "test-chat", "max_output": 16384, "max_input": 200000,
         "routes": [{"provider": "test", "upstream_model": "test-chat", "priority": 0, "weight": 1}],
@@ -157,4 +163,4 @@ def test_unresolvable_provider_is_a_clear_error(settings):
     provider = Provider(name="x", protocol="openai", base_url="https://no-such-host.invalid/v1",
                         api_key_encrypted="")
     with pytest.raises(ServiceError, match="cannot resolve no-such-host.invalid"):
-        hot_state.publish_provider(settings, provider)
+        publish.publish_provider(settings, provider)

@@ -1,8 +1,8 @@
 """The lease reaper returns the funds of leases whose node stopped renewing them."""
 import pytest
 
-from control_plane import redis_keys
-from control_plane.lease_reaper import LeaseReaper
+from control_plane.hot import redis_keys
+from control_plane.hot.lease_reaper import LeaseReaper
 
 NOW_MS = 1_700_000_000_000
 

@@ -4,7 +4,9 @@ import time
 import pytest
 from sqlalchemy import func, select
 
-from control_plane import accounts, db, ledger
+from control_plane import db
+from control_plane.accounts import accounts
+from control_plane.billing import ledger
 from control_plane.models import Account, LedgerEntry, LedgerTransaction
 
 

@@ -3,7 +3,8 @@ from decimal import Decimal
 
 import pytest
 
-from control_plane import exact_json, pricing
+from control_plane import exact_json
+from control_plane.catalog import pricing
 from control_plane.models import PriceVersion
 from control_plane.money import cost_nano, nano_to_decimal, usd_to_nano
 

@@ -2,7 +2,7 @@
 tests: tests/test_faults_recovery.py)."""
 from __future__ import annotations
 
-from control_plane.supervisor import STABLE_SECONDS, Child
+from control_plane.ops.supervisor import STABLE_SECONDS, Child
 
 
 def test_a_child_dying_again_and_again_waits_longer_each_time():

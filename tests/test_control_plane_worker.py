@@ -4,10 +4,11 @@ import logging
 import pytest
 from sqlalchemy import func, select
 
-from control_plane import db, redis_keys
+from control_plane import db
+from control_plane.billing.usage_drain import GROUP, UsageDrain
+from control_plane.hot import redis_keys
+from control_plane.hot.usage_records import RECORD_FIELDS
 from control_plane.models import Account, LedgerEntry, LedgerTransaction, Usage
-from control_plane.usage_drain import GROUP, UsageDrain
-from control_plane.usage_records import RECORD_FIELDS
 
 TOKENS = {"in": "1000", "cr": "200", "cw": "0", "cw1h": "0", "out": "500", "rsn": "100"}
 # At the price_version fixture's prices (nano-USD per 1M: input 150e6, cached 75e6, output and
@@ -110,7 +111,7 @@ def test_nothing_is_acknowledged_when_sql_fails(settings, drain, stream, redis_c
                                                 monkeypatch):
     redis_client.xadd(stream, fields_of(customer, price_version, "req-1"))
     entries = drain.read(block_ms=1)
-    monkeypatch.setattr("control_plane.ledger.post_new", lambda *args: 1 / 0)
+    monkeypatch.setattr("control_plane.billing.ledger.post_new", lambda *args: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         drain.record(entries)
     assert redis_client.xpending(stream, GROUP)["pending"] == 1

@@ -3,8 +3,9 @@ import pytest
 from bip_utils import Bip39SeedGenerator, Bip44, Bip44Changes, Bip44Coins
 from sqlalchemy import func, select
 
-from control_plane import accounts, db
+from control_plane import db
 from control_plane import settings as settings_module
+from control_plane.accounts import accounts
 from control_plane.deposits import addresses
 from control_plane.errors import ServiceError
 from control_plane.models import DepositAddress

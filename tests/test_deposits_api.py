@@ -6,11 +6,13 @@ import time
 import pytest
 from sqlalchemy import select
 
-from control_plane import db, ledger, redis_keys
+from control_plane import db
 from control_plane import settings as settings_module
 from control_plane.app import create_app
+from control_plane.billing import ledger
 from control_plane.deposits import ledger as deposits
 from control_plane.deposits import payments
+from control_plane.hot import redis_keys
 from control_plane.models import LedgerTransaction
 
 SECRET = "whsec_test_secret"

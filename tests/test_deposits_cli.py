@@ -5,8 +5,9 @@ import pytest
 from bip_utils import Bip39SeedGenerator, Bip44, Bip44Coins
 from click.testing import CliRunner
 
-from control_plane import accounts, db
-from control_plane.cli import main
+from control_plane import db
+from control_plane.accounts import accounts
+from control_plane.cli.main import main
 from control_plane.deposits import ledger as deposits
 
 MNEMONIC = "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about"

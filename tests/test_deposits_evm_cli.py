@@ -10,12 +10,11 @@ import time
 from pathlib import Path
 
 from click.testing import CliRunner
-
-from control_plane.cli import main
-from control_plane.supervisor import children
-
 from evm_fixtures import redis_balance
 from evm_node import FINALITY_LAG
+
+from control_plane.cli.main import main
+from control_plane.ops.supervisor import children
 
 TOLLGATE = str(Path(sys.executable).parent / "tollgate")
 USDT18 = 10**18

@@ -4,7 +4,8 @@ import logging
 
 import pytest
 
-from control_plane import db, ledger
+from control_plane import db
+from control_plane.billing import ledger
 from control_plane.deposits import cursors, evm_watcher
 from control_plane.deposits.evm_rpc import RpcError
 

@@ -1,15 +1,15 @@
 """The EVM deposit watcher against a real local node (anvil): confirmation, exact units, the
 contract allow-list, several logs per transaction, re-orgs, restarts and rescans."""
 import pytest
+from evm_fixtures import redis_balance
+from evm_node import FINALITY_LAG
 from sqlalchemy import select
 
-from control_plane import db, ledger
+from control_plane import db
+from control_plane.billing import ledger
 from control_plane.deposits import cursors, evm_watcher
 from control_plane.errors import ServiceError
 from control_plane.models import Deposit
-
-from evm_fixtures import redis_balance
-from evm_node import FINALITY_LAG
 
 USDT6 = 10**6
 USDT18 = 10**18

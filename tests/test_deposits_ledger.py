@@ -5,11 +5,14 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, select
 
-from control_plane import accounts, db, hot_state, ledger, redis_keys
+from control_plane import db
 from control_plane import settings as settings_module
+from control_plane.accounts import accounts
+from control_plane.billing import ledger
 from control_plane.deposits import ledger as deposits
 from control_plane.deposits.tokens import base_units_to_nano, token_for
 from control_plane.errors import ServiceError
+from control_plane.hot import credits, redis_keys
 from control_plane.models import Account, Deposit, LedgerTransaction
 
 TRON_USDT = "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t"
@@ -238,11 +241,11 @@ def test_publish_failure_leaves_credit_for_the_worker(settings, redis_client, ac
     def down(*_args, **_kwargs):
         raise redis_module.ConnectionError("down")
 
-    monkeypatch.setattr(hot_state, "apply_credit", down)
+    monkeypatch.setattr(credits, "apply_credit", down)
     deposit_id = _deposit(settings, account_id, 25 * USDT6)
     ids = deposits.credit_and_publish(settings, deposit_id)
     monkeypatch.undo()
     with db.session_scope(settings) as session:
         assert session.get(LedgerTransaction, ids[0]).published is False
-        assert hot_state.apply_unpublished(session, settings) == 1
+        assert credits.apply_unpublished(session, settings) == 1
     assert _redis_balance(settings, redis_client, account_id) == 25 * 10**9

@@ -4,15 +4,18 @@ import logging
 
 import pytest
 from bip_utils import Bip32Secp256k1
+from fake_tron import USDT, Log, address, serve
 from sqlalchemy import select
 
-from control_plane import accounts, db, ledger, redis_keys
+from control_plane import db
 from control_plane import settings as settings_module
+from control_plane.accounts import accounts
+from control_plane.billing import ledger
 from control_plane.deposits import addresses, cursors, tron_watcher
 from control_plane.deposits.ledger import record_deposit
 from control_plane.deposits.trongrid import TronUnavailable
+from control_plane.hot import redis_keys
 from control_plane.models import Deposit, LedgerTransaction
-from fake_tron import USDT, Log, address, serve
 
 USDT6 = 1_000_000  # base units of 1 USDT (6 decimals)
 FAKE_USDT = address(0x11)  # another TRC20 contract calling itself USDT

@@ -9,9 +9,8 @@ import urllib.error
 import urllib.request
 
 import pytest
-from openai import OpenAI
-
 from harness import Gateway, wait_for
+from openai import OpenAI
 
 REQUESTS = 20
 

@@ -19,8 +19,8 @@ from harness import REPO, Gateway, free_port, wait_for
 from simulator import Simulator
 from test_gateway_billing import SANDBOX_CHAT, tokens_of
 
+from control_plane.hot.redis_keys import CONSUMER_GROUP
 from control_plane.money import cost_nano
-from control_plane.redis_keys import CONSUMER_GROUP
 
 EMAIL = "faulty@example.com"
 HELLO = {"model": "sandbox-chat", "messages": [{"role": "user", "content": "Hi"}]}

@@ -7,9 +7,8 @@ import urllib.request
 
 import openai
 import pytest
-from openai import OpenAI
-
 from harness import free_port
+from openai import OpenAI
 
 CHAT = "/v1/chat/completions"
 HELLO = {"model": "sandbox-chat", "messages": [{"role": "user", "content": "Hi"}]}

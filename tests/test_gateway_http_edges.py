@@ -10,7 +10,6 @@ import time
 import uuid
 
 import pytest
-
 from simulator import module_simulator  # noqa: F401 (the module's `sim` fixture)
 
 # nginx-level behaviour: the same whatever database the instance uses.

@@ -7,7 +7,6 @@ import urllib.error
 import urllib.request
 
 import pytest
-
 from test_gateway_billing import api_get
 from test_gateway_streams import balance_nano, new_customer
 

@@ -17,10 +17,10 @@ from anthropic.types import Message, RawMessageStreamEvent
 from openai import OpenAI
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import BaseModel, TypeAdapter
-
-from control_plane.money import cost_nano
 from test_gateway_billing import SANDBOX_CHAT, SANDBOX_REASONER, api_get, tokens_of
 from test_gateway_streams import balance_nano, new_customer
+
+from control_plane.money import cost_nano
 
 SANDBOX_CLAUDE = {"input": 3_000_000_000, "cached_input": 300_000_000, "cache_write": 3_750_000_000,
                   "cache_write_1h": 6_000_000_000, "output": 15_000_000_000, "reasoning": 15_000_000_000}

@@ -14,10 +14,13 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-
 from harness import Gateway
-from simulator import FIXTURES, fixture_path, iter_fixtures
-from simulator import module_simulator  # noqa: F401 (the module's `sim` fixture)
+from simulator import (
+    FIXTURES,
+    fixture_path,
+    iter_fixtures,
+    module_simulator,  # noqa: F401 (the module's `sim` fixture)
+)
 from test_gateway_billing import api_get, tokens_of
 
 UPSTREAM_KEY = "upstream-secret"

@@ -13,11 +13,28 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
-from simulator import (Answer, Request, Simulator, anthropic_message, anthropic_sse, answer, openai_chat,
-                       openai_chat_sse, usage)
-from test_hostile_provider import (CACHE_SECONDS, add_models, assert_books_hold, customer, headers_for, only_row,
-                                   post, rows_of, sized)
+from simulator import (
+    Answer,
+    Request,
+    Simulator,
+    answer,
+    anthropic_message,
+    anthropic_sse,
+    openai_chat,
+    openai_chat_sse,
+    usage,
+)
+from test_hostile_provider import (
+    CACHE_SECONDS,
+    add_models,
+    assert_books_hold,
+    customer,
+    headers_for,
+    only_row,
+    post,
+    rows_of,
+    sized,
+)
 
 MAX_OUTPUT = 100_000
 CREDIT = 10_000_000  # $0.01

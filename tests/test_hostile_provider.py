@@ -15,12 +15,18 @@ import time
 import uuid
 
 import pytest
-
 from gateway_fixtures import _fresh_database
 from harness import Gateway
-from simulator import (anthropic_message, anthropic_sse, error_answer, openai_chat, openai_chat_sse,
-                       sse, usage)
-from simulator import module_simulator  # noqa: F401 (the module's `sim` fixture)
+from simulator import (
+    anthropic_message,
+    anthropic_sse,
+    error_answer,
+    module_simulator,  # noqa: F401 (the module's `sim` fixture)
+    openai_chat,
+    openai_chat_sse,
+    sse,
+    usage,
+)
 
 UPSTREAM_KEY = "upstream-secret"
 CACHE_SECONDS = 1.5  # the gateway caches models and providers for up to 1 s

@@ -16,9 +16,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from simulator import iter_fixtures
 
 from control_plane import money
-from simulator import iter_fixtures
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent

@@ -15,8 +15,16 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from simulator import (Simulator, anthropic_message, anthropic_sse, answer, error_answer, openai_chat, openai_chat_sse,
-                       usage)
+from simulator import (
+    Simulator,
+    answer,
+    anthropic_message,
+    anthropic_sse,
+    error_answer,
+    openai_chat,
+    openai_chat_sse,
+    usage,
+)
 from test_gateway_billing import SANDBOX_CHAT, tokens_of
 from test_hostile_provider import add_models, headers_for, post, rows_of
 

@@ -14,10 +14,14 @@ import pytest  # noqa: E402
 from langchain_anthropic import ChatAnthropic  # noqa: E402
 from langchain_core.messages import HumanMessage, SystemMessage  # noqa: E402
 from langchain_openai import ChatOpenAI  # noqa: E402
-
 from test_gateway_billing import SANDBOX_CHAT, SANDBOX_REASONER  # noqa: E402
 from test_gateway_sdks import (  # noqa: E402
-    CACHED_SYSTEM, LONG_PROMPT, MESSAGES, SANDBOX_CLAUDE, assert_billed, chat_classes,
+    CACHED_SYSTEM,
+    LONG_PROMPT,
+    MESSAGES,
+    SANDBOX_CLAUDE,
+    assert_billed,
+    chat_classes,
 )
 from test_gateway_streams import balance_nano, new_customer  # noqa: E402
 

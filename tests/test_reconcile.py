@@ -9,9 +9,11 @@ import urllib.request
 import pytest
 from openai import OpenAI
 
-from control_plane import db, ledger, redis_keys
+from control_plane import db
+from control_plane.billing import ledger
+from control_plane.hot import redis_keys
+from control_plane.hot.usage_records import parse
 from control_plane.models import Usage
-from control_plane.usage_records import parse
 
 
 def reconcile_rows(gateway, check=True):

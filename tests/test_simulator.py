@@ -8,9 +8,21 @@ import threading
 import time
 
 import pytest
-
-from simulator import (FIXTURES, Simulator, anthropic_message, anthropic_sse, answer, error_answer, fixture_path,
-                       iter_fixtures, openai_chat, openai_chat_sse, simulator, sse, usage)  # noqa: F401
+from simulator import (
+    FIXTURES,
+    Simulator,
+    answer,
+    anthropic_message,
+    anthropic_sse,
+    error_answer,
+    fixture_path,
+    iter_fixtures,  # noqa: F401
+    openai_chat,
+    openai_chat_sse,
+    simulator,
+    sse,
+    usage,
+)
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 

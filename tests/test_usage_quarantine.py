@@ -9,16 +9,17 @@ from datetime import UTC, datetime
 import pytest
 from alembic import command
 from alembic.config import Config
+from conftest import DATABASES, POSTGRES_URL
 from sqlalchemy import create_engine, inspect, select, text
 from sqlalchemy.engine import make_url
-
-from control_plane import db, hot_state, redis_keys
-from control_plane import settings as settings_module
-from control_plane.journal_replay import JournalReplay
-from control_plane.models import Account, Usage, UsageQuarantine
-from control_plane.usage_drain import GROUP
-from conftest import DATABASES, POSTGRES_URL
 from test_control_plane_worker import COST, drain, drain_all, fields_of, packed  # noqa: F401 (drain: a fixture)
+
+from control_plane import db
+from control_plane import settings as settings_module
+from control_plane.billing.journal_replay import JournalReplay
+from control_plane.billing.usage_drain import GROUP
+from control_plane.hot import redis_keys, republish
+from control_plane.models import Account, Usage, UsageQuarantine
 
 TEN_USD = 10_000_000_000
 
@@ -106,7 +107,7 @@ def test_balances_republished_after_redis_lost_its_data_keep_the_quarantined_cha
     drain_all(drain)
     redis_client.flushall()
     with db.session_scope(settings) as session:
-        hot_state.publish_all(session, settings)
+        republish.publish_all(session, settings)
     assert int(redis_client.hget(redis_keys.account(0, alice.account.id), "bal")) == TEN_USD - 525_000 - 777
     assert int(redis_client.hget(redis_keys.key_state(0, alice.key.id), "spent")) == 525_000 + 777
     _status, report = reconcile_report(cli)

@@ -6,11 +6,20 @@ import time
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from test_deposits_api import (  # noqa: F401
+    SECRET,
+    WEBHOOK,
+    _event,
+    _post,
+    _wallet,
+    pay_client,
+    pay_settings,
+)
 
-from control_plane import db, ledger
+from control_plane import db
+from control_plane.billing import ledger
 from control_plane.deposits import ledger as deposits
 from control_plane.deposits import payments
-from test_deposits_api import SECRET, WEBHOOK, _event, _post, _wallet, pay_client, pay_settings  # noqa: F401
 
 COMPLETED = "checkout.session.completed"
 

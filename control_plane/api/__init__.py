@@ -1,4 +1,6 @@
-"""The JSON API under /api: /api/healthz, and /api/v1/* for customers with their API key."""
+"""The JSON API under /api: /api/healthz, and /api/v1/* for customers with their API key.
+
+control_plane/app.py registers `api` and the error handling of every answer (`handle_errors`)."""
 from __future__ import annotations
 
 from flask import Blueprint, Flask, g
@@ -13,8 +15,8 @@ api.add_url_rule("/healthz", view_func=healthz, methods=["GET"])
 api.register_blueprint(v1)
 
 
-def init_app(app: Flask) -> None:
-    app.register_blueprint(api)
+def handle_errors(app: Flask) -> None:
+    """Every error of the app, ours and Werkzeug's, as JSON; the request's session closed."""
     app.register_error_handler(ApiError, lambda error: error.response())
     app.register_error_handler(HTTPException, _http_error)
     app.teardown_request(_close_session)
@@ -30,4 +32,3 @@ def _close_session(_exc):
     session = g.pop("db_session", None)
     if session is not None:
         session.close()
-from ..deposits import api as _deposits_api  # noqa: F401  (registers the top-up endpoints)

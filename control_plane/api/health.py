@@ -6,7 +6,8 @@ from flask import current_app
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from .. import db, hot_state
+from .. import db
+from ..hot import connection
 
 
 def healthz():
@@ -19,7 +20,7 @@ def healthz():
     except SQLAlchemyError:
         checks["database"] = "unavailable"
     try:
-        hot_state.client(settings).ping()
+        connection.client(settings).ping()
         checks["redis"] = "ok"
     except redis.RedisError:
         checks["redis"] = "unavailable"

@@ -4,7 +4,8 @@
 - `POST /api/v1/checkout` (customer key): `{"amount": "25.00"}` → `{"url": …}` of the hosted page.
 - `GET /api/v1/deposits` (customer key): the account's deposits, newest first, and its addresses.
 
-Registered by control_plane/api/__init__.py (importing this module registers the blueprints).
+Registered by control_plane/app.py: `webhooks` under /api/v1/webhooks, `topups` under /api/v1 with
+the customer API key check of every /api/v1 view.
 """
 from __future__ import annotations
 
@@ -16,11 +17,10 @@ from flask import Blueprint, g, request
 from sqlalchemy import select
 
 from .. import db
-from ..api import api
+from ..api import context
 from ..api.errors import ApiError, bad_parameter
-from ..api.v1 import _page, _session, _settings, _timestamp, v1
 from ..errors import ServiceError
-from ..models import Deposit, DepositAddress
+from ..models import Deposit, DepositAddress, utc_timestamp
 from ..money import format_usd, nano_to_decimal, usd_to_nano
 from . import addresses, payments
 from .ledger import credit_topup, publish
@@ -28,8 +28,9 @@ from .tokens import CHAIN_FAMILY
 
 log = logging.getLogger(__name__)
 
-webhooks = Blueprint("payment_webhooks", __name__, url_prefix="/v1/webhooks")
-topups = Blueprint("topups", __name__)  # nested in v1: its API-key check applies
+webhooks = Blueprint("payment_webhooks", __name__)
+topups = Blueprint("topups", __name__)
+topups.before_request(context.authenticate)
 
 
 def _invalid(message: str, code: str = "invalid_request") -> ApiError:
@@ -45,7 +46,7 @@ def _not_configured(setting: str) -> ApiError:
 def payment_webhook():
     """Every input that is not a valid event is a 400 with the reason: `invalid_signature` (the
     header), `invalid_event` (the body), `not_credited` (a paid checkout that cannot be credited)."""
-    settings = _settings()
+    settings = context.settings()
     if not settings.payment_webhook_secret:
         raise _not_configured("TOLLGATE_PAYMENT_WEBHOOK_SECRET")
     body = request.get_data(cache=False)
@@ -77,7 +78,7 @@ def payment_webhook():
 
 @topups.post("/checkout")
 def checkout():
-    settings = _settings()
+    settings = context.settings()
     if not settings.payment_checkout_url:
         raise _not_configured("TOLLGATE_PAYMENT_CHECKOUT_URL")
     try:
@@ -103,13 +104,13 @@ def checkout():
 
 @topups.get("/deposits")
 def deposit_list():
-    rows, has_more, next_before = _page(select(Deposit).where(Deposit.account_id == g.account.id), Deposit.id)
+    rows, has_more, next_before = context.page(select(Deposit).where(Deposit.account_id == g.account.id), Deposit.id)
     return {
         "data": [deposit_item(row) for row, _cursor in rows],
         "has_more": has_more,
         "next_before": next_before,
         "addresses": _addresses(g.account.id),
-        "minimum": nano_to_decimal(_settings().min_deposit_nano),
+        "minimum": nano_to_decimal(context.settings().min_deposit_nano),
     }
 
 
@@ -126,14 +127,14 @@ def deposit_item(row: Deposit) -> dict:
         "block_number": row.block_number,
         "status": row.status,
         "transaction_id": row.transaction_id,
-        "created_at": _timestamp(row.created_at),
+        "created_at": utc_timestamp(row.created_at),
     }
 
 
 def _addresses(account_id: int) -> dict:
     """{chain: address} for the chains whose xpub is configured (stored on first request)."""
-    settings = _settings()
-    stored = {row.family: row.address for row in _session().scalars(
+    settings = context.settings()
+    stored = {row.family: row.address for row in context.session().scalars(
         select(DepositAddress).where(DepositAddress.account_id == account_id))}
     result = {}
     for chain, family in CHAIN_FAMILY.items():
@@ -144,6 +145,3 @@ def _addresses(account_id: int) -> dict:
             result[chain] = stored[family]
     return result
 
-
-api.register_blueprint(webhooks)
-v1.register_blueprint(topups)

@@ -1,5 +1,5 @@
 """`tollgate deposit address`, `tollgate deposits list`, `tollgate chain scan|watch` (registered by
-control_plane/cli.py)."""
+control_plane/cli/main.py)."""
 from __future__ import annotations
 
 import contextlib
@@ -8,8 +8,9 @@ import sys
 import click
 from sqlalchemy import select
 
-from .. import accounts, db, exact_json
-from ..cli import UserMistake, main
+from .. import db, exact_json
+from ..accounts import accounts
+from ..cli.common import UserMistake
 from ..errors import ServiceError
 from ..models import DEPOSIT_STATUSES, Account, Deposit
 from ..money import format_usd, nano_to_decimal
@@ -18,7 +19,7 @@ from . import addresses
 from .tokens import CHAINS
 
 
-@main.group()
+@click.group()
 def deposit() -> None:
     """A customer's on-chain deposits."""
 
@@ -46,7 +47,7 @@ def deposit_address(settings: Settings, email: str, chain: str | None) -> None:
         click.echo(f"{name:<8} {address}")
 
 
-@main.group()
+@click.group()
 def deposits() -> None:
     """On-chain deposits of every account."""
 
@@ -82,7 +83,7 @@ def deposits_list(settings: Settings, email: str | None, status: str | None, lim
     click.echo(f"{len(rows)} deposits", err=True)
 
 
-@main.group()
+@click.group()
 def chain() -> None:
     """Deposit chain watchers (TRON, BSC, Polygon)."""
 

@@ -18,7 +18,13 @@ from dataclasses import dataclass
 
 import requests
 from web3 import Web3
-from web3.exceptions import BadFunctionCallOutput, BlockNotFound, ContractLogicError, Web3Exception, Web3RPCError
+from web3.exceptions import (
+    BadFunctionCallOutput,
+    BlockNotFound,
+    ContractLogicError,
+    Web3Exception,
+    Web3RPCError,
+)
 from web3.middleware import ExtraDataToPOAMiddleware
 
 log = logging.getLogger(__name__)

@@ -27,8 +27,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from .. import db, hot_state, ledger
+from .. import db
+from ..billing import ledger
 from ..errors import ServiceError
+from ..hot import credits
 from ..models import Account, Deposit, LedgerTransaction
 from ..money import format_usd
 from ..settings import Settings
@@ -189,7 +191,7 @@ def publish(settings: Settings, transaction_ids) -> bool:
             for transaction_id in transaction_ids:
                 transaction = session.get(LedgerTransaction, transaction_id)
                 if transaction is not None and not transaction.published:
-                    hot_state.apply_credit(session, settings, transaction)
+                    credits.apply_credit(session, settings, transaction)
     except redis.RedisError as exc:
         log.warning("credits %s saved but not yet in Redis (the worker applies them): %s", transaction_ids, exc)
         return False

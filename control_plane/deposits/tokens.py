@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from ..errors import ServiceError
 from ..money import NANO_PER_USD
+from ..settings import CANONICAL_USDT
 
 NANO_DIGITS = 9
 
@@ -23,12 +24,9 @@ class Token:
     decimals: int
 
 
-# Canonical USDT contracts. EVM contracts compare case-insensitively; TRON base58 exactly.
-USDT = (
-    Token("tron", "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t", "USDT", 6),
-    Token("bsc", "0x55d398326f99059fF775485246999027B3197955", "USDT", 18),
-    Token("polygon", "0xc2132D05D31c914a87C6611C10748AEb04B58e8F", "USDT", 6),
-)
+# The canonical USDT contracts (settings.CANONICAL_USDT). EVM contracts compare
+# case-insensitively; TRON base58 exactly.
+USDT = tuple(Token(chain, contract, "USDT", decimals) for chain, (contract, decimals) in CANONICAL_USDT.items())
 CHAINS = ("tron", "bsc", "polygon")
 CHAIN_FAMILY = {"tron": "tron", "bsc": "evm", "polygon": "evm"}
 

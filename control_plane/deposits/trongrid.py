@@ -63,7 +63,9 @@ class TronGrid:
     """The calls the TRON watcher makes; each returns the node's answer or raises."""
 
     def __init__(self, settings: Settings):
-        from tronpy.providers import HTTPProvider  # imported here: only watchers need tronpy
+        from tronpy.providers import (
+            HTTPProvider,  # imported here: only watchers need tronpy
+        )
 
         provider = HTTPProvider(settings.tron_url + "/", timeout=TIMEOUT_SECONDS)
         provider.use_api_key = False

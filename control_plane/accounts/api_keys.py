@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .errors import ServiceError
-from .models import Account, ApiKey, utcnow
+from ..errors import ServiceError
+from ..models import Account, ApiKey, utcnow
 
 KEY_PREFIX = "sk-tg-"
 DISPLAY_PREFIX_LENGTH = 10

@@ -7,9 +7,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from . import ledger
-from .errors import ServiceError
-from .models import Account
+from ..billing import ledger
+from ..errors import ServiceError
+from ..models import Account
 
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
 

@@ -10,10 +10,13 @@ import base64
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from . import accounts, catalog, crypto, keys, ledger
-from .models import ApiKey
-from .money import usd_to_nano
-from .settings import Settings
+from .. import crypto
+from ..accounts import accounts, api_keys
+from ..billing import ledger
+from ..catalog import upstreams
+from ..models import ApiKey
+from ..money import usd_to_nano
+from ..settings import Settings
 
 DEMO_EMAIL = "demo@tollgate.local"
 DEMO_CREDIT_USD = "100"
@@ -41,7 +44,7 @@ SANDBOX_MODELS = (
 
 def demo_key(settings: Settings) -> str:
     digest = crypto.derive(settings, b"tollgate demo key")
-    return keys.KEY_PREFIX + base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    return api_keys.KEY_PREFIX + base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
 def sandbox_key(settings: Settings, provider: str) -> str:
@@ -56,12 +59,12 @@ def ensure_demo(session: Session, settings: Settings, base_url: str) -> str:
     account = accounts.find_by_email(session, DEMO_EMAIL) or accounts.create_account(session, DEMO_EMAIL)
     ledger.credit(session, "bonus", account.id, usd_to_nano(DEMO_CREDIT_USD), "demo:credit", "Demo credit")
     for name, protocol, path in SANDBOX_PROVIDERS:
-        catalog.upsert_provider(
+        upstreams.upsert_provider(
             session, settings, name, protocol, base_url.rstrip("/") + path, sandbox_key(settings, name))
     for name, provider, prices, max_output, max_input in SANDBOX_MODELS:
-        catalog.upsert_model(session, name, provider, {field: usd_to_nano(usd) for field, usd in prices.items()},
+        upstreams.upsert_model(session, name, provider, {field: usd_to_nano(usd) for field, usd in prices.items()},
                              max_output=max_output, max_input=max_input)
     plaintext = demo_key(settings)
-    if session.scalar(select(ApiKey.id).where(ApiKey.key_hash == keys.hash_key(plaintext))) is None:
-        keys.add_key(session, account, plaintext, name="demo")
+    if session.scalar(select(ApiKey.id).where(ApiKey.key_hash == api_keys.hash_key(plaintext))) is None:
+        api_keys.add_key(session, account, plaintext, name="demo")
     return plaintext

@@ -10,11 +10,12 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 
-from sqlalchemy import BigInteger, cast, func, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from .models import (
+from ..db import total
+from ..models import (
     TRANSACTION_KINDS,
     Account,
     LedgerAccount,
@@ -144,12 +145,6 @@ def _ledger_accounts(session: Session, codes: set[str]) -> dict[str, tuple[int, 
     if missing:
         raise ValueError(f"unknown ledger accounts: {', '.join(sorted(missing))}")
     return found
-
-
-def total(column):
-    """Σ of a nano-USD or token column, 0 when empty, as an integer (PostgreSQL's SUM of a
-    BIGINT is NUMERIC, which would come back as a Decimal)."""
-    return cast(func.coalesce(func.sum(column), 0), BigInteger)
 
 
 def account_balance(session: Session, account_id: int) -> int:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import redis
 
+from ..deposits.chain_watch import watched_chains
+from ..settings import Settings
 from . import nginx_conf
-from .deposits.chain_watch import watched_chains
-from .settings import Settings
 
 STOP_TIMEOUT_SECONDS = 15
 STABLE_SECONDS = 60  # a child that ran this long before dying is restarted after the shortest pause
@@ -139,13 +139,15 @@ def check_nginx(conf_path: Path, settings: Settings) -> None:
 
 def prepare(settings: Settings) -> str | None:
     """Migrates, publishes the configuration to Redis, ensures the demo data; returns the demo key."""
-    from . import db, demo, hot_state
+    from .. import db
+    from ..hot import republish
+    from . import demo
 
     db.upgrade(settings)
     with db.session_scope(settings) as session:
         demo_key = demo.ensure_demo(session, settings, settings.base_url) if settings.demo else None
     with db.session_scope(settings) as session:
-        hot_state.publish_all(session, settings)
+        republish.publish_all(session, settings)
     return demo_key
 
 
@@ -205,14 +207,14 @@ class Supervisor:
     def _release_leases(self) -> None:
         """A stopped node's leases go back at once, not after their TTL (the next start is a new
         node: its shared memory is gone)."""
-        from . import hot_state
-        from .lease_reaper import LeaseReaper
+        from ..hot import connection
+        from ..hot.lease_reaper import LeaseReaper
 
         node_file = self.settings.run_dir / "nginx-node"
         if not node_file.exists():
             return
         try:
-            released = LeaseReaper(hot_state.client(self.settings), self.settings.redis_shards).release_node(
+            released = LeaseReaper(connection.client(self.settings), self.settings.redis_shards).release_node(
                 node_file.read_text().strip())
             log(f"returned {released} leases of the stopped gateway node")
         except redis.RedisError as exc:

@@ -21,11 +21,13 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from . import hot_state, redis_keys, usage_drain, usage_records
+from ..hot import connection, redis_keys, usage_records
+from ..hot.expected import expected_balance
+from ..models import Account, ApiKey, Usage, UsageQuarantine
+from ..money import format_usd
+from ..settings import Settings
+from . import usage_drain
 from .ledger import total
-from .models import Account, ApiKey, Usage, UsageQuarantine
-from .money import format_usd
-from .settings import Settings
 
 # KEYS: the shard's usage stream. ARGV: the number of account hashes, the shard's account hashes,
 # then for each of its keys the key hash and the key's lease hash.
@@ -137,7 +139,7 @@ def reconcile(session: Session, settings: Settings) -> Report:
     shard_keys: dict[int, list] = defaultdict(list)
     for key_id, account_id in keys:
         shard_keys[redis_keys.shard_of(account_id, settings.redis_shards)].append((key_id, account_id))
-    snapshot = hot_state.client(settings).register_script(SNAPSHOT)
+    snapshot = connection.client(settings).register_script(SNAPSHOT)
     drifts, violations = [], []
     for shard in sorted(members):
         account_hashes = [redis_keys.account(shard, account_id) for account_id, _email in members[shard]]
@@ -154,7 +156,7 @@ def reconcile(session: Session, settings: Settings) -> Report:
         quarantined = _quarantined(session, settings, shard, pending)
         for (account_id, email), name, (bal, held) in zip(members[shard], account_hashes, account_states):
             count, quarantined_nano = quarantined.get(account_id, (0, 0))
-            expected = hot_state.expected_balance(session, account_id, pending[account_id])
+            expected = expected_balance(session, account_id, pending[account_id])
             drifts.append(Drift(account_id, email, _int(bal), expected, len(pending[account_id]), count,
                                 quarantined_nano, overage.get(account_id, 0)))
             violations += _below_zero("negative_balance", f"{name} bal", bal, account_id, None)

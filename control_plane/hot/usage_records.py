@@ -5,8 +5,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from . import money
-from .models import Usage
+from .. import money
+from ..models import Usage
 
 TOKEN_LABELS = {"in": "input", "cr": "cached", "cw": "cache write", "cw1h": "cache write 1h", "out": "output",
                 "rsn": "reasoning"}

@@ -16,11 +16,12 @@ import time
 import redis
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import db, hot_state, logs
-from .journal_replay import JournalReplay
-from .lease_reaper import LeaseReaper
-from .settings import Settings
-from .usage_drain import UsageDrain
+from .. import db, logs
+from ..billing.journal_replay import JournalReplay
+from ..billing.usage_drain import UsageDrain
+from ..hot import connection, credits, publish, republish
+from ..hot.lease_reaper import LeaseReaper
+from ..settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ class Worker:
     def __init__(self, settings: Settings, consumer: str | None = None):
         self.settings = settings
         self.drain = UsageDrain(settings, consumer or f"{socket.gethostname()}-{os.getpid()}")
-        self.reaper = LeaseReaper(hot_state.client(settings), settings.redis_shards)
+        self.reaper = LeaseReaper(connection.client(settings), settings.redis_shards)
         self.journal = JournalReplay(settings)
         self._housekeeping_due = 0.0
         self._provider_refresh_due = time.monotonic() + PROVIDER_REFRESH_SECONDS
@@ -42,10 +43,10 @@ class Worker:
     def housekeeping(self) -> None:
         self.drain.record(self.drain.claim_stale())
         with db.session_scope(self.settings) as session:
-            if hot_state.republish_if_lost(session, self.settings):
+            if republish.republish_if_lost(session, self.settings):
                 log.warning("Redis had lost its data: published everything again from SQL")
-            hot_state.apply_unpublished(session, self.settings)
-            hot_state.publish_missing_accounts(session, self.settings)
+            credits.apply_unpublished(session, self.settings)
+            publish.publish_missing_accounts(session, self.settings)
         self.reaper.reap()
         self.journal.run_once()
 
@@ -72,7 +73,7 @@ class Worker:
         if now >= self._provider_refresh_due:
             self._provider_refresh_due = now + PROVIDER_REFRESH_SECONDS
             with db.session_scope(self.settings) as session:
-                hot_state.publish_providers(session, self.settings)
+                publish.publish_providers(session, self.settings)
 
 
 def run(settings: Settings, consumer: str | None = None) -> None:

@@ -8,7 +8,7 @@ import socket
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .settings import REPO_ROOT, Settings
+from ..settings import REPO_ROOT, Settings
 
 DEBIAN_LUA_MODULES = (
     "/usr/lib/nginx/modules/ndk_http_module.so",

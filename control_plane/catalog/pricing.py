@@ -4,8 +4,8 @@ The hot path's twin is lua/tollgate/cost.lua; both must give the same integer fo
 """
 from __future__ import annotations
 
-from . import money
-from .models import PriceVersion
+from .. import money
+from ..models import PriceVersion
 
 PRICE_FIELDS = tuple(price for _field, price in money.USAGE_CLASSES)
 

@@ -17,10 +17,11 @@ from collections import defaultdict
 
 from sqlalchemy import select
 
-from . import db, hot_state, redis_keys, usage_records
-from .models import Usage, UsageQuarantine
-from .settings import REPO_ROOT, Settings
-from .usage_records import UsageRecord
+from .. import db
+from ..hot import connection, redis_keys, usage_records
+from ..hot.usage_records import UsageRecord
+from ..models import Usage, UsageQuarantine
+from ..settings import REPO_ROOT, Settings
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ class JournalReplay:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.directory = settings.journal_dir
-        self.redis = hot_state.client(settings)
+        self.redis = connection.client(settings)
         self.settle = self.redis.register_script(SETTLE_SCRIPT.read_text())
 
     def _state(self) -> dict[str, int]:

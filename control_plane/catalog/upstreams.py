@@ -8,12 +8,12 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from . import crypto
-from .errors import ServiceError
-from .models import PROTOCOLS, Model, PriceVersion, Provider
-from .money import MAX_PRICE_NANO, MAX_TOKENS, format_usd
+from .. import crypto
+from ..errors import ServiceError
+from ..models import PROTOCOLS, Model, PriceVersion, Provider
+from ..money import MAX_PRICE_NANO, MAX_TOKENS, format_usd
+from ..settings import Settings
 from .pricing import PRICE_FIELDS
-from .settings import Settings
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,99}")
 DEFAULT_PORTS = {"http": 80, "https": 443}

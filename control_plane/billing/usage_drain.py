@@ -17,10 +17,13 @@ import redis
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from . import db, hot_state, ledger, pricing, redis_keys, usage_records
-from .models import ApiKey, PriceVersion, Usage, UsageQuarantine, utc_timestamp
-from .settings import Settings
-from .usage_records import UsageRecord
+from .. import db
+from ..catalog import pricing
+from ..hot import connection, redis_keys, usage_records
+from ..hot.usage_records import UsageRecord
+from ..models import ApiKey, PriceVersion, Usage, UsageQuarantine, utc_timestamp
+from ..settings import Settings
+from . import ledger
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +61,7 @@ class UsageDrain:
     def __init__(self, settings: Settings, consumer: str):
         self.settings = settings
         self.consumer = consumer
-        self.redis: redis.Redis = hot_state.client(settings)
+        self.redis: redis.Redis = connection.client(settings)
         self.streams = [redis_keys.usage_stream(shard) for shard in range(settings.redis_shards)]
         self._cursors: dict[str, str] = {}
         self.reread_pending()

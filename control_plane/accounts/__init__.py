@@ -1,0 +1,1 @@
+"""Customer accounts, their API keys, and the balance a customer sees."""

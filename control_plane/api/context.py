@@ -1,0 +1,74 @@
+"""What every /api/v1 view needs from its request: the settings, a read-only session, the
+account of the API key it came with, and pagination. Used by api/v1.py and deposits/api.py."""
+from __future__ import annotations
+
+from flask import current_app, g, request
+from sqlalchemy.orm import Session
+
+from .. import db
+from ..accounts import api_keys
+from .errors import bad_parameter, forbidden, invalid_key, missing_key
+
+DEFAULT_PAGE = 20
+MAX_PAGE = 100
+MAX_ID = 2**63 - 1
+
+
+def settings():
+    return current_app.config["TOLLGATE_SETTINGS"]
+
+
+def session() -> Session:
+    """The request's read-only session (closed at teardown; the API never writes)."""
+    if "db_session" not in g:
+        g.db_session = db.read_session(settings())
+    return g.db_session
+
+
+def authenticate() -> None:
+    """Before every customer view: `Authorization: Bearer <key>` or `x-api-key: <key>`; sets
+    g.account."""
+    presented = _presented_key()
+    if not presented:
+        raise missing_key()
+    key = api_keys.find_key(session(), presented)
+    if key is None or key.status != "active" or key.account.status != "active":
+        raise invalid_key()
+    g.account = key.account
+
+
+def _presented_key() -> str:
+    """The key of `Authorization: Bearer <key>`, else of `x-api-key` (as the hot path takes it),
+    surrounding whitespace ignored; "" if neither has one."""
+    parts = request.headers.get("Authorization", "").split(None, 1)
+    if len(parts) == 2 and parts[0].lower() == "bearer" and parts[1].strip():
+        return parts[1].strip()
+    return request.headers.get("x-api-key", "").strip()
+
+
+def require_admin() -> None:
+    if not g.account.is_admin:
+        raise forbidden()
+
+
+def page(statement, cursor_column):
+    """Newest first by cursor_column, `limit` rows (?limit=, ?before= the previous page's
+    next_before). Each row ends with its cursor value; next_before is None on the last page."""
+    limit = _int_arg("limit", DEFAULT_PAGE, 1, MAX_PAGE)
+    before = _int_arg("before", None, 1, MAX_ID)
+    statement = statement.add_columns(cursor_column)
+    if before is not None:
+        statement = statement.where(cursor_column < before)
+    rows = session().execute(statement.order_by(cursor_column.desc()).limit(limit + 1)).all()
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, has_more, rows[-1][-1] if has_more else None
+
+
+def _int_arg(name: str, default: int | None, minimum: int, maximum: int) -> int | None:
+    raw = request.args.get(name, "").strip()
+    if not raw:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or not minimum <= int(raw) <= maximum:
+        raise bad_parameter(name, f"an integer from {minimum} to {maximum}")
+    return int(raw)

@@ -1,0 +1,1 @@
+"""The catalogue: upstream providers, the models customers call, and their price versions."""

@@ -1,0 +1,149 @@
+"""`tollgate account|key|credit|balance`: customer accounts, their API keys and their money."""
+from __future__ import annotations
+
+import click
+from sqlalchemy import select
+
+from .. import db, exact_json
+from ..accounts import accounts, api_keys
+from ..accounts.balances import balance_document, current_balance_nano
+from ..billing import ledger
+from ..hot import credits, publish
+from ..models import ApiKey, LedgerTransaction
+from ..money import format_usd, nano_to_decimal
+from ..settings import Settings
+from .common import REPUBLISH_HINT, USD, WORKER_HINT, UserMistake, publish_after
+
+
+@click.group()
+def account() -> None:
+    """Customer accounts."""
+
+
+@account.command("create")
+@click.argument("email")
+@click.option("--admin", is_flag=True, help="May use the admin console.")
+@click.pass_obj
+def account_create(settings: Settings, email: str, admin: bool) -> None:
+    with db.session_scope(settings) as session:
+        created = accounts.create_account(session, email, is_admin=admin)
+    publish_after(settings, lambda session: publish.publish_account(session, settings, created.id), REPUBLISH_HINT)
+    click.echo(f"created {'admin ' if admin else ''}account {created.id} ({created.email})")
+
+
+@account.command("limits")
+@click.argument("email")
+@click.option("--rpm", type=click.IntRange(min=0), help="Default requests per minute of its keys (0: none).")
+@click.option("--tpm", type=click.IntRange(min=0), help="Default tokens per minute of its keys (0: none).")
+@click.pass_obj
+def account_limits(settings: Settings, email: str, rpm: int | None, tpm: int | None) -> None:
+    """Default rate limits for the account's keys that have none of their own."""
+    with db.session_scope(settings) as session:
+        owner = accounts.require_by_email(session, email)
+        if rpm is not None:
+            owner.rpm = rpm or None
+        if tpm is not None:
+            owner.tpm = tpm or None
+        account_id, shown = owner.id, f"rpm {owner.rpm or 'unlimited'}, tpm {owner.tpm or 'unlimited'}"
+
+    def publish_keys(session):
+        for key in session.scalars(select(ApiKey).where(ApiKey.account_id == account_id)):
+            publish.publish_key(session, settings, key)
+
+    publish_after(settings, publish_keys, REPUBLISH_HINT)
+    click.echo(f"account {email}: default rate limits {shown}")
+
+
+@click.group()
+def key() -> None:
+    """Customer API keys."""
+
+
+@key.command("create")
+@click.argument("email")
+@click.option("--name", default="", help="A label for the key.")
+@click.option("--limit-usd", type=USD, help="Most the key may ever spend, in USD.")
+@click.option("--rpm", type=click.IntRange(min=1), help="Requests per minute it may make.")
+@click.option("--tpm", type=click.IntRange(min=1), help="Tokens per minute it may use.")
+@click.pass_obj
+def key_create(settings: Settings, email: str, name: str, limit_usd: int | None, rpm: int | None,
+               tpm: int | None) -> None:
+    """Create a key; it is printed once, alone on the last line."""
+    with db.session_scope(settings) as session:
+        owner = accounts.require_by_email(session, email)
+        created, plaintext = api_keys.create_key(session, owner, name, api_keys.KeyLimits(limit_usd, rpm, tpm))
+    publish_after(settings, lambda session: publish.publish_key(session, settings, created), REPUBLISH_HINT)
+    limit = "no spend limit" if limit_usd is None else f"spend limit {format_usd(limit_usd)}"
+    click.echo(f"created key {created.id} for {owner.email} ({limit})")
+    click.echo("Store it now; it is not shown again:")
+    click.echo(plaintext)
+
+
+@key.command("revoke")
+@click.argument("key_id", type=int)
+@click.pass_obj
+def key_revoke(settings: Settings, key_id: int) -> None:
+    with db.session_scope(settings) as session:
+        revoked = api_keys.revoke_key(session, key_id)
+    publish_after(settings, lambda _session: publish.revoke_key(settings, revoked), REPUBLISH_HINT)
+    click.echo(f"revoked key {revoked.id} ({revoked.prefix}…)")
+
+
+@key.command("list")
+@click.argument("email")
+@click.pass_obj
+def key_list(settings: Settings, email: str) -> None:
+    """The account's keys as JSON (prefixes only; keys themselves are never stored)."""
+    with db.session_scope(settings) as session:
+        owner = accounts.require_by_email(session, email)
+        listed = [
+            {
+                "id": item.id,
+                "name": item.name,
+                "prefix": item.prefix,
+                "status": item.status,
+                "limit": None if item.limit_nano is None else nano_to_decimal(item.limit_nano),
+                "limit_nano": item.limit_nano,
+                "rpm": item.rpm,
+                "tpm": item.tpm,
+                "created_at": item.created_at.isoformat(),
+                "revoked_at": item.revoked_at and item.revoked_at.isoformat(),
+            }
+            for item in api_keys.list_keys(session, owner.id)
+        ]
+    click.echo(exact_json.dumps(listed))
+
+
+@click.command(context_settings={"ignore_unknown_options": True})
+@click.argument("email")
+@click.argument("usd", type=USD)
+@click.option("--reason", required=True, help="Why; shown to the customer in their transactions.")
+@click.pass_obj
+def credit(settings: Settings, email: str, usd: int, reason: str) -> None:
+    """Add USD to an account (negative to correct a mistake): an adjustment in the ledger."""
+    if usd == 0:
+        raise UserMistake("the amount must not be zero")
+    if not reason.strip():
+        raise UserMistake("--reason must not be empty")
+    with db.session_scope(settings) as session:
+        owner = accounts.require_by_email(session, email)
+        transaction = ledger.adjust(session, owner.id, usd, reason.strip())
+    publish_after(
+        settings,
+        lambda session: credits.apply_credit(session, settings, session.get(LedgerTransaction, transaction.id)),
+        WORKER_HINT,
+    )
+    with db.session_scope(settings) as session:
+        balance = current_balance_nano(settings, accounts.require_by_email(session, email))
+    click.echo(f"credited {format_usd(usd)} to {owner.email} (transaction {transaction.id}); "
+               f"balance {format_usd(balance)}")
+
+
+@click.command()
+@click.argument("email")
+@click.pass_obj
+def balance(settings: Settings, email: str) -> None:
+    """The account's live balance as JSON."""
+    with db.session_scope(settings) as session:
+        owner = accounts.require_by_email(session, email)
+        click.echo(exact_json.dumps(balance_document(current_balance_nano(settings, owner))))

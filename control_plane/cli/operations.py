@@ -1,0 +1,64 @@
+"""`tollgate up|worker|db|publish|demo`: running the services, the schema, and publishing SQL's
+state to Redis."""
+from __future__ import annotations
+
+import click
+
+from .. import db
+from ..hot import republish
+from ..ops import demo
+from ..settings import Settings
+from .common import REPUBLISH_HINT, publish_after
+
+
+@click.command()
+@click.pass_obj
+def up(settings: Settings) -> None:
+    """Start Redis, nginx, the control plane and the worker in the foreground."""
+    from ..ops import supervisor
+
+    raise SystemExit(supervisor.run(settings))
+
+
+@click.command()
+@click.option("--consumer", help="Name in the usage streams' consumer group (default: host-pid). A worker "
+              "started again under its predecessor's name records at once what that one had read.")
+@click.pass_obj
+def worker(settings: Settings, consumer: str | None) -> None:
+    """Drain usage into SQL and keep Redis in step (until SIGTERM / Ctrl-C)."""
+    from ..ops import worker as usage_worker
+
+    usage_worker.run(settings, consumer)
+
+
+@click.group("db")
+def db_group() -> None:
+    """The SQL schema."""
+
+
+@db_group.command("upgrade")
+@click.pass_obj
+def db_upgrade(settings: Settings) -> None:
+    """Migrate the database to the current schema."""
+    db.upgrade(settings)
+    click.echo("database schema is up to date")
+
+
+@click.command("publish")
+@click.pass_obj
+def publish_command(settings: Settings) -> None:
+    """Publish everything in SQL to Redis (after Redis lost its data, for instance)."""
+    with db.session_scope(settings) as session:
+        republish.publish_all(session, settings)
+    click.echo("published providers, models, balances and keys to Redis")
+
+
+@click.command("demo")
+@click.pass_obj
+def demo_command(settings: Settings) -> None:
+    """Create the demo account, sandbox models and key; prints the key on the last line."""
+    with db.session_scope(settings) as session:
+        plaintext = demo.ensure_demo(session, settings, settings.base_url)
+    publish_after(settings, lambda session: republish.publish_all(session, settings), REPUBLISH_HINT)
+    click.echo(f"demo account {demo.DEMO_EMAIL} is ready (sandbox models at {settings.base_url}/v1); its key:")
+    click.echo(plaintext)

@@ -1,0 +1,152 @@
+"""Publishing SQL's configuration (keys, providers, models) to Redis, and the hot hashes it
+starts from.
+
+The control plane is the only writer of configuration. It creates an account's or a key's hot
+hash once, from SQL; after that only the hot path and the idempotent credit script move them.
+Key names: redis_keys.py; layout: docs/internals.md.
+"""
+from __future__ import annotations
+
+import json
+import logging
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .. import crypto
+from ..catalog import pricing
+from ..catalog.resolve import resolve_ips
+from ..catalog.upstreams import current_price, parse_base_url
+from ..errors import ServiceError
+from ..models import Account, ApiKey, Model, Provider
+from ..settings import Settings
+from . import redis_keys
+from .connection import client, run_script, shard
+from .expected import initial_balance, initial_spent
+
+log = logging.getLogger(__name__)
+
+EXISTS_PAGE = 1000
+
+# KEYS[1] a hash; ARGV field/value pairs. Creates the hash only if it does not exist yet.
+CREATE_IF_MISSING = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+"""
+
+
+# Accounts ---------------------------------------------------------------------------------
+
+
+def publish_account(session: Session, settings: Settings, account_id: int) -> bool:
+    """Create the account's hot hash if it is missing; True if it was created."""
+    account_shard = shard(settings, account_id)
+    name = redis_keys.account(account_shard, account_id)
+    if client(settings).exists(name):
+        return False
+    balance = initial_balance(session, settings, account_shard, account_id)
+    return bool(run_script(settings, CREATE_IF_MISSING, [name], ["bal", balance, "held", 0]))
+
+
+def publish_missing_accounts(session: Session, settings: Settings) -> int:
+    """publish_account for every account whose hot hash is missing; how many were created."""
+    account_ids = list(session.scalars(select(Account.id).order_by(Account.id)))
+    created = 0
+    for start in range(0, len(account_ids), EXISTS_PAGE):
+        page = account_ids[start : start + EXISTS_PAGE]
+        pipe = client(settings).pipeline(transaction=False)
+        for account_id in page:
+            pipe.exists(redis_keys.account(shard(settings, account_id), account_id))
+        for account_id, exists in zip(page, pipe.execute(), strict=True):
+            if not exists and publish_account(session, settings, account_id):
+                log.info("published missing balance of account %s", account_id)
+                created += 1
+    return created
+
+
+# Keys -------------------------------------------------------------------------------------
+
+
+def publish_key(session: Session, settings: Settings, key: ApiKey) -> None:
+    """The account, the key's counters and limit first, its look-up hash last: once nginx can
+    find a key, everything it needs to admit a request is there."""
+    publish_account(session, settings, key.account_id)
+    account_shard = shard(settings, key.account_id)
+    state = redis_keys.key_state(account_shard, key.id)
+    connection = client(settings)
+    if not connection.exists(state):
+        spent = initial_spent(session, settings, account_shard, key.id)
+        run_script(settings, CREATE_IF_MISSING, [state], ["spent", spent, "held", 0])
+    if key.limit_nano is None:
+        connection.hdel(state, "limit")
+    else:
+        connection.hset(state, "limit", key.limit_nano)
+    _publish_key_lookup(settings, key, session.get(Account, key.account_id))
+
+
+def revoke_key(settings: Settings, key: ApiKey) -> None:
+    """Tell nginx a key SQL has revoked is refused (it notices within its 1 s cache)."""
+    client(settings).hset(redis_keys.apikey(key.key_hash), "status", key.status)
+
+
+def _publish_key_lookup(settings: Settings, key: ApiKey, owner: Account) -> None:
+    """id, acct, shard, status, and rpm / tpm when the key, or else its account, has them
+    (absent: no limit)."""
+    name = redis_keys.apikey(key.key_hash)
+    fields = {"id": key.id, "acct": key.account_id, "shard": shard(settings, key.account_id), "status": key.status}
+    rates = {"rpm": key.rpm if key.rpm is not None else owner.rpm,
+             "tpm": key.tpm if key.tpm is not None else owner.tpm}
+    fields.update({field: rate for field, rate in rates.items() if rate is not None})
+    pipe = client(settings).pipeline()
+    pipe.hset(name, mapping=fields)
+    unset = [field for field, rate in rates.items() if rate is None]
+    if unset:
+        pipe.hdel(name, *unset)
+    pipe.execute()
+
+
+# Catalog ----------------------------------------------------------------------------------
+
+
+def publish_provider(settings: Settings, provider: Provider) -> None:
+    endpoint = parse_base_url(provider.base_url)
+    document = {
+        "name": provider.name,
+        "protocol": provider.protocol,
+        "scheme": endpoint.scheme,
+        "host": endpoint.host,
+        "port": endpoint.port,
+        "ips": resolve_ips(endpoint.host, endpoint.port),
+        "base_path": endpoint.base_path,
+        "api_key": crypto.decrypt(settings, provider.api_key_encrypted),
+    }
+    client(settings).set(redis_keys.provider(provider.name), json.dumps(document))
+
+
+def publish_providers(session: Session, settings: Settings) -> None:
+    """Every provider, re-resolving hosts; one that fails is logged and keeps its last copy."""
+    for provider in session.scalars(select(Provider).order_by(Provider.id)):
+        try:
+            publish_provider(settings, provider)
+        except ServiceError as exc:
+            log.error("cannot publish provider %s: %s", provider.name, exc)
+
+
+def publish_model(session: Session, settings: Settings, model: Model) -> None:
+    price = current_price(session, model.id)
+    if price is None:
+        raise ServiceError(f"model {model.name} has no price")
+    document = {
+        "name": model.name,
+        "max_output": model.max_output,
+        "max_input": model.max_input,
+        "routes": [
+            {"provider": model.provider.name, "upstream_model": model.upstream_model, "priority": 0, "weight": 1}
+        ],
+        "price": {"version": price.id, **pricing.resolve(price)},
+    }
+    pipe = client(settings).pipeline()
+    pipe.set(redis_keys.model(model.name), json.dumps(document))
+    pipe.sadd(redis_keys.MODELS, model.name)
+    pipe.execute()
