@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 
+from .usage_classes import USAGE_CLASSES
+
 NANO_PER_USD = 1_000_000_000
 TOKENS_PER_PRICE_UNIT = 1_000_000
 # The bounds that keep the hot path's arithmetic exact (lua/tollgate/cost.lua): token counts per
@@ -10,15 +12,6 @@ TOKENS_PER_PRICE_UNIT = 1_000_000
 MAX_TOKENS = 100_000_000
 MAX_PRICE_NANO = 10_000_000_000_000
 
-# (usage record field, price field) for every usage class; see docs/internals.md.
-USAGE_CLASSES = (
-    ("in", "input"),
-    ("cr", "cached_input"),
-    ("cw", "cache_write"),
-    ("cw1h", "cache_write_1h"),
-    ("out", "output"),
-    ("rsn", "reasoning"),
-)
 
 
 def usd_to_nano(value) -> int:
@@ -61,7 +54,7 @@ def cost_nano(tokens: dict[str, int], prices: dict[str, int]) -> int:
 
     `tokens` is keyed by usage record field (in, cr, …), `prices` by price field (input, …).
     """
-    total = sum(int(tokens.get(field, 0)) * int(prices[price]) for field, price in USAGE_CLASSES)
+    total = sum(int(tokens.get(usage.field, 0)) * int(prices[usage.price]) for usage in USAGE_CLASSES)
     quotient, remainder = divmod(total, TOKENS_PER_PRICE_UNIT)
     if remainder * 2 >= TOKENS_PER_PRICE_UNIT:
         quotient += 1

@@ -7,6 +7,7 @@ from control_plane import exact_json
 from control_plane.catalog import pricing
 from control_plane.models import PriceVersion
 from control_plane.money import cost_nano, nano_to_decimal, usd_to_nano
+from control_plane.usage_classes import PRICE_FIELDS
 
 
 @pytest.mark.parametrize("text, nano", [
@@ -62,8 +63,8 @@ def test_cache_write_defaults_chain_through_to_input():
 
 def test_cost_rounds_half_up_once():
     # 1 token at 0.5 nano-USD per token (500_000 per 1M) -> 0.5 -> 1; three such -> 1.5 -> 2.
-    assert cost_nano({"in": 1}, {field: 500_000 for field in pricing.PRICE_FIELDS}) == 1
-    assert cost_nano({"in": 1, "cr": 1, "out": 1}, {field: 500_000 for field in pricing.PRICE_FIELDS}) == 2
+    assert cost_nano({"in": 1}, {field: 500_000 for field in PRICE_FIELDS}) == 1
+    assert cost_nano({"in": 1, "cr": 1, "out": 1}, {field: 500_000 for field in PRICE_FIELDS}) == 2
 
 
 def test_decimal_values_stay_decimal_in_json():

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from simulator import iter_fixtures
 
-from control_plane import money
+from control_plane import money, usage_classes
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -123,5 +123,5 @@ def test_fixture_cost_agrees_with_python(file):
     """Each sidecar's hand-computed cost is what control_plane/money.py charges for its usage."""
     expected = json.loads((FIXTURES / (file.rsplit(".", 1)[0] + ".expected.json")).read_text())
     assert expected["format"] in ("openai", "responses", "anthropic")
-    assert set(expected["usage"]) == {field for field, _ in money.USAGE_CLASSES}
+    assert set(expected["usage"]) == set(usage_classes.RECORD_FIELDS)
     assert money.cost_nano(expected["usage"], expected["price"]) == expected["cost"]

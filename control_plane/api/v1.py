@@ -17,6 +17,7 @@ from ..models import (
     utc_timestamp,
 )
 from ..money import nano_to_decimal
+from ..usage_classes import USAGE_CLASSES
 from . import context
 
 v1 = Blueprint("v1", __name__, url_prefix="/v1")
@@ -89,14 +90,7 @@ def _usage_item(row: Usage, with_overage: bool) -> dict:
         "stream": row.stream,
         "status": row.status,
         "billing_basis": row.billing_basis,
-        "tokens": {
-            "input": row.input_tokens,
-            "cached_input": row.cached_input_tokens,
-            "cache_write": row.cache_write_tokens,
-            "cache_write_1h": row.cache_write_1h_tokens,
-            "output": row.output_tokens,
-            "reasoning": row.reasoning_tokens,
-        },
+        "tokens": {usage.price: getattr(row, usage.column) for usage in USAGE_CLASSES},
         "cost": nano_to_decimal(row.cost_nano),
         "cost_nano": row.cost_nano,
         "hold_nano": row.hold_nano,

@@ -6,24 +6,17 @@ from __future__ import annotations
 
 from .. import money
 from ..models import PriceVersion
-
-PRICE_FIELDS = tuple(price for _field, price in money.USAGE_CLASSES)
-
-# price field -> the price it falls back to when unset (resolved in this order).
-DEFAULTS = (
-    ("cached_input", "input"),
-    ("cache_write", "input"),
-    ("cache_write_1h", "cache_write"),
-    ("reasoning", "output"),
-)
+from ..usage_classes import PRICE_FIELDS, USAGE_CLASSES
 
 
 def resolve(version: PriceVersion) -> dict[str, int]:
     """Every price field as an integer nano-USD per 1M tokens, defaults applied."""
     prices = {field: getattr(version, field) for field in PRICE_FIELDS}
-    for field, fallback in DEFAULTS:
-        if prices[field] is None:
-            prices[field] = prices[fallback]
+    # In table order: a class falls back only to one listed before it (cache_write_1h to
+    # cache_write, which may itself have fallen back to input).
+    for usage in USAGE_CLASSES:
+        if prices[usage.price] is None:
+            prices[usage.price] = prices[usage.default]
     return prices
 
 

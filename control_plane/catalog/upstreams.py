@@ -13,7 +13,7 @@ from ..errors import ServiceError
 from ..models import PROTOCOLS, Model, PriceVersion, Provider
 from ..money import MAX_PRICE_NANO, MAX_TOKENS, format_usd
 from ..settings import Settings
-from .pricing import PRICE_FIELDS
+from ..usage_classes import PRICE_FIELDS
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,99}")
 DEFAULT_PORTS = {"http": 80, "https": 443}

@@ -9,6 +9,7 @@ from ..hot import publish
 from ..models import PROTOCOLS, Model
 from ..money import format_usd
 from ..settings import Settings
+from ..usage_classes import USAGE_CLASSES
 from .common import REPUBLISH_HINT, USD, publish_after
 
 
@@ -31,6 +32,17 @@ def provider_add(settings: Settings, name: str, protocol: str, base_url: str, ap
     click.echo(f"provider {saved.name} saved ({saved.protocol}, {saved.base_url})")
 
 
+def price_options(command):
+    """--input, --cached-input, … : one USD-per-1M-tokens option per usage class, named by its price
+    field; those without a default price are required."""
+    for usage in reversed(USAGE_CLASSES):
+        when_unset = "" if usage.default is None else f" (default: the {usage.default.replace('_', ' ')} price)"
+        command = click.option(f"--{usage.price.replace('_', '-')}", usage.price, type=USD,
+                               required=usage.default is None,
+                               help=f"USD per 1M tokens of {usage.description}{when_unset}.")(command)
+    return command
+
+
 @click.group()
 def model() -> None:
     """Models customers can call."""
@@ -40,27 +52,19 @@ def model() -> None:
 @click.argument("name")
 @click.option("--provider", "provider_name", required=True)
 @click.option("--upstream-model", help="The provider's name for it (default: NAME).")
-@click.option("--input", "input_price", type=USD, required=True, help="USD per 1M uncached input tokens.")
-@click.option("--output", "output_price", type=USD, required=True, help="USD per 1M output tokens.")
-@click.option("--cached-input", type=USD, help="USD per 1M cache-read tokens (default: input).")
-@click.option("--cache-write", type=USD, help="USD per 1M cache-write tokens (default: input).")
-@click.option("--cache-write-1h", type=USD, help="USD per 1M 1-hour cache-write tokens (default: cache write).")
-@click.option("--reasoning", type=USD, help="USD per 1M reasoning tokens (default: output).")
+@price_options
 @click.option("--max-output", type=click.IntRange(min=1), help="Most output tokens a request may ask for.")
 @click.option("--max-input", type=click.IntRange(min=1),
               help="The context window in tokens: what a request whose input the provider fetches or keeps "
                    "(media by URL, files, earlier responses, server tools) is held at (default 200000).")
 @click.pass_obj
-def model_add(settings: Settings, name: str, provider_name: str, upstream_model: str | None, input_price: int,
-              output_price: int, cached_input: int | None, cache_write: int | None, cache_write_1h: int | None,
-              reasoning: int | None, max_output: int | None, max_input: int | None) -> None:
+def model_add(settings: Settings, name: str, provider_name: str, upstream_model: str | None,
+              max_output: int | None, max_input: int | None, **prices: int | None) -> None:
     """Add a model, or update it (a price change adds a new price version)."""
-    prices = {"input": input_price, "cached_input": cached_input, "cache_write": cache_write,
-              "cache_write_1h": cache_write_1h, "output": output_price, "reasoning": reasoning}
     with db.session_scope(settings) as session:
         saved = upstreams.upsert_model(session, name, provider_name, prices, upstream_model, max_output, max_input)
         version = upstreams.current_price(session, saved.id)
     publish_after(settings, lambda session: publish.publish_model(session, settings, session.get(Model, saved.id)),
-             REPUBLISH_HINT)
+                  REPUBLISH_HINT)
     click.echo(f"model {saved.name} saved: {provider_name}/{saved.upstream_model}, price version {version.id} "
-               f"(input {format_usd(input_price)}, output {format_usd(output_price)} per 1M tokens)")
+               f"(input {format_usd(prices['input'])}, output {format_usd(prices['output'])} per 1M tokens)")

@@ -5,16 +5,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from .. import money
+from .. import money, usage_classes
 from ..models import Usage
 
-TOKEN_LABELS = {"in": "input", "cr": "cached", "cw": "cache write", "cw1h": "cache write 1h", "out": "output",
-                "rsn": "reasoning"}
 ALWAYS_DESCRIBED = ("in", "out")
 # The record's values, in the order the hot path packs them (tab-separated) into the stream
 # entry's one field `r` and into the usage journal: lua/tollgate/gateway.lua RECORD.
 RECORD_FIELDS = ("rid", "ts", "acct", "key", "model", "umodel", "provider", "pv", "ep", "stream", "status",
-                 "basis", "in", "cr", "cw", "cw1h", "out", "rsn", "cost", "ms", "ttfb", "node", "hold", "over")
+                 "basis", *usage_classes.RECORD_FIELDS, "cost", "ms", "ttfb", "node", "hold", "over")
 # Records packed before `hold` and `over` were added: hold = cost, over = 0.
 LEGACY_FIELD_COUNT = 22
 BASES = ("provider", "drained", "estimated", "invalid", "none")
@@ -48,9 +46,9 @@ class UsageRecord:
     def description(self) -> str:
         """'sandbox-chat: 12 input, 3 cached, 40 output, 2 reasoning tokens'."""
         counts = [
-            f"{self.tokens[field]} {TOKEN_LABELS[field]}"
-            for field, _price in money.USAGE_CLASSES
-            if self.tokens[field] or field in ALWAYS_DESCRIBED
+            f"{self.tokens[usage.field]} {usage.label}"
+            for usage in usage_classes.USAGE_CLASSES
+            if self.tokens[usage.field] or usage.field in ALWAYS_DESCRIBED
         ]
         return f"{self.model}: {', '.join(counts)} tokens"
 
@@ -76,7 +74,7 @@ class UsageRecord:
             node=self.node,
             created_at=datetime.fromtimestamp(self.ts_ms // 1000, UTC).replace(microsecond=self.ts_ms % 1000 * 1000),
             transaction_id=transaction_id,
-            **{f"{price}_tokens": self.tokens[field] for field, price in money.USAGE_CLASSES},
+            **{usage.column: self.tokens[usage.field] for usage in usage_classes.USAGE_CLASSES},
         )
 
 
@@ -128,7 +126,7 @@ def parse(fields: dict[str, str]) -> UsageRecord:
         stream=fields.get("stream") == "1",
         status=_count(fields, "status", INT32_MAX),
         billing_basis=_basis(fields),
-        tokens={field: _count(fields, field, money.MAX_TOKENS, default=0) for field, _price in money.USAGE_CLASSES},
+        tokens={field: _count(fields, field, money.MAX_TOKENS, default=0) for field in usage_classes.RECORD_FIELDS},
         cost_nano=cost,
         hold_nano=_count(fields, "hold", MAX_NANO, default=cost),
         overage_nano=_count(fields, "over", MAX_NANO, default=0),
