@@ -7,15 +7,7 @@ from sqlalchemy import select
 from ..accounts.balances import balance_document, current_balance_nano
 from ..billing import reconcile
 from ..billing.usage_drain import quarantine_item
-from ..models import (
-    Account,
-    LedgerAccount,
-    LedgerEntry,
-    LedgerTransaction,
-    Usage,
-    UsageQuarantine,
-    utc_timestamp,
-)
+from ..models import Account, LedgerAccount, LedgerEntry, LedgerTransaction, Usage, UsageQuarantine, utc_timestamp
 from ..money import nano_to_decimal
 from ..usage_classes import USAGE_CLASSES
 from . import context

@@ -1,7 +1,7 @@
 """`tollgate`: the operator's command line. Settings come from the TOLLGATE_* environment.
 
 A command that changes something commits it to SQL, then publishes it to Redis at once, so a
-running gateway sees it within its 2 s caches. Mistakes (unknown email, bad amount) end with a
+running gateway sees it within its 1 s caches. Mistakes (unknown email, bad amount) end with a
 one-line message and exit status 2; an unreachable Redis or database with status 1.
 
 Every command group is registered here, from the package it belongs to.

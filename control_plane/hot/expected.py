@@ -8,14 +8,7 @@ from sqlalchemy.orm import Session
 
 from ..db import total
 from ..errors import ServiceError
-from ..models import (
-    Account,
-    LedgerAccount,
-    LedgerEntry,
-    LedgerTransaction,
-    Usage,
-    UsageQuarantine,
-)
+from ..models import Account, LedgerAccount, LedgerEntry, LedgerTransaction, Usage, UsageQuarantine
 from ..settings import Settings
 from . import redis_keys, usage_records
 from .connection import client
