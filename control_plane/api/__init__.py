@@ -3,10 +3,10 @@
 control_plane/app.py registers `api` and the error handling of every answer (`handle_errors`)."""
 from __future__ import annotations
 
-from flask import Blueprint, Flask, g
+from flask import Blueprint, Flask, g, request
 from werkzeug.exceptions import HTTPException
 
-from .errors import ApiError, error_response
+from .errors import ApiError
 from .health import healthz
 from .v1 import v1
 
@@ -22,10 +22,20 @@ def handle_errors(app: Flask) -> None:
     app.teardown_request(_close_session)
 
 
+# The catalogue code of each status Werkzeug raises here: routing (404, 405) and a view that
+# failed (500, Flask's InternalServerError); any other would be a view's mistake, answered as one.
+HTTP_ERRORS = {404: "path_not_found", 405: "method_not_allowed", 500: "internal_error"}
+# Methods Werkzeug allows on every route that takes GET: not worth naming in a 405.
+IMPLICIT_METHODS = {"HEAD", "OPTIONS"}
+
+
 def _http_error(error: HTTPException):
-    """Werkzeug's errors (404, 405, …) in the OpenAI shape too: the control plane serves no HTML
-    page yet, so no answer of it is an HTML error page."""
-    return error_response(error.code, error.description, "invalid_request_error", error.name.lower().replace(" ", "_"))
+    """Werkzeug's errors from the catalogue too: the control plane serves no HTML page yet, so no
+    answer of it is an HTML error page. The request id is the one nginx gives every request."""
+    # A 405 names the methods its route takes.
+    allowed = sorted(set(getattr(error, "valid_methods", None) or ()) - IMPLICIT_METHODS)
+    return ApiError(HTTP_ERRORS.get(error.code, "internal_error"), method=request.method, path=request.path,
+                    allowed=" or ".join(allowed), request_id=request.headers.get("X-Request-Id")).response()
 
 
 def _close_session(_exc):

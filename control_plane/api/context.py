@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 
 from .. import db
 from ..accounts import api_keys
-from .errors import bad_parameter, forbidden, invalid_key, missing_key
+from .errors import ApiError, bad_parameter
 
 DEFAULT_PAGE = 20
 MAX_PAGE = 100
@@ -30,10 +30,11 @@ def authenticate() -> None:
     g.account."""
     presented = _presented_key()
     if not presented:
-        raise missing_key()
+        raise ApiError("missing_api_key")
     key = api_keys.find_key(session(), presented)
+    # Unknown, revoked, or of a disabled account: one answer, which tells a guesser nothing.
     if key is None or key.status != "active" or key.account.status != "active":
-        raise invalid_key()
+        raise ApiError("invalid_api_key")
     g.account = key.account
 
 
@@ -48,7 +49,7 @@ def _presented_key() -> str:
 
 def require_admin() -> None:
     if not g.account.is_admin:
-        raise forbidden()
+        raise ApiError("forbidden")
 
 
 def page(statement, cursor_column):

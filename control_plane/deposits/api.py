@@ -33,34 +33,25 @@ topups = Blueprint("topups", __name__)
 topups.before_request(context.authenticate)
 
 
-def _invalid(message: str, code: str = "invalid_request") -> ApiError:
-    return ApiError(400, message, "invalid_request_error", code)
-
-
-def _not_configured(setting: str) -> ApiError:
-    return ApiError(503, f"Card top-ups are not configured on this server ({setting}).", "api_error",
-                    "not_configured")
-
-
 @webhooks.post("/payments")
 def payment_webhook():
     """Every input that is not a valid event is a 400 with the reason: `invalid_signature` (the
     header), `invalid_event` (the body), `not_credited` (a paid checkout that cannot be credited)."""
     settings = context.settings()
     if not settings.payment_webhook_secret:
-        raise _not_configured("TOLLGATE_PAYMENT_WEBHOOK_SECRET")
+        raise ApiError("not_configured", setting="TOLLGATE_PAYMENT_WEBHOOK_SECRET")
     body = request.get_data(cache=False)
     if len(body) > payments.MAX_BODY_BYTES:
-        raise _invalid(f"Webhook event rejected: the body is over {payments.MAX_BODY_BYTES} bytes.", "invalid_event")
+        raise ApiError("invalid_event", detail=f"the body is over {payments.MAX_BODY_BYTES} bytes")
     try:
         payments.verify(settings.payment_webhook_secret, request.headers.get("Stripe-Signature"), body)
     except payments.SignatureError as exc:
-        raise _invalid(f"Webhook signature rejected: {exc}.", "invalid_signature") from None
+        raise ApiError("invalid_signature", detail=str(exc)) from None
     try:
         event = payments.read_event(body)
         paid_checkout = event.type == payments.CHECKOUT_COMPLETED and payments.is_paid(event.object)
     except payments.EventError as exc:
-        raise _invalid(f"Webhook event rejected: {exc}.", "invalid_event") from None
+        raise ApiError("invalid_event", detail=str(exc)) from None
     if not paid_checkout:
         return {"received": True, "credited": False}
     try:
@@ -71,7 +62,7 @@ def payment_webhook():
             ids = [transaction.id for transaction in posted]
     except ServiceError as exc:
         log.warning("payment event %s not credited: %s", event.id, exc)
-        raise _invalid(f"Event {event.id} not credited: {exc}.", "not_credited") from None
+        raise ApiError("not_credited", event=event.id, detail=str(exc)) from None
     publish(settings, ids)
     return {"received": True, "credited": bool(ids)}
 
@@ -80,11 +71,11 @@ def payment_webhook():
 def checkout():
     settings = context.settings()
     if not settings.payment_checkout_url:
-        raise _not_configured("TOLLGATE_PAYMENT_CHECKOUT_URL")
+        raise ApiError("not_configured", setting="TOLLGATE_PAYMENT_CHECKOUT_URL")
     try:
         payload = json.loads(request.get_data() or b"null", parse_float=Decimal)
     except (ValueError, RecursionError):
-        raise _invalid("The body must be JSON: {\"amount\": \"25.00\"}.") from None
+        raise ApiError("invalid_request", detail='The body must be JSON: {"amount": "25.00"}.') from None
     raw = payload.get("amount") if isinstance(payload, dict) else None
     try:
         if raw is None or isinstance(raw, bool):
