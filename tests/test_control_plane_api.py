@@ -60,7 +60,7 @@ def test_missing_or_wrong_key_is_401_with_the_catalogue_message(client, customer
     response = client.get("/api/v1/balance", headers=headers)
     assert response.status_code == 401
     assert response.json == {"error": {"message": ERRORS[code]["message"], "type": "invalid_request_error",
-                                       "code": code}}
+                                       "param": None, "code": code}}
 
 
 def test_revoked_and_unknown_keys_get_one_answer(settings, client, customer):
@@ -180,4 +180,4 @@ def test_healthz_reports_database_and_redis(client):
 def test_a_path_the_control_plane_does_not_serve_is_a_json_404(client):
     response = client.get("/console/nothing-here")
     assert response.status_code == 404
-    assert response.get_json()["error"]["code"] == "not_found"
+    assert response.get_json()["error"]["code"] == "path_not_found"

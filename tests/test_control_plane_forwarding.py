@@ -45,7 +45,7 @@ def test_a_double_slash_path_is_a_json_404_never_a_redirect(gateway, path, heade
     assert status == 404
     assert response_headers["Location"] is None
     assert response_headers["Content-Type"] == "application/json"
-    assert json.loads(body)["error"]["code"] == "not_found"
+    assert json.loads(body)["error"]["code"] == "path_not_found"
 
 
 @pytest.mark.parametrize("path", ["/api/healthz/", "/api/v1/balance/"])
