@@ -263,7 +263,7 @@ function _M.access()
             return unavailable(protocol, rerr)
         end
         if wait then
-            return errors.respond("rate_limited", protocol, { retry_after = wait,
+            return errors.respond("rate_limit_exceeded", protocol, { retry_after = wait,
                 limit = (key.rpm > 0 and key.rpm .. " requests" or "")
                     .. (key.rpm > 0 and key.tpm > 0 and ", " or "")
                     .. (key.tpm > 0 and key.tpm .. " tokens" or "") .. " per minute" }, limit_headers)
