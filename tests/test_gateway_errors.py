@@ -225,4 +225,4 @@ def test_account_default_rate_limit_applies_to_its_keys_with_openai_headers(gate
     assert headers[0]["x-ratelimit-limit-requests"] == "2"
     assert headers[1]["x-ratelimit-remaining-requests"] == "0"
     assert int(headers[2]["Retry-After"]) >= 1
-    assert body["error"]["code"] == "rate_limited"
+    assert body["error"]["code"] == "rate_limit_exceeded"
