@@ -392,7 +392,7 @@ def test_openai_rate_limited_key_raises_rate_limit_error(gateway):
     client.chat.completions.create(model="sandbox-chat", messages=MESSAGES)
     with pytest.raises(openai.RateLimitError, match="Rate limit reached for this key") as info:
         client.chat.completions.create(model="sandbox-chat", messages=MESSAGES)
-    assert info.value.code == "rate_limited"
+    assert info.value.code == "rate_limit_exceeded"
     assert "1 requests per minute" in info.value.message
 
 
