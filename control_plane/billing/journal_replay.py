@@ -30,6 +30,7 @@ SETTLE_GRACE_MS = 10_000          # nginx settles within milliseconds; give it t
 MARKER_LIFETIME_MS = 50 * 60_000  # batch markers live an hour; replay well inside that
 DELETE_AFTER_SECONDS = 3 * 3600   # fully replayed files of past hours are removed
 STATE_FILE = "replayed.json"      # file name -> bytes already handled
+REPLAY_NODE = "journal-replay"    # the node the replay settles as: none holds a lease
 
 
 class JournalReplay:
@@ -74,7 +75,8 @@ class JournalReplay:
             batches[(shard, batch_id)].append((record, packed))
         settled = 0
         for (shard, batch_id), records in batches.items():
-            if self.redis.exists(f"{redis_keys.tag(shard)}batch:{batch_id}"):
+            marker = redis_keys.batch(shard, batch_id)
+            if self.redis.exists(marker):
                 continue
             request_ids = [r.request_id for r, _p in records]
             with db.read_session(self.settings) as session:  # recorded, or quarantined: Redis had it
@@ -84,13 +86,18 @@ class JournalReplay:
             missing = [(r, p) for r, p in records if r.request_id not in known]
             if not missing:
                 continue
-            args = [redis_keys.tag(shard), "journal-replay", batch_id, 0, "\n".join(p for _r, p in missing)]
+            # The settle script's KEYS and ARGV (lua/tollgate/redis_scripts/settle.lua), as nginx
+            # sends them but for a node of its own: no lease is released, none renewed.
+            keys = [redis_keys.usage_stream(shard), marker, redis_keys.leases(shard)]
+            args = [REPLAY_NODE, 0, "\n".join(p for _r, p in missing)]
             costs: dict[tuple[int, int], int] = defaultdict(int)
             for record, _packed in missing:
                 costs[(record.key_id, record.account_id)] += record.cost_nano
             for (key_id, account_id), cost in costs.items():
-                args += [key_id, account_id, cost]
-            self.settle(keys=[redis_keys.usage_stream(shard)], args=args)
+                keys += [redis_keys.account(shard, account_id), redis_keys.key_state(shard, key_id),
+                         redis_keys.lease(shard, key_id)]
+                args += [key_id, cost, redis_keys.lease_member(key_id, account_id, REPLAY_NODE)]
+            self.settle(keys=keys, args=args)
             log.warning("replayed %d usage records of batch %s from the journal", len(missing), batch_id)
             settled += len(missing)
         return settled

@@ -63,17 +63,18 @@ class LeaseReaper:
         for shard in range(self.shards):
             leases = redis_keys.leases(shard)
             for member in self.redis.zrange(leases, 0, -1):
-                if member.endswith("|" + node):
+                parsed = redis_keys.parse_lease_member(member)
+                if parsed and parsed[2] == node:
                     released += self._return(shard, leases, member, NEVER)
         return released
 
     def _return(self, shard: int, leases: str, member: str, now_ms: int) -> int:
-        parts = member.split("|", 2)
-        if len(parts) != 3 or not (parts[0].isdigit() and parts[1].isdigit()):
+        parsed = redis_keys.parse_lease_member(member)
+        if parsed is None:
             log.error("dropping malformed lease member %r on shard %s", member, shard)
             self.redis.zrem(leases, member)
             return 0
-        key_id, account_id, node = int(parts[0]), int(parts[1]), parts[2]
+        key_id, account_id, node = parsed
         keys = [
             leases,
             redis_keys.lease(shard, key_id),

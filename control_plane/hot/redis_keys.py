@@ -1,4 +1,4 @@
-"""Redis key names, control-plane side. The hot path's twin is lua/tollgate/keys.lua;
+"""Redis key names, control-plane side. The hot path's twin is lua/tollgate/redis_keys.lua;
 both follow docs/internals.md."""
 from __future__ import annotations
 
@@ -53,3 +53,22 @@ def usage_stream(shard: int) -> str:
 
 def applied(shard: int, tx_id: int) -> str:
     return f"{tag(shard)}applied:{tx_id}"
+
+
+def batch(shard: int, batch_id: str) -> str:
+    """Set once a settlement batch is applied (the settle script), so it applies once."""
+    return f"{tag(shard)}batch:{batch_id}"
+
+
+def lease_member(key_id: int, account_id: int, node: str) -> str:
+    """A member of the leases zset (not a key): the key, its account and the node that holds the
+    lease."""
+    return f"{key_id}|{account_id}|{node}"
+
+
+def parse_lease_member(member: str) -> tuple[int, int, str] | None:
+    """(key id, account id, node) of a lease_member, or None when it is not one."""
+    parts = member.split("|", 2)
+    if len(parts) != 3 or not (parts[0].isdigit() and parts[1].isdigit()):
+        return None
+    return int(parts[0]), int(parts[1]), parts[2]

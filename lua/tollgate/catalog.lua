@@ -5,8 +5,9 @@ local lrucache = require "resty.lrucache"
 local config = require "tollgate.config"
 local cost = require "tollgate.cost"
 local hash = require "tollgate.hash"
-local keys = require "tollgate.keys"
 local redis = require "tollgate.redis"
+local redis_keys = require "tollgate.redis_keys"
+local usage_classes = require "tollgate.usage_classes"
 
 local ngx_null = ngx.null
 local tonumber = tonumber
@@ -41,7 +42,7 @@ local function cached(cache, name, fetch)
 end
 
 local function fetch_key(red, token)
-    local res, err = red:hmget(keys.apikey(hash.sha256_hex(token)), "id", "acct", "shard", "status",
+    local res, err = red:hmget(redis_keys.apikey(hash.sha256_hex(token)), "id", "acct", "shard", "status",
         "rpm", "tpm")
     if not res then
         return nil, "failed to read api key: " .. tostring(err)
@@ -84,8 +85,8 @@ local function checked_model(name, model)
     local ok = token_count(model.max_output) and token_count(model.max_input)
         and type(model.price) == "table" and type(model.routes) == "table" and model.routes[1] ~= nil
     if ok then
-        for i = 1, #cost.CLASSES do
-            local p = model.price[cost.CLASSES[i][2]]
+        for i = 1, #usage_classes do
+            local p = model.price[usage_classes[i].price]
             if type(p) ~= "number" or p < 0 or p > cost.MAX_PRICE or p ~= floor(p) then
                 ok = false
                 break
@@ -99,7 +100,7 @@ local function checked_model(name, model)
     return model
 end
 
-local fetch_model_json = fetch_json(keys.model)
+local fetch_model_json = fetch_json(redis_keys.model)
 
 local function fetch_model(red, name)
     local model, err = fetch_model_json(red, name)
@@ -108,7 +109,7 @@ local function fetch_model(red, name)
     end
     return checked_model(name, model)
 end
-local fetch_provider = fetch_json(keys.provider)
+local fetch_provider = fetch_json(redis_keys.provider)
 
 -- The key record for a plaintext key (cached under the key itself, in worker memory only).
 function _M.api_key(token)
@@ -124,7 +125,7 @@ function _M.provider(name)
 end
 
 local function fetch_names(red)
-    local res, err = red:smembers(keys.MODELS)
+    local res, err = red:smembers(redis_keys.MODELS)
     if not res then
         return nil, "failed to read model list: " .. tostring(err)
     end

@@ -7,6 +7,8 @@
 -- classes at most. Nothing can overflow or wrap: figures outside the bounds never get here
 -- (usage.lua validates a provider's counts, request.lua a client's parameters, catalog.lua the
 -- published prices).
+local usage_classes = require "tollgate.usage_classes"
+
 local floor = math.floor
 
 local _M = {}
@@ -16,24 +18,20 @@ _M.MAX_PRICE = 10000000000000 -- nano-USD per 1M tokens ($10,000), per class
 
 local MILLION = 1000000
 
--- {record field, price field} for every usage class (docs/internals.md).
-_M.CLASSES = {
-    { "in", "input" },
-    { "cr", "cached_input" },
-    { "cw", "cache_write" },
-    { "cw1h", "cache_write_1h" },
-    { "out", "output" },
-    { "rsn", "reasoning" },
-}
-local CLASSES = _M.CLASSES
+-- Each usage class's record field and price field, by class (usage_classes.lua).
+local FIELDS, PRICES = {}, {}
+for i, class in ipairs(usage_classes) do
+    FIELDS[i], PRICES[i] = class.field, class.price
+end
+local CLASSES = #usage_classes
 
 -- Σ tokens × price / 1e6, rounded half-up once. Counts are integers from 0 to MAX_TOKENS.
 function _M.cost(tokens, price)
     local whole, rest = 0, 0
-    for i = 1, #CLASSES do
-        local n = tokens[CLASSES[i][1]]
+    for i = 1, CLASSES do
+        local n = tokens[FIELDS[i]]
         if n and n > 0 then
-            local p = price[CLASSES[i][2]]
+            local p = price[PRICES[i]]
             local a = floor(p / MILLION)
             whole = whole + n * a
             rest = rest + n * (p - a * MILLION)
@@ -46,7 +44,8 @@ function _M.cost(tokens, price)
     return whole + q
 end
 
--- The dearest price a request's input tokens can be charged at, and its output tokens.
+-- The dearest price a request's input tokens can be charged at, and its output tokens: the
+-- classes of each side in usage_classes.lua, spelled out (spec_usage_classes checks them).
 local function dearest(price)
     local in_price = price.input
     if price.cache_write > in_price then in_price = price.cache_write end

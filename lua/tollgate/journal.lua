@@ -2,13 +2,13 @@
 -- write(2), before the batch is sent to Redis; one file per worker and hour
 -- (<home>/journal/<node>-<pid>-<YYYYMMDDHH>.tsv). The control plane's worker replays records that
 -- never reached Redis, or that Redis lost, by their batch id. A line: shard, batch id, then the
--- packed record (settle.FIELDS order), tab-separated. No prompt or completion text is ever in it.
+-- packed record (record.lua), tab-separated. No prompt or completion text is ever in it.
 --
 -- Until its batch is written here, a record waits in the `tollgate_journal` shared dict (one list
 -- per batch), which outlives the worker: if the worker dies first, worker 0 finds the orphaned
 -- list and writes it here for it (recover_orphans).
 local config = require "tollgate.config"
-local lease = require "tollgate.lease"
+local node = require "tollgate.node"
 
 local ngx = ngx
 local concat = table.concat
@@ -16,6 +16,11 @@ local concat = table.concat
 local _M = {}
 
 local buffer = ngx.shared.tollgate_journal
+
+-- A journal line's values are tab-separated. The buffer's lists are named by their batch's key
+-- (key()), the lines' first two values: "<shard>\t<batch id>".
+local SEPARATOR = "\t"
+local LIST_BATCH_ID = "^%d+\t(.+)$"
 
 local ORPHAN_SECONDS = 5 -- a live worker writes its batches within milliseconds
 
@@ -30,7 +35,7 @@ local function current_file()
         file:close()
     end
     local conf = config.get()
-    local path = conf.journal_dir .. "/" .. lease.node .. "-" .. ngx.worker.pid() .. "-"
+    local path = conf.journal_dir .. "/" .. node.id .. "-" .. ngx.worker.pid() .. "-"
         .. os.date("!%Y%m%d%H", hour * 3600) .. ".tsv"
     local f, err = io.open(path, "a")
     if not f then
@@ -46,7 +51,7 @@ end
 -- A batch's key: its journal lines' first two values ("<shard>\t<batch id>"), and the name of
 -- the shared-dict list its records wait in. Made once per batch (settle.lua keeps it).
 function _M.key(shard, batch_id)
-    return shard .. "\t" .. batch_id
+    return shard .. SEPARATOR .. batch_id
 end
 
 -- Appends the records of the batch `key` (records[1..n], packed) in one write(2): a crash never
@@ -56,7 +61,7 @@ local function write(key, records, n)
     if not f then
         return
     end
-    local prefix = key .. "\t"
+    local prefix = key .. SEPARATOR
     local ok, err = f:write(prefix, concat(records, "\n" .. prefix, 1, n), "\n")
     if not ok then
         ngx.log(ngx.ERR, "failed to write usage journal: ", err)
@@ -85,8 +90,8 @@ local function recover_orphans(premature)
     end
     local now = ngx.time()
     for _, name in ipairs(buffer:get_keys(0)) do
-        local batch_id = name:match("^%d+\t(.+)$")
-        local opened = batch_id and tonumber(batch_id:match(":(%d+):%d+$"))
+        local batch_id = name:match(LIST_BATCH_ID)
+        local opened = batch_id and node.batch_opened(batch_id)
         if opened and now - opened >= ORPHAN_SECONDS then
             local records, n = {}, 0
             while true do

@@ -1,14 +1,23 @@
--- The fields of a client's request body that the gateway decides on, read as the provider reads
--- them and checked before they touch money: each named once and plainly, integers within bounds.
--- Pure: no ngx I/O.
-local null = require("cjson.safe").null
+-- The client's request: its endpoint and body (the steps that read them answer the client's
+-- errors themselves), and the fields of the body that the gateway decides on, read as the
+-- provider reads them and checked before they touch money: each named once and plainly,
+-- integers within bounds. Only endpoint(), read() and decide() do ngx I/O.
+local cjson = require "cjson.safe"
 local body = require "tollgate.body"
 local cost = require "tollgate.cost"
+local endpoints = require "tollgate.endpoints"
+local errors = require "tollgate.errors"
 
+local ngx_var = ngx.var
+local req = ngx.req
+local decode = cjson.decode
+local null = cjson.null
 local find = string.find
 local floor = math.floor
 local format = string.format
 local type = type
+
+local fail = errors.fail
 
 local _M = {}
 
@@ -25,6 +34,40 @@ end
 local MAX_N = 128      -- OpenAI's bound on `n`
 local MAX_BEST_OF = 20 -- and on `best_of`
 
+-- The metered endpoint the request is for; or nil after answering 404 (no such path) or 405.
+function _M.endpoint()
+    local uri = ngx_var.uri
+    local ep = endpoints.BY_PATH[uri]
+    if not ep then
+        return nil, fail("path_not_found", endpoints.protocol_of(uri),
+            { method = req.get_method(), path = uri, hint = endpoints.hint(uri) })
+    end
+    if req.get_method() ~= "POST" then
+        return nil, fail("method_not_allowed", ep.protocol, { path = uri, method = req.get_method(), allowed = "POST" })
+    end
+    return ep
+end
+
+-- The body as nginx received it (in memory, or in a file when it was larger than the buffer).
+local function received_body()
+    req.read_body()
+    local raw = req.get_body_data()
+    if raw then
+        return raw
+    end
+    local path = req.get_body_file()
+    if not path then
+        return nil
+    end
+    local f = io.open(path, "rb")
+    if not f then
+        return nil
+    end
+    raw = f:read("*a")
+    f:close()
+    return raw
+end
+
 -- A problem with the body's deciding fields (a message for the client), or nil.
 function _M.ambiguous(raw, parsed)
     local name, why = body.ambiguous_field(raw, parsed, DECIDING, DECIDING_SET)
@@ -33,6 +76,27 @@ function _M.ambiguous(raw, parsed)
     end
     return format("The request body %s '%s': send each field once, with its name written plainly.",
         why == "repeated" and "names more than once the field" or "spells with escapes the field", name)
+end
+
+-- The body, raw and decoded: a JSON object whose deciding fields are unambiguous; or nil after
+-- answering 400.
+function _M.read(protocol)
+    local raw = received_body()
+    if not raw or raw == "" then
+        return nil, fail("invalid_request", protocol, { detail = "The request body is empty: send a JSON object." })
+    end
+    local parsed, jerr = decode(raw)
+    if parsed == nil then
+        return nil, fail("malformed_json", protocol, { detail = jerr })
+    end
+    if type(parsed) ~= "table" or parsed[1] ~= nil then
+        return nil, fail("invalid_request", protocol, { detail = "The request body must be a JSON object." })
+    end
+    local ambiguous = _M.ambiguous(raw, parsed)
+    if ambiguous then
+        return nil, fail("invalid_parameter", protocol, { detail = ambiguous })
+    end
+    return raw, parsed
 end
 
 local KINDS = { string = "a string", boolean = "a boolean", table = "an array or an object" }
@@ -176,6 +240,24 @@ function _M.output(ep, parsed, model)
             fan_out, per_choice, cost.MAX_TOKENS)
     end
     return per_choice, fan_out
+end
+
+-- What the answer may be: whether it streams, and (metered endpoints) the most output tokens per
+-- choice and the number of choices (0 and 1 for an unbilled endpoint); or nil after answering
+-- 400.
+function _M.decide(ep, parsed, model, protocol)
+    local is_stream, serr = _M.stream(parsed)
+    if serr then
+        return nil, fail("invalid_parameter", protocol, { detail = serr })
+    end
+    if ep.unbilled then
+        return is_stream, 0, 1
+    end
+    local per_choice, fan_out = _M.output(ep, parsed, model)
+    if not per_choice then
+        return nil, fail("invalid_parameter", protocol, { detail = fan_out })
+    end
+    return is_stream, per_choice, fan_out
 end
 
 return _M

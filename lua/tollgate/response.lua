@@ -8,6 +8,7 @@ local MAX_TOKENS = require("tollgate.cost").MAX_TOKENS
 local string_buffer = require "string.buffer"
 local sse = require "tollgate.sse"
 local usage = require "tollgate.usage"
+local usage_classes = require "tollgate.usage_classes"
 local usage_json = require "tollgate.usage_json"
 
 local decode = cjson.decode
@@ -443,21 +444,38 @@ function _M.skipped(st)
     return st.skipped > 0
 end
 
+-- The record fields of the usage classes on each side of a request (usage_classes.lua).
+local SIDES = { input = {}, output = {} }
+for i = 1, #usage_classes do
+    local class = usage_classes[i]
+    local fields = SIDES[class.side]
+    fields[#fields + 1] = class.field
+end
+
+local function total(t, fields)
+    local n = 0
+    for i = 1, #fields do
+        n = n + t[fields[i]]
+    end
+    return n
+end
+
 -- Estimated usage of an answer that ended before its final usage: what the provider reported so
--- far, the input at about 4 bytes a token, and one output token per event (4 bytes a token for
--- events too large to read, and for a non-streamed answer) received. At most MAX_TOKENS a class.
+-- far, the input (as uncached input) at about 4 bytes a token, and one output token per event
+-- (4 bytes a token for events too large to read, and for a non-streamed answer) received, as
+-- output. At most MAX_TOKENS a class.
 function _M.estimate(st, request_bytes)
-    local t = usage.classes(st.acc, st.format)
-        or { ["in"] = 0, cr = 0, cw = 0, cw1h = 0, out = 0, rsn = 0 }
-    if t["in"] + t.cr + t.cw + t.cw1h == 0 then
+    local t = usage.classes(st.acc, st.format) or usage.zero()
+    if total(t, SIDES.input) == 0 then
         t["in"] = math.ceil(request_bytes / 4)
     end
     local received = st.stream and st.events + math.ceil(st.skipped / 4) or math.ceil(st.bytes / 4)
     if received > MAX_TOKENS then
         received = MAX_TOKENS
     end
-    if t.out + t.rsn < received then
-        t.out = received - t.rsn
+    local output = total(t, SIDES.output)
+    if output < received then
+        t.out = t.out + received - output
     end
     return t
 end

@@ -1,4 +1,5 @@
--- The Redis scripts of the hot path, run by SHA. Every key a script touches shares the
+-- The Redis scripts of the hot path, run by SHA. Every key a script touches is passed in KEYS
+-- (redis_keys.lua names them), none made inside a script, and all of a call's keys share the
 -- account's shard tag (docs/internals.md), so each stays atomic on Redis Cluster.
 local hash = require "tollgate.hash"
 
@@ -85,7 +86,7 @@ return #ARGV - 1
 ]]
 
 -- Settle a batch of finished requests (the usage journal's replay runs the same script, from
--- control_plane/journal_replay.py).
+-- control_plane/billing/journal_replay.py).
 _M.settle = script(read_script("settle.lua"))
 
 -- Rate limits, requests and tokens per minute, as two GCRA buckets (a token bucket of one

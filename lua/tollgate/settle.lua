@@ -6,9 +6,10 @@
 -- exactly once whether this worker's retry or the journal's replay gets there first.
 local config = require "tollgate.config"
 local journal = require "tollgate.journal"
-local keys = require "tollgate.keys"
 local lease = require "tollgate.lease"
+local node = require "tollgate.node"
 local redis = require "tollgate.redis"
+local redis_keys = require "tollgate.redis_keys"
 local scripts = require "tollgate.scripts"
 
 local ngx = ngx
@@ -29,21 +30,32 @@ local seq = 0
 
 local function new_batch(shard)
     seq = seq + 1
-    local id = lease.node .. ":" .. ngx.worker.pid() .. ":" .. ngx.time() .. ":" .. seq
+    local id = node.batch_id(seq)
     return { shard = shard, id = id, journal_key = journal.key(shard, id), records = {}, n = 0,
         costs = {}, accounts = {} }
 end
 
+-- Runs scripts.settle (redis_scripts/settle.lua) on a batch: KEYS the stream, the batch's marker,
+-- the leases zset, then each key's account, key and lease hashes; ARGV the node, the renewed
+-- lease expiry and the records, then each key's id, summed cost and lease member.
 local function send(red, batch)
-    local args, n = {}, 0
+    local shard, node_id = batch.shard, node.id
+    local keys = { redis_keys.usage_stream(shard), redis_keys.batch(shard, batch.id), redis_keys.leases(shard) }
+    local args = { node_id, tostring(math.floor(ngx.now() * 1000) + config.get().lease_ttl_seconds * 1000),
+        concat(batch.records, "\n") }
+    local n = 3
     for kid, cost in pairs(batch.costs) do
-        args[n + 1], args[n + 2], args[n + 3] = kid, batch.accounts[kid], format("%d", cost)
+        local acct = batch.accounts[kid]
+        keys[n + 1], keys[n + 2], keys[n + 3] = redis_keys.account(shard, acct),
+            redis_keys.key_state(shard, kid), redis_keys.lease(shard, kid)
+        args[n + 1], args[n + 2], args[n + 3] = kid, format("%d", cost),
+            redis_keys.lease_member(kid, acct, node_id)
         n = n + 3
     end
-    local res, err = redis.eval(red, scripts.settle, 1, keys.usage_stream(batch.shard),
-        keys.tag(batch.shard), lease.node, batch.id,
-        tostring(math.floor(ngx.now() * 1000) + config.get().lease_ttl_seconds * 1000),
-        concat(batch.records, "\n"), unpack(args, 1, n))
+    for i = 1, n do
+        keys[n + i] = args[i] -- the call takes KEYS then ARGV
+    end
+    local res, err = redis.eval(red, scripts.settle, n, unpack(keys, 1, 2 * n))
     if not res then
         return nil, err
     end
@@ -111,7 +123,7 @@ schedule = function(delay)
 end
 
 -- Holds and queues one finished request: its key, account, cost and packed usage record
--- (the values of control_plane/usage_records.py RECORD_FIELDS in order, tab-separated).
+-- (record.lua).
 function _M.push(shard, kid, acct, cost, packed)
     local batch = open[shard]
     if not batch then

@@ -1,9 +1,11 @@
 -- Reads token usage from each provider dialect and turns it into Tollgate's disjoint usage
--- classes (in, cr, cw, cw1h, out, rsn; docs/internals.md). Pure: no ngx I/O.
+-- classes (usage_classes.lua; each finisher below spells them all out, which spec_usage_classes checks).
+-- Pure: no ngx I/O.
 --
 -- observe(acc, format, usage_object) merges one usage object as the provider reported it;
 -- classes(acc, format) gives the final disjoint counts, or nil when no usage was seen.
 local null = require("cjson.safe").null
+local usage_classes = require "tollgate.usage_classes"
 
 local _M = {}
 
@@ -144,6 +146,15 @@ finishers.anthropic = function(acc)
         ["in"] = acc.input or 0, cr = acc.cache_read or 0, cw = cw5m, cw1h = cw1h,
         out = acc.output or 0, rsn = 0,
     }
+end
+
+-- A fresh count of every usage class, all 0.
+function _M.zero()
+    local t = {}
+    for i = 1, #usage_classes do
+        t[usage_classes[i].field] = 0
+    end
+    return t
 end
 
 function _M.classes(acc, format)
