@@ -176,6 +176,7 @@ class Settings:
     lease_chunk_nano: int
     lease_idle_seconds: int
     lease_ttl_seconds: int
+    lease_dict_bytes: int
     upstream_connect_timeout: int
     upstream_read_timeout: int
     drain_limit_bytes: int
@@ -267,6 +268,8 @@ def load(env=None) -> Settings:
         lease_chunk_nano=_usd(env, "TOLLGATE_LEASE_CHUNK_USD", "1"),
         lease_idle_seconds=_int(env, "TOLLGATE_LEASE_IDLE_SECONDS", 2, 1, 3600),
         lease_ttl_seconds=_int(env, "TOLLGATE_LEASE_TTL_SECONDS", 120, 10, 86400),
+        # nginx's shared dict of the local leases (lua/tollgate/lease.lua); full, it answers 503.
+        lease_dict_bytes=_size(env, "TOLLGATE_LEASE_DICT", "16m"),
         upstream_connect_timeout=_int(env, "TOLLGATE_UPSTREAM_CONNECT_TIMEOUT", 10, 1, 600),
         upstream_read_timeout=_int(env, "TOLLGATE_UPSTREAM_READ_TIMEOUT", 600, 1, 86400),
         drain_limit_bytes=_size(env, "TOLLGATE_DRAIN_LIMIT", "8m"),

@@ -97,6 +97,7 @@ def render(settings: Settings) -> Path:
         "listen": settings.listen,
         "port": settings.port,
         "max_body": settings.max_body_bytes,
+        "lease_dict": settings.lease_dict_bytes,
         "connect_timeout": settings.upstream_connect_timeout,
         "read_timeout": settings.upstream_read_timeout,
     }
