@@ -24,6 +24,7 @@ from control_plane.accounts import accounts
 from control_plane.accounts import api_keys as keys
 from control_plane.app import create_app
 from control_plane.billing import ledger
+from control_plane.billing.usage_drain import UsageDrain
 from control_plane.catalog import upstreams as catalog
 from control_plane.hot import connection, credits, publish, redis_keys
 from control_plane.models import Account, ApiKey, Base, PriceVersion
@@ -196,6 +197,14 @@ def make_customer(settings):
 @pytest.fixture
 def customer(make_customer) -> Customer:
     return make_customer()
+
+
+@pytest.fixture
+def drain(settings) -> UsageDrain:
+    """The usage worker's drain of this test's Redis into its database, its groups created."""
+    usage_drain = UsageDrain(settings, "test-consumer")
+    usage_drain.ensure_groups()
+    return usage_drain
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from control_plane import db
 from control_plane import settings as settings_module
 from control_plane.accounts import accounts
 from control_plane.deposits import addresses
-from control_plane.hot import redis_keys
 
 MNEMONIC = "test test test test test test test test test test test junk"
 
@@ -74,8 +73,3 @@ def evm(tollgate_env, evm_node, evm_xpub):
     yield chains
     for proxy in chains.proxies:
         proxy.stop()
-
-
-def redis_balance(settings, redis_client, account_id: int) -> int:
-    shard = redis_keys.shard_of(account_id, settings.redis_shards)
-    return int(redis_client.hget(redis_keys.account(shard, account_id), "bal") or 0)

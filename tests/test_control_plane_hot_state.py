@@ -2,6 +2,7 @@
 import json
 
 import pytest
+from helpers import usage_entry, usage_record
 from sqlalchemy import select
 
 from control_plane import db
@@ -99,9 +100,8 @@ def test_credit_to_an_unpublished_account_creates_its_balance_once(settings, red
 def test_missing_balance_is_sql_minus_usage_still_in_the_stream(settings, redis_client, customer):
     shard = customer.shard(settings)
     redis_client.delete(redis_keys.account(shard, customer.account.id))
-    redis_client.xadd(redis_keys.usage_stream(shard), {
-        "rid": "undrained-1", "ts": "1700000000000", "acct": str(customer.account.id),
-        "key": str(customer.key.id), "model": "m", "status": "200", "cost": "1234"})
+    redis_client.xadd(redis_keys.usage_stream(shard), usage_entry(usage_record(customer, None, "undrained-1",
+                                                                             cost="1234")))
     with db.session_scope(settings) as session:
         assert publish.publish_missing_accounts(session, settings) == 1
     assert _account_hash(redis_client, settings, customer) == {"bal": str(10_000_000_000 - 1234), "held": "0"}

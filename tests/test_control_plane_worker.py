@@ -2,49 +2,19 @@
 import logging
 
 import pytest
+from helpers import COST, HOLD, TOKENS, drain_all, usage_entry, usage_record
 from sqlalchemy import func, select
 
 from control_plane import db
-from control_plane.billing.usage_drain import GROUP, UsageDrain
+from control_plane.billing.usage_drain import GROUP
 from control_plane.hot import redis_keys
 from control_plane.hot.usage_records import RECORD_FIELDS
 from control_plane.models import Account, LedgerEntry, LedgerTransaction, Usage
-
-TOKENS = {"in": "1000", "cr": "200", "cw": "0", "cw1h": "0", "out": "500", "rsn": "100"}
-# At the price_version fixture's prices (nano-USD per 1M: input 150e6, cached 75e6, output and
-# reasoning 600e6): (1000×150e6 + 200×75e6 + 500×600e6 + 100×600e6) / 1e6.
-COST = 525_000
-HOLD = 600_000
-
-
-def fields_of(customer, price_version, rid, **overrides):
-    fields = {
-        "rid": rid, "ts": "1700000000123", "acct": str(customer.account.id), "key": str(customer.key.id),
-        "model": "test-chat", "umodel": "test-chat-upstream", "provider": "test", "pv": str(price_version.id),
-        "ep": "chat.completions", "stream": "1", "status": "200", "basis": "provider", **TOKENS,
-        "cost": str(COST), "ms": "850", "ttfb": "120", "node": "node-a", "hold": str(HOLD), "over": "0",
-    }
-    fields.update(overrides)
-    return fields
-
-
-@pytest.fixture
-def drain(settings):
-    usage_drain = UsageDrain(settings, "test-consumer")
-    usage_drain.ensure_groups()
-    return usage_drain
 
 
 @pytest.fixture
 def stream(settings, customer):
     return redis_keys.usage_stream(customer.shard(settings))
-
-
-def drain_all(drain) -> int:
-    written = 0
-    while entries := drain.read(block_ms=1):
-        written += drain.record(entries)
-    return written
 
 
 def count(settings, model) -> int:
@@ -53,7 +23,7 @@ def count(settings, model) -> int:
 
 
 def test_record_becomes_a_usage_row_with_every_field(settings, drain, stream, redis_client, customer, price_version):
-    redis_client.xadd(stream, fields_of(customer, price_version, "req-1"))
+    redis_client.xadd(stream, usage_entry(usage_record(customer, price_version, "req-1")))
     assert drain_all(drain) == 1
     with db.session_scope(settings) as session:
         row = session.scalar(select(Usage))
@@ -70,7 +40,7 @@ def test_record_becomes_a_usage_row_with_every_field(settings, drain, stream, re
 
 def test_usage_is_charged_to_the_wallet_in_a_balanced_transaction(settings, drain, stream, redis_client, customer,
                                                                   price_version):
-    redis_client.xadd(stream, fields_of(customer, price_version, "req-1"))
+    redis_client.xadd(stream, usage_entry(usage_record(customer, price_version, "req-1")))
     drain_all(drain)
     with db.session_scope(settings) as session:
         transaction = session.scalar(select(LedgerTransaction).where(LedgerTransaction.kind == "usage"))
@@ -83,14 +53,14 @@ def test_usage_is_charged_to_the_wallet_in_a_balanced_transaction(settings, drai
 
 
 def test_drained_entries_are_acknowledged_and_deleted(settings, drain, stream, redis_client, customer, price_version):
-    redis_client.xadd(stream, fields_of(customer, price_version, "req-1"))
+    redis_client.xadd(stream, usage_entry(usage_record(customer, price_version, "req-1")))
     drain_all(drain)
     assert redis_client.xlen(stream) == 0
     assert redis_client.xpending(stream, GROUP)["pending"] == 0
 
 
 def test_entry_delivered_twice_is_recorded_once(settings, drain, stream, redis_client, customer, price_version):
-    redis_client.xadd(stream, fields_of(customer, price_version, "req-1"))
+    redis_client.xadd(stream, usage_entry(usage_record(customer, price_version, "req-1")))
     entries = drain.read(block_ms=1)
     assert drain.record(entries) == 1
     assert drain.record(entries) == 0  # e.g. the worker died after COMMIT, before XACK
@@ -100,8 +70,8 @@ def test_entry_delivered_twice_is_recorded_once(settings, drain, stream, redis_c
 
 def test_same_request_id_in_two_entries_is_recorded_once(settings, drain, stream, redis_client, customer,
                                                          price_version):
-    redis_client.xadd(stream, fields_of(customer, price_version, "req-1"))
-    redis_client.xadd(stream, fields_of(customer, price_version, "req-1"))
+    redis_client.xadd(stream, usage_entry(usage_record(customer, price_version, "req-1")))
+    redis_client.xadd(stream, usage_entry(usage_record(customer, price_version, "req-1")))
     assert drain_all(drain) == 1
     assert count(settings, Usage) == 1
     assert redis_client.xlen(stream) == 0
@@ -109,7 +79,7 @@ def test_same_request_id_in_two_entries_is_recorded_once(settings, drain, stream
 
 def test_nothing_is_acknowledged_when_sql_fails(settings, drain, stream, redis_client, customer, price_version,
                                                 monkeypatch):
-    redis_client.xadd(stream, fields_of(customer, price_version, "req-1"))
+    redis_client.xadd(stream, usage_entry(usage_record(customer, price_version, "req-1")))
     entries = drain.read(block_ms=1)
     monkeypatch.setattr("control_plane.billing.ledger.post_new", lambda *args: 1 / 0)
     with pytest.raises(ZeroDivisionError):
@@ -120,14 +90,14 @@ def test_nothing_is_acknowledged_when_sql_fails(settings, drain, stream, redis_c
 
 def test_pending_entries_are_read_again_after_a_failure(settings, drain, stream, redis_client, customer,
                                                         price_version):
-    redis_client.xadd(stream, fields_of(customer, price_version, "req-1"))
+    redis_client.xadd(stream, usage_entry(usage_record(customer, price_version, "req-1")))
     assert drain.read(block_ms=1)  # delivered, then the batch fails before it is recorded
     drain.reread_pending()
     assert drain_all(drain) == 1
 
 
 def test_entries_of_a_dead_consumer_are_claimed(settings, drain, stream, redis_client, customer, price_version):
-    redis_client.xadd(stream, fields_of(customer, price_version, "req-1"))
+    redis_client.xadd(stream, usage_entry(usage_record(customer, price_version, "req-1")))
     redis_client.xreadgroup(GROUP, "dead-consumer", {stream: ">"}, count=10)
     assert drain.claim_stale() == []  # idle for less than a minute
     redis_client.execute_command("XCLAIM", stream, GROUP, "dead-consumer", 0,
@@ -138,7 +108,7 @@ def test_entries_of_a_dead_consumer_are_claimed(settings, drain, stream, redis_c
 
 def test_cost_mismatch_is_logged_and_the_charge_stands(settings, drain, stream, redis_client, customer,
                                                        price_version, caplog):
-    redis_client.xadd(stream, fields_of(customer, price_version, "req-odd", cost="999"))
+    redis_client.xadd(stream, usage_entry(usage_record(customer, price_version, "req-odd", cost="999")))
     with caplog.at_level(logging.ERROR):
         drain_all(drain)
     assert [record.getMessage() for record in caplog.records] == [
@@ -149,8 +119,8 @@ def test_cost_mismatch_is_logged_and_the_charge_stands(settings, drain, stream, 
 
 def test_provider_usage_above_the_hold_is_charged_the_hold_and_records_the_overage(
         settings, drain, stream, redis_client, customer, price_version, caplog):
-    redis_client.xadd(stream, fields_of(customer, price_version, "req-over", cost="500000", hold="500000",
-                                        over="25000"))
+    redis_client.xadd(stream, usage_entry(usage_record(customer, price_version, "req-over", cost="500000",
+                                                       hold="500000", over="25000")))
     with caplog.at_level(logging.ERROR):
         drain_all(drain)
     assert caplog.records == []
@@ -162,8 +132,8 @@ def test_provider_usage_above_the_hold_is_charged_the_hold_and_records_the_overa
 
 def test_provider_usage_above_the_hold_with_a_wrong_overage_is_logged(settings, drain, stream, redis_client,
                                                                      customer, price_version, caplog):
-    redis_client.xadd(stream, fields_of(customer, price_version, "req-over", cost="500000", hold="500000",
-                                        over="0"))
+    redis_client.xadd(stream, usage_entry(usage_record(customer, price_version, "req-over", cost="500000",
+                                                       hold="500000", over="0")))
     with caplog.at_level(logging.ERROR):
         drain_all(drain)
     assert "a charge of 500000 with overage 25000; recorded as charged" in caplog.text
@@ -171,14 +141,16 @@ def test_provider_usage_above_the_hold_with_a_wrong_overage_is_logged(settings, 
 
 def test_estimate_capped_below_its_price_is_not_an_error(settings, drain, stream, redis_client, customer,
                                                          price_version, caplog):
-    redis_client.xadd(stream, fields_of(customer, price_version, "req-est", cost="1000", basis="estimated"))
+    redis_client.xadd(stream, usage_entry(usage_record(customer, price_version, "req-est", cost="1000",
+                                                       basis="estimated")))
     with caplog.at_level(logging.ERROR):
         drain_all(drain)
     assert caplog.records == []
 
 
 def test_estimate_above_its_hold_is_logged(settings, drain, stream, redis_client, customer, price_version, caplog):
-    redis_client.xadd(stream, fields_of(customer, price_version, "req-est", cost="600001", basis="estimated"))
+    redis_client.xadd(stream, usage_entry(usage_record(customer, price_version, "req-est", cost="600001",
+                                                       basis="estimated")))
     with caplog.at_level(logging.ERROR):
         drain_all(drain)
     assert "but an estimate is at most its hold, 600000, without overage" in caplog.text
@@ -187,8 +159,8 @@ def test_estimate_above_its_hold_is_logged(settings, drain, stream, redis_client
 
 def test_invalid_provider_usage_is_charged_its_hold_with_the_clamped_figures(
         settings, drain, stream, redis_client, customer, price_version, caplog):
-    redis_client.xadd(stream, fields_of(customer, price_version, "req-inv", basis="invalid", out="100000000",
-                                        cost="600000"))
+    redis_client.xadd(stream, usage_entry(usage_record(customer, price_version, "req-inv", basis="invalid",
+                                                       out="100000000", cost="600000")))
     with caplog.at_level(logging.ERROR):
         drain_all(drain)
     assert caplog.records == []
@@ -200,14 +172,14 @@ def test_invalid_provider_usage_is_charged_its_hold_with_the_clamped_figures(
 
 def test_invalid_provider_usage_charged_other_than_its_hold_is_logged(settings, drain, stream, redis_client,
                                                                       customer, price_version, caplog):
-    redis_client.xadd(stream, fields_of(customer, price_version, "req-inv", basis="invalid", cost="1"))
+    redis_client.xadd(stream, usage_entry(usage_record(customer, price_version, "req-inv", basis="invalid", cost="1")))
     with caplog.at_level(logging.ERROR):
         drain_all(drain)
     assert "but invalid provider usage is charged its hold, 600000" in caplog.text
 
 
 def test_a_charge_without_usage_is_logged(settings, drain, stream, redis_client, customer, price_version, caplog):
-    redis_client.xadd(stream, fields_of(customer, price_version, "req-none", basis="none", cost="5"))
+    redis_client.xadd(stream, usage_entry(usage_record(customer, price_version, "req-none", basis="none", cost="5")))
     with caplog.at_level(logging.ERROR):
         drain_all(drain)
     assert "but a request without usage is charged nothing" in caplog.text
@@ -221,8 +193,8 @@ def usage_cost(settings) -> int:
 def test_free_request_is_recorded_without_a_ledger_transaction(settings, drain, stream, redis_client, customer,
                                                                price_version):
     zero = {field: "0" for field in TOKENS}
-    redis_client.xadd(stream, fields_of(customer, price_version, "req-free", cost="0", status="502",
-                                        basis="none", **zero))
+    redis_client.xadd(stream, usage_entry(usage_record(customer, price_version, "req-free", cost="0", status="502",
+                                                       basis="none", **zero)))
     assert drain_all(drain) == 1
     with db.session_scope(settings) as session:
         assert session.scalar(select(Usage.transaction_id)) is None
@@ -230,30 +202,36 @@ def test_free_request_is_recorded_without_a_ledger_transaction(settings, drain, 
 
 
 def test_log_lines_carry_no_record_text(settings, drain, stream, redis_client, customer, price_version, caplog):
-    redis_client.xadd(stream, fields_of(customer, price_version, "req-odd", cost="1", model="secret-model-name"))
+    redis_client.xadd(stream, usage_entry(usage_record(customer, price_version, "req-odd", cost="1",
+                                                       model="secret-model-name")))
     with caplog.at_level(logging.DEBUG):
         drain_all(drain)
     assert "secret-model-name" not in caplog.text
     assert all("\n" not in record.getMessage() for record in caplog.records)
 
 
-def packed(fields) -> str:
-    return "\t".join(fields[name] for name in RECORD_FIELDS)
-
-
 def test_an_entry_of_a_settlement_batch_records_each_of_its_records(settings, drain, stream, redis_client, customer,
                                                                      price_version):
-    batch = [fields_of(customer, price_version, f"req-{i}") for i in range(3)]
-    redis_client.xadd(stream, {"r": "\n".join(packed(fields) for fields in batch)})
+    batch = [usage_record(customer, price_version, f"req-{i}") for i in range(3)]
+    redis_client.xadd(stream, usage_entry(*batch))
     assert drain_all(drain) == 3
     assert count(settings, Usage) == 3
     assert redis_client.xlen(stream) == 0
 
 
+def test_an_entry_with_one_field_per_value_is_recorded_as_its_one_record(settings, drain, stream, redis_client,
+                                                                       customer, price_version):
+    redis_client.xadd(stream, usage_record(customer, price_version, "req-1"))
+    assert drain_all(drain) == 1
+    with db.session_scope(settings) as session:
+        row = session.scalar(select(Usage))
+        assert (row.request_id, row.output_tokens, row.cost_nano, row.hold_nano) == ("req-1", 500, COST, HOLD)
+
+
 def test_a_record_of_22_values_packed_before_hold_and_over_is_recorded_with_its_cost_as_hold(
         settings, drain, stream, redis_client, customer, price_version):
-    legacy = "\t".join(fields_of(customer, price_version, "req-old")[name] for name in RECORD_FIELDS[:22])
-    redis_client.xadd(stream, {"r": legacy})
+    legacy = "\t".join(usage_record(customer, price_version, "req-old")[name] for name in RECORD_FIELDS[:22])
+    redis_client.xadd(stream, usage_entry(legacy))
     assert drain_all(drain) == 1
     with db.session_scope(settings) as session:
         row = session.scalar(select(Usage))

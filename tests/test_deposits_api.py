@@ -4,6 +4,7 @@ import threading
 import time
 
 import pytest
+from helpers import redis_balance, sql_balance
 from sqlalchemy import select
 
 from control_plane import db
@@ -12,7 +13,6 @@ from control_plane.app import create_app
 from control_plane.billing import ledger
 from control_plane.deposits import ledger as deposits
 from control_plane.deposits import payments
-from control_plane.hot import redis_keys
 from control_plane.models import LedgerTransaction
 
 SECRET = "whsec_test_secret"
@@ -44,40 +44,30 @@ def _post(client, body, timestamp=None, secret=SECRET, signatures=None):
     return client.post(WEBHOOK, data=body, headers={"Stripe-Signature": header, "Content-Type": "application/json"})
 
 
-def _wallet(settings, account_id):
-    with db.session_scope(settings) as session:
-        return ledger.account_balance(session, account_id)
-
-
-def _redis_balance(settings, redis_client, account_id):
-    shard = redis_keys.shard_of(account_id, settings.redis_shards)
-    return int(redis_client.hget(redis_keys.account(shard, account_id), "bal") or 0)
-
-
 def test_completed_checkout_credits_the_account_once_and_publishes(pay_settings, pay_client, redis_client, customer):
-    before = _wallet(pay_settings, customer.account.id)
+    before = sql_balance(pay_settings, customer.account.id)
     response = _post(pay_client, _event(customer.account.id, cents=2599))
     assert response.status_code == 200
     assert response.get_json() == {"received": True, "credited": True}
-    assert _wallet(pay_settings, customer.account.id) == before + 25_990_000_000
-    assert _redis_balance(pay_settings, redis_client, customer.account.id) == before + 25_990_000_000
+    assert sql_balance(pay_settings, customer.account.id) == before + 25_990_000_000
+    assert redis_balance(pay_settings, redis_client, customer.account.id) == before + 25_990_000_000
     with db.session_scope(pay_settings) as session:
         keys = set(session.scalars(select(LedgerTransaction.idempotency_key)))
     assert "payment:evt_1" in keys
 
 
 def test_replayed_event_is_acknowledged_without_a_second_credit(pay_settings, pay_client, customer):
-    before = _wallet(pay_settings, customer.account.id)
+    before = sql_balance(pay_settings, customer.account.id)
     body = _event(customer.account.id)
     assert _post(pay_client, body).get_json()["credited"] is True
     replay = _post(pay_client, body)
     assert replay.status_code == 200
     assert replay.get_json() == {"received": True, "credited": False}
-    assert _wallet(pay_settings, customer.account.id) == before + 25 * 10**9
+    assert sql_balance(pay_settings, customer.account.id) == before + 25 * 10**9
 
 
 def test_concurrent_deliveries_of_one_event_credit_once(pay_settings, pay_client, customer):
-    before = _wallet(pay_settings, customer.account.id)
+    before = sql_balance(pay_settings, customer.account.id)
     body = _event(customer.account.id, cents=10_000, event_id="evt_race")
     statuses = []
     threads = [threading.Thread(target=lambda: statuses.append(_post(pay_client, body).status_code)) for _ in range(5)]
@@ -86,7 +76,7 @@ def test_concurrent_deliveries_of_one_event_credit_once(pay_settings, pay_client
     for thread in threads:
         thread.join()
     assert statuses == [200] * 5
-    assert _wallet(pay_settings, customer.account.id) == before + 105 * 10**9  # $100 + 5 % bonus
+    assert sql_balance(pay_settings, customer.account.id) == before + 105 * 10**9  # $100 + 5 % bonus
 
 
 def test_card_topup_gets_the_tier_bonus_as_its_own_transaction(pay_settings, pay_client, customer):
@@ -99,11 +89,11 @@ def test_card_topup_gets_the_tier_bonus_as_its_own_transaction(pay_settings, pay
 
 
 def test_bad_signature_is_400_and_credits_nothing(pay_settings, pay_client, customer):
-    before = _wallet(pay_settings, customer.account.id)
+    before = sql_balance(pay_settings, customer.account.id)
     response = _post(pay_client, _event(customer.account.id), secret="whsec_wrong")
     assert response.status_code == 400
     assert response.get_json()["error"]["code"] == "invalid_signature"
-    assert _wallet(pay_settings, customer.account.id) == before
+    assert sql_balance(pay_settings, customer.account.id) == before
 
 
 def test_tampered_body_is_400(pay_client, customer):
@@ -120,11 +110,11 @@ def test_missing_or_malformed_signature_header_is_400(pay_client, customer):
 
 
 def test_stale_timestamp_is_400_even_with_a_valid_signature(pay_settings, pay_client, customer):
-    before = _wallet(pay_settings, customer.account.id)
+    before = sql_balance(pay_settings, customer.account.id)
     response = _post(pay_client, _event(customer.account.id), timestamp=int(time.time()) - 301)
     assert response.status_code == 400
     assert "tolerance" in response.get_json()["error"]["message"]
-    assert _wallet(pay_settings, customer.account.id) == before
+    assert sql_balance(pay_settings, customer.account.id) == before
 
 
 def test_timestamp_within_tolerance_is_accepted():
@@ -142,10 +132,10 @@ def test_any_one_of_several_v1_signatures_suffices(pay_client, customer):
 
 
 def test_other_event_types_are_acknowledged_without_credit(pay_settings, pay_client, customer):
-    before = _wallet(pay_settings, customer.account.id)
+    before = sql_balance(pay_settings, customer.account.id)
     response = _post(pay_client, _event(customer.account.id, kind="checkout.session.expired"))
     assert response.status_code == 200 and response.get_json()["credited"] is False
-    assert _wallet(pay_settings, customer.account.id) == before
+    assert sql_balance(pay_settings, customer.account.id) == before
 
 
 def test_non_usd_or_unknown_account_is_400(pay_client, customer):

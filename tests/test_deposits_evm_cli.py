@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 from click.testing import CliRunner
-from evm_fixtures import redis_balance
 from evm_node import FINALITY_LAG
+from helpers import redis_balance
 
 from control_plane.cli.main import main
 from control_plane.ops.supervisor import children

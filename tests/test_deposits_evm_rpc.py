@@ -3,9 +3,9 @@ no `finalized` tag, 429s, a node that keeps failing, refused getLogs ranges, sec
 import logging
 
 import pytest
+from helpers import sql_balance
 
 from control_plane import db
-from control_plane.billing import ledger
 from control_plane.deposits import cursors, evm_watcher
 from control_plane.deposits.evm_rpc import RpcError
 
@@ -16,11 +16,6 @@ NO_FINALIZED_TAG = (200, {}, {"code": -32602, "message": "invalid block tag fina
 
 def _no_finalized_tag(method, params):
     return NO_FINALIZED_TAG if method == "eth_getBlockByNumber" and params[0] == "finalized" else None
-
-
-def _balance(settings, account_id) -> int:
-    with db.session_scope(settings) as session:
-        return ledger.account_balance(session, account_id)
 
 
 def _contiguous(ranges: list[tuple[int, int]]) -> tuple[int, int]:
@@ -39,7 +34,7 @@ def test_node_without_the_finalized_tag_confirms_by_depth(evm):
     assert evm_watcher.scan(settings, chain="polygon").credited == 0
     evm.node.mine(1)
     assert evm_watcher.scan(settings, chain="polygon").credited == 1
-    assert _balance(settings, account_id) == 10 * 10**9
+    assert sql_balance(settings, account_id) == 10 * 10**9
 
 
 def test_429s_are_retried_after_a_pause_and_no_block_is_skipped(evm):
@@ -61,7 +56,7 @@ def test_429s_are_retried_after_a_pause_and_no_block_is_skipped(evm):
     assert (report.found, report.credited) == (1, 1)
     assert sum(refused for method, _, refused in proxy.calls if method == "eth_getLogs") == 3
     assert _contiguous(proxy.log_ranges()) == (start, evm.node.head())
-    assert _balance(settings, account_id) == 30 * 10**9
+    assert sql_balance(settings, account_id) == 30 * 10**9
 
 
 def test_a_node_that_keeps_failing_ends_the_scan_at_the_cursor_and_the_next_scan_resumes(evm):
@@ -84,12 +79,12 @@ def test_a_node_that_keeps_failing_ends_the_scan_at_the_cursor_and_the_next_scan
         evm_watcher.scan(settings, chain="polygon")
     with db.session_scope(settings) as session:
         assert cursors.next_block(session, "polygon") == failing_from
-    assert _balance(settings, account_id) == 0
+    assert sql_balance(settings, account_id) == 0
 
     down = False
     report = evm_watcher.scan(settings, chain="polygon")
     assert (report.from_block, report.found, report.credited) == (failing_from, 1, 2)
-    assert _balance(settings, account_id) == 25 * 10**9
+    assert sql_balance(settings, account_id) == 25 * 10**9
 
 
 def test_a_refused_getlogs_range_is_halved_until_the_node_takes_it(evm):
@@ -111,7 +106,7 @@ def test_a_refused_getlogs_range_is_halved_until_the_node_takes_it(evm):
     assert (report.found, report.credited) == (3, 3)
     assert max(last - first + 1 for first, last in proxy.log_ranges()) == 2
     assert _contiguous(proxy.log_ranges()) == (start, evm.node.head())
-    assert _balance(settings, account_id) == 30 * 10**9
+    assert sql_balance(settings, account_id) == 30 * 10**9
 
 
 def test_an_rpc_url_with_an_api_key_is_never_logged_or_shown(evm, caplog):

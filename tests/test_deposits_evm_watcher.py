@@ -1,12 +1,11 @@
 """The EVM deposit watcher against a real local node (anvil): confirmation, exact units, the
 contract allow-list, several logs per transaction, re-orgs, restarts and rescans."""
 import pytest
-from evm_fixtures import redis_balance
 from evm_node import FINALITY_LAG
+from helpers import redis_balance, sql_balance
 from sqlalchemy import select
 
 from control_plane import db
-from control_plane.billing import ledger
 from control_plane.deposits import cursors, evm_watcher
 from control_plane.errors import ServiceError
 from control_plane.models import Deposit
@@ -19,11 +18,6 @@ def _deposits(settings) -> list[tuple[str, int, int, str]]:
     with db.session_scope(settings) as session:
         rows = session.scalars(select(Deposit).order_by(Deposit.id)).all()
         return [(row.chain, row.log_index, row.amount_nano, row.status) for row in rows]
-
-
-def _balance(settings, account_id) -> int:
-    with db.session_scope(settings) as session:
-        return ledger.account_balance(session, account_id)
 
 
 @pytest.mark.parametrize(("chain", "amount", "nano"), [
@@ -40,17 +34,17 @@ def test_deposit_is_credited_once_at_finality_never_before(evm, redis_client, ch
     assert _deposits(settings) == [(chain, 0, nano, "seen")]
     evm.node.mine(FINALITY_LAG - 1)
     assert evm_watcher.scan(settings, chain=chain).credited == 0
-    assert _balance(settings, account_id) == 0
+    assert sql_balance(settings, account_id) == 0
 
     evm.node.mine(1)
     report = evm_watcher.scan(settings, chain=chain)
     assert (report.found, report.credited) == (0, 1)
     assert _deposits(settings) == [(chain, 0, nano, "credited")]
-    assert _balance(settings, account_id) == nano
+    assert sql_balance(settings, account_id) == nano
     assert redis_balance(settings, redis_client, account_id) == nano
 
     assert evm_watcher.scan(settings, chain=chain).credited == 0
-    assert _balance(settings, account_id) == nano
+    assert sql_balance(settings, account_id) == nano
 
 
 def test_same_name_and_symbol_from_another_contract_is_ignored(evm):
@@ -75,7 +69,7 @@ def test_two_transfer_logs_in_one_transaction_are_two_deposits(evm):
         rows = session.scalars(select(Deposit).order_by(Deposit.log_index)).all()
         assert {row.tx_hash for row in rows} == {"0x" + bytes(receipt["transactionHash"]).hex()}
         assert [row.log_index for row in rows] == [log["logIndex"] for log in receipt["logs"]]
-    assert (_balance(settings, first_id), _balance(settings, second_id)) == (35 * 10**9, 30 * 10**9)
+    assert (sql_balance(settings, first_id), sql_balance(settings, second_id)) == (35 * 10**9, 30 * 10**9)
 
 
 def test_reorg_orphans_a_seen_deposit_which_is_never_credited(evm, redis_client):
@@ -92,7 +86,7 @@ def test_reorg_orphans_a_seen_deposit_which_is_never_credited(evm, redis_client)
     assert _deposits(settings) == [("bsc", 0, 40 * 10**9, "orphaned")]
     evm.node.mine(FINALITY_LAG)
     assert evm_watcher.scan(settings, chain="bsc").credited == 0
-    assert _balance(settings, account_id) == 0
+    assert sql_balance(settings, account_id) == 0
     assert redis_balance(settings, redis_client, account_id) == 0
 
 
@@ -114,7 +108,7 @@ def test_a_transfer_mined_again_after_a_reorg_is_credited_in_its_new_block(evm):
         deposit = session.scalars(select(Deposit)).one()
         assert deposit.block_number == again["blockNumber"]
         assert deposit.block_hash == "0x" + bytes(again["blockHash"]).hex()
-    assert _balance(settings, account_id) == 20 * 10**9
+    assert sql_balance(settings, account_id) == 20 * 10**9
 
 
 class Crash(Exception):
@@ -142,7 +136,7 @@ def test_restart_mid_scan_resumes_at_the_cursor_and_credits_nothing_twice(evm):
     report = evm_watcher.scan(settings, chain="polygon")
     assert report.from_block == start + 2
     assert (report.found, report.credited) == (2, 3)
-    assert _balance(settings, account_id) == 36 * 10**9
+    assert sql_balance(settings, account_id) == 36 * 10**9
 
 
 def test_rescan_from_an_earlier_block_credits_nothing_twice(evm):
@@ -159,7 +153,7 @@ def test_rescan_from_an_earlier_block_credits_nothing_twice(evm):
     assert (report.from_block, report.to_block, report.found, report.credited) == (start - 5, start + 3, 0, 0)
     with db.session_scope(settings) as session:
         assert cursors.next_block(session, "bsc") == cursor  # a rescan never moves the cursor back
-    assert _balance(settings, account_id) == 25 * 10**9
+    assert sql_balance(settings, account_id) == 25 * 10**9
 
 
 def test_decimals_that_disagree_with_the_contract_refuse_to_start(evm):

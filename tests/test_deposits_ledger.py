@@ -3,6 +3,7 @@ import threading
 from decimal import Decimal
 
 import pytest
+from helpers import redis_balance, sql_balance
 from sqlalchemy import func, select
 
 from control_plane import db
@@ -12,8 +13,8 @@ from control_plane.billing import ledger
 from control_plane.deposits import ledger as deposits
 from control_plane.deposits.tokens import base_units_to_nano, token_for
 from control_plane.errors import ServiceError
-from control_plane.hot import credits, redis_keys
-from control_plane.models import Account, Deposit, LedgerTransaction
+from control_plane.hot import credits
+from control_plane.models import Deposit, LedgerTransaction
 
 TRON_USDT = "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t"
 BSC_USDT = "0x55d398326f99059fF775485246999027B3197955"
@@ -34,17 +35,6 @@ def _deposit(settings, account_id, amount, tx="aa01", log_index=0, chain="tron",
             session, chain=chain, tx_hash=tx, log_index=log_index, account_id=account_id,
             token_contract=contract, amount=amount, block_number=100, block_hash="b" * 64, status=status,
         ).id
-
-
-def _balance(settings, account_id) -> int:
-    with db.session_scope(settings) as session:
-        assert session.get(Account, account_id).balance_nano == ledger.account_balance(session, account_id)
-        return ledger.account_balance(session, account_id)
-
-
-def _redis_balance(settings, redis_client, account_id) -> int:
-    shard = redis_keys.shard_of(account_id, settings.redis_shards)
-    return int(redis_client.hget(redis_keys.account(shard, account_id), "bal") or 0)
 
 
 def _kinds(settings) -> list[tuple[str, str, int]]:
@@ -81,8 +71,8 @@ def test_deposit_is_credited_under_its_idempotency_key_and_published(settings, r
             ("deposit", "deposit:tron:abcdef:3", True)
         deposit = session.get(Deposit, deposit_id)
         assert (deposit.status, deposit.transaction_id, deposit.amount_nano) == ("credited", ids[0], 25 * 10**9)
-    assert _balance(settings, account_id) == 25 * 10**9
-    assert _redis_balance(settings, redis_client, account_id) == 25 * 10**9
+    assert sql_balance(settings, account_id) == 25 * 10**9
+    assert redis_balance(settings, redis_client, account_id) == 25 * 10**9
 
 
 def test_repeated_credit_posts_once(settings, redis_client, account_id):
@@ -91,8 +81,8 @@ def test_repeated_credit_posts_once(settings, redis_client, account_id):
     assert deposits.credit_and_publish(settings, deposit_id) == []
     assert deposits.credit_and_publish(settings, deposit_id) == []
     assert len(first) == 1
-    assert _balance(settings, account_id) == 25 * 10**9
-    assert _redis_balance(settings, redis_client, account_id) == 25 * 10**9
+    assert sql_balance(settings, account_id) == 25 * 10**9
+    assert redis_balance(settings, redis_client, account_id) == 25 * 10**9
 
 
 def test_same_transfer_seen_twice_is_one_deposit_row(settings, account_id):
@@ -123,8 +113,8 @@ def test_concurrent_credit_of_one_deposit_posts_once(settings, redis_client, acc
     assert errors == []
     assert sorted(len(ids) for ids in results) == [0, 0, 0, 0, 0, 2]  # one deposit + one bonus, once
     expected = 60 * 10**9 + 1_200_000_000
-    assert _balance(settings, account_id) == expected
-    assert _redis_balance(settings, redis_client, account_id) == expected
+    assert sql_balance(settings, account_id) == expected
+    assert redis_balance(settings, redis_client, account_id) == expected
 
 
 def test_unconfirmed_or_orphaned_deposit_is_not_credited(settings, account_id):
@@ -135,7 +125,7 @@ def test_unconfirmed_or_orphaned_deposit_is_not_credited(settings, account_id):
         session.get(Deposit, deposit_id).status = "orphaned"
     with pytest.raises(ServiceError, match="orphaned"):
         deposits.credit_and_publish(settings, deposit_id)
-    assert _balance(settings, account_id) == 0
+    assert sql_balance(settings, account_id) == 0
 
 
 def test_deposit_below_minimum_is_recorded_not_credited(settings, account_id):
@@ -143,7 +133,7 @@ def test_deposit_below_minimum_is_recorded_not_credited(settings, account_id):
     assert deposits.credit_and_publish(settings, deposit_id) == []
     with db.session_scope(settings) as session:
         assert session.get(Deposit, deposit_id).status == "below_minimum"
-    assert _balance(settings, account_id) == 0
+    assert sql_balance(settings, account_id) == 0
 
 
 def test_below_minimum_deposits_are_credited_once_their_sum_reaches_it(settings, account_id):
@@ -158,7 +148,7 @@ def test_below_minimum_deposits_are_credited_once_their_sum_reaches_it(settings,
         assert set(session.scalars(select(Deposit.status))) == {"credited"}
         keys = set(session.scalars(select(LedgerTransaction.idempotency_key)))
     assert keys == {"deposit:tron:01:0", "deposit:tron:02:0", "deposit:tron:03:0"}
-    assert _balance(settings, account_id) == 10 * 10**9
+    assert sql_balance(settings, account_id) == 10 * 10**9
 
 
 def test_concurrent_below_minimum_deposits_that_reach_it_together_are_credited(settings, account_id):
@@ -181,7 +171,7 @@ def test_concurrent_below_minimum_deposits_that_reach_it_together_are_credited(s
     assert errors == []
     with db.session_scope(settings) as session:
         assert set(session.scalars(select(Deposit.status))) == {"credited"}
-    assert _balance(settings, account_id) == 24 * 10**9
+    assert sql_balance(settings, account_id) == 24 * 10**9
 
 
 def test_bonus_is_a_separate_transaction_at_the_reached_tier(settings, account_id):
@@ -189,7 +179,7 @@ def test_bonus_is_a_separate_transaction_at_the_reached_tier(settings, account_i
     deposits.credit_and_publish(settings, deposit_id)
     assert [(kind, key) for kind, key, _b in _kinds(settings)] == [
         ("deposit", "deposit:tron:ff:0"), ("bonus", "bonus:deposit:tron:ff:0")]
-    assert _balance(settings, account_id) == 105 * 10**9
+    assert sql_balance(settings, account_id) == 105 * 10**9
 
 
 def test_bonus_math_is_exact_and_rounds_half_up_to_the_nano():
@@ -216,7 +206,7 @@ def test_bsc_deposit_with_dust_credits_the_truncated_amount_and_exact_bonus(sett
         assert deposit.amount == amount  # the full base units survive the round trip through SQL
         assert deposit.amount_nano == 50_123_456_789
     # 2 % of 50.123456789 = 1.00246913578 -> 1.002469136 (half-up)
-    assert _balance(settings, account_id) == 50_123_456_789 + 1_002_469_136
+    assert sql_balance(settings, account_id) == 50_123_456_789 + 1_002_469_136
 
 
 def test_bonus_tiers_setting_is_validated(tollgate_env):
@@ -248,4 +238,4 @@ def test_publish_failure_leaves_credit_for_the_worker(settings, redis_client, ac
     with db.session_scope(settings) as session:
         assert session.get(LedgerTransaction, ids[0]).published is False
         assert credits.apply_unpublished(session, settings) == 1
-    assert _redis_balance(settings, redis_client, account_id) == 25 * 10**9
+    assert redis_balance(settings, redis_client, account_id) == 25 * 10**9

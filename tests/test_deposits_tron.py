@@ -5,16 +5,15 @@ import logging
 import pytest
 from bip_utils import Bip32Secp256k1
 from fake_tron import USDT, Log, address, serve
+from helpers import redis_balance, sql_balance
 from sqlalchemy import select
 
 from control_plane import db
 from control_plane import settings as settings_module
 from control_plane.accounts import accounts
-from control_plane.billing import ledger
 from control_plane.deposits import addresses, cursors, tron_watcher
 from control_plane.deposits.ledger import record_deposit
 from control_plane.deposits.trongrid import TronUnavailable
-from control_plane.hot import redis_keys
 from control_plane.models import Deposit, LedgerTransaction
 
 USDT6 = 1_000_000  # base units of 1 USDT (6 decimals)
@@ -54,16 +53,6 @@ def _customer(settings, email="payer@example.com") -> tuple[int, str]:
         return account_id, addresses.address_for(session, settings, account_id, "tron").address
 
 
-def _balance(settings, account_id) -> int:
-    with db.session_scope(settings) as session:
-        return ledger.account_balance(session, account_id)
-
-
-def _redis_balance(settings, redis_client, account_id) -> int:
-    shard = redis_keys.shard_of(account_id, settings.redis_shards)
-    return int(redis_client.hget(redis_keys.account(shard, account_id), "bal") or 0)
-
-
 def _deposits(settings) -> list[tuple[str, int, int, str]]:
     with db.session_scope(settings) as session:
         rows = session.scalars(select(Deposit).order_by(Deposit.tx_hash, Deposit.log_index)).all()
@@ -82,15 +71,15 @@ def test_transfer_is_credited_once_solidified_never_before(tron_settings, fake, 
 
     report = tron_watcher.scan(tron_settings)
     assert (report.from_block, report.to_block, report.found, report.credited) == (90, 100, 0, 0)
-    assert _balance(tron_settings, account_id) == 0
+    assert sql_balance(tron_settings, account_id) == 0
 
     fake.chain(head=140, solid=125)
     report = tron_watcher.scan(tron_settings)
     assert (report.from_block, report.to_block, report.found, report.credited) == (101, 125, 1, 1)
     assert _deposits(tron_settings) == [(txid, 0, 60 * 10**9, "credited")]
     expected = 60 * 10**9 + 1_200_000_000  # the 2 % tier's bonus, a transaction of its own
-    assert _balance(tron_settings, account_id) == expected
-    assert _redis_balance(tron_settings, redis_client, account_id) == expected
+    assert sql_balance(tron_settings, account_id) == expected
+    assert redis_balance(tron_settings, redis_client, account_id) == expected
     with db.session_scope(tron_settings) as session:
         assert [(row.kind, row.idempotency_key) for row in session.scalars(
             select(LedgerTransaction).where(LedgerTransaction.account_id == account_id)
@@ -99,7 +88,7 @@ def test_transfer_is_credited_once_solidified_never_before(tron_settings, fake, 
 
     report = tron_watcher.scan(tron_settings, from_block=90)
     assert (report.found, report.credited) == (0, 0)
-    assert _balance(tron_settings, account_id) == expected
+    assert sql_balance(tron_settings, account_id) == expected
     assert _cursor(tron_settings) == 126
 
 
@@ -111,7 +100,7 @@ def test_failed_receipt_is_never_credited(tron_settings, fake, result):
     report = tron_watcher.scan(tron_settings)
     assert (report.found, report.credited) == (0, 0)
     assert _deposits(tron_settings) == []
-    assert _balance(tron_settings, account_id) == 0
+    assert sql_balance(tron_settings, account_id) == 0
 
 
 def test_transfer_of_another_contract_named_usdt_is_ignored(tron_settings, fake):
@@ -123,7 +112,7 @@ def test_transfer_of_another_contract_named_usdt_is_ignored(tron_settings, fake)
     report = tron_watcher.scan(tron_settings)
     assert (report.found, report.credited) == (1, 1)
     assert _deposits(tron_settings) == [(mixed, 1, 20 * 10**9, "credited")]
-    assert _balance(tron_settings, account_id) == 20 * 10**9
+    assert sql_balance(tron_settings, account_id) == 20 * 10**9
 
 
 def test_the_configured_contract_is_the_one_accepted(tron_env, fake):
@@ -135,7 +124,7 @@ def test_the_configured_contract_is_the_one_accepted(tron_env, fake):
     txid = fake.send(101, Log(deposit_address, 15 * USDT6, contract=test_usdt))
     assert tron_watcher.scan(settings).credited == 1
     assert _deposits(settings) == [(txid, 0, 15 * 10**9, "credited")]
-    assert _balance(settings, account_id) == 15 * 10**9
+    assert sql_balance(settings, account_id) == 15 * 10**9
 
 
 def test_two_transfers_in_one_transaction_are_two_exact_deposits(tron_settings, fake):
@@ -148,8 +137,8 @@ def test_two_transfers_in_one_transaction_are_two_exact_deposits(tron_settings, 
     assert (report.found, report.credited) == (3, 3)
     assert _deposits(tron_settings) == [(txid, 0, 12_345_678_000, "credited"), (txid, 1, 10_654_323_000, "credited"),
                                         (txid, 2, 10_000_001_000, "credited")]
-    assert _balance(tron_settings, first_id) == 23_000_001_000
-    assert _balance(tron_settings, second_id) == 10_000_001_000
+    assert sql_balance(tron_settings, first_id) == 23_000_001_000
+    assert sql_balance(tron_settings, second_id) == 10_000_001_000
     with db.session_scope(tron_settings) as session:
         assert session.scalar(select(Deposit.token_contract).limit(1)) == USDT
         assert session.scalar(select(Deposit.amount).where(Deposit.log_index == 0)) == 12_345_678
@@ -165,7 +154,7 @@ def test_every_page_is_read_through_the_fingerprint(tron_env, fake):
     report = tron_watcher.scan(settings)
     assert (report.found, report.credited) == (5, 5)
     assert len(fake.paths("/v1/accounts/")) == 3
-    assert _balance(settings, account_id) == sum(10 * 10**9 + block * 1000 for block in range(100, 105))
+    assert sql_balance(settings, account_id) == sum(10 * 10**9 + block * 1000 for block in range(100, 105))
 
 
 def test_restart_mid_scan_then_rescan_credit_nothing_twice(tron_settings, fake):
@@ -183,7 +172,7 @@ def test_restart_mid_scan_then_rescan_credit_nothing_twice(tron_settings, fake):
         tron_watcher.scan(tron_settings, progress=crash_after_first_step)
     assert covered == [(STEP, 3 * STEP - 10 - 90 + 1)]
     assert _cursor(tron_settings) == 90 + STEP
-    assert _balance(tron_settings, account_id) == 10 * 10**9
+    assert sql_balance(tron_settings, account_id) == 10 * 10**9
 
     steps = []
     report = tron_watcher.scan(tron_settings, progress=lambda done, total: steps.append((done, total)))
@@ -192,7 +181,7 @@ def test_restart_mid_scan_then_rescan_credit_nothing_twice(tron_settings, fake):
     report = tron_watcher.scan(tron_settings, from_block=0)
     assert (report.found, report.credited) == (0, 0)
     assert _cursor(tron_settings) == 3 * STEP - 9
-    assert _balance(tron_settings, account_id) == 30 * 10**9
+    assert sql_balance(tron_settings, account_id) == 30 * 10**9
 
 
 def test_deposit_recorded_before_a_crash_is_credited_by_the_next_scan(tron_settings, fake):
@@ -204,7 +193,7 @@ def test_deposit_recorded_before_a_crash_is_credited_by_the_next_scan(tron_setti
     fake.chain(head=120, solid=110)
     report = tron_watcher.scan(tron_settings)
     assert (report.found, report.credited) == (0, 1)
-    assert _balance(tron_settings, account_id) == 15 * 10**9
+    assert sql_balance(tron_settings, account_id) == 15 * 10**9
 
 
 def test_below_minimum_is_recorded_then_credited_once_the_sum_reaches_it(tron_settings, fake):
@@ -217,7 +206,7 @@ def test_below_minimum_is_recorded_then_credited_once_the_sum_reaches_it(tron_se
     fake.send(120, Log(deposit_address, 6 * USDT6))
     assert tron_watcher.scan(tron_settings).credited == 2
     assert {status for *_rest, status in _deposits(tron_settings)} == {"credited"}
-    assert _balance(tron_settings, account_id) == 10 * 10**9
+    assert sql_balance(tron_settings, account_id) == 10 * 10**9
 
 
 def test_zero_amount_transfers_are_ignored(tron_settings, fake):
@@ -239,7 +228,7 @@ def test_rate_limits_and_server_errors_are_retried_and_nothing_is_skipped(tron_s
     fake.fail("/walletsolidity/getblock", 403, retry_after="0")  # TronGrid's over-the-limit answer
     report = tron_watcher.scan(tron_settings)
     assert (report.found, report.credited) == (2, 2)
-    assert _balance(tron_settings, account_id) == 23 * 10**9
+    assert sql_balance(tron_settings, account_id) == 23 * 10**9
     assert len(fake.paths("/walletsolidity/getnowblock")) == 2
     assert len(fake.paths("/v1/accounts/")) == 3
     assert len(fake.paths("/walletsolidity/gettransactioninfobyid")) == 4
@@ -255,7 +244,7 @@ def test_a_node_that_keeps_failing_stops_the_scan_without_moving_the_cursor(tron
     assert _cursor(tron_settings) is None
     fake.failures.clear()
     assert tron_watcher.scan(tron_settings).credited == 1
-    assert _balance(tron_settings, account_id) == 11 * 10**9
+    assert sql_balance(tron_settings, account_id) == 11 * 10**9
 
 
 def test_a_lagging_solidity_node_delays_the_step_and_skips_nothing(tron_settings, fake):
@@ -268,7 +257,7 @@ def test_a_lagging_solidity_node_delays_the_step_and_skips_nothing(tron_settings
     assert _cursor(tron_settings) is None
     fake.lagging.clear()
     assert tron_watcher.scan(tron_settings).credited == 1
-    assert _balance(tron_settings, account_id) == 11 * 10**9
+    assert sql_balance(tron_settings, account_id) == 11 * 10**9
 
 
 def test_the_api_key_goes_in_the_header_and_nowhere_else(tron_env, fake, caplog):

@@ -10,9 +10,9 @@ import pytest
 from alembic import command
 from alembic.config import Config
 from conftest import DATABASES, POSTGRES_URL
+from helpers import COST, drain_all, packed_record, usage_entry, usage_record
 from sqlalchemy import create_engine, inspect, select, text
 from sqlalchemy.engine import make_url
-from test_control_plane_worker import COST, drain, drain_all, fields_of, packed  # noqa: F401 (drain: a fixture)
 
 from control_plane import db
 from control_plane import settings as settings_module
@@ -43,10 +43,11 @@ def bob(make_customer):
 STREAM = redis_keys.usage_stream(0)
 
 
-def settle(redis_client, lines, debits) -> str:
-    """What the settle script does with a batch: one stream entry with the packed records, one per
-    line, and each (customer, cost) debited from its balance and added to its key's spend."""
-    entry_id = redis_client.xadd(STREAM, {"r": "\n".join(lines)})
+def settle(redis_client, records, debits) -> str:
+    """What the settle script does with a batch: one stream entry with the packed records (see
+    helpers.usage_entry), one per line, and each (customer, cost) debited from its balance and
+    added to its key's spend."""
+    entry_id = redis_client.xadd(STREAM, usage_entry(*records))
     for customer, cost in debits:
         redis_client.hincrby(redis_keys.account(0, customer.account.id), "bal", -cost)
         redis_client.hincrby(redis_keys.key_state(0, customer.key.id), "spent", cost)
@@ -77,10 +78,10 @@ def reconcile_report(cli):
 def poisoned_entry(redis_client, alice, bob, price_version):
     """Alice's valid record, then one of hers with a fractional output count (charged 777 nano),
     then Bob's valid record: one settlement batch, as the hot path packs it."""
-    bad = fields_of(alice, price_version, "req-alice-bad", out="12.5", cost="777")
+    bad = usage_record(alice, price_version, "req-alice-bad", out="12.5", cost="777")
     return settle(redis_client,
-                  [packed(fields_of(alice, price_version, "req-alice")), packed(bad),
-                   packed(fields_of(bob, price_version, "req-bob"))],
+                  [usage_record(alice, price_version, "req-alice"), bad,
+                   usage_record(bob, price_version, "req-bob")],
                   [(alice, COST + 777), (bob, COST)])
 
 
@@ -140,7 +141,7 @@ def test_reconcile_counts_a_record_still_in_the_stream_once(settings, drain, cli
                                                             price_version):
     """Taken between the worker's commit and its XDEL, the snapshot still holds the record the
     worker has quarantined meanwhile: it is expected once, among the undrained."""
-    settle(redis_client, [packed(fields_of(alice, price_version, "req-x", key="999999"))], [(alice, COST)])
+    settle(redis_client, [usage_record(alice, price_version, "req-x", key="999999")], [(alice, COST)])
     entries = drain.read(block_ms=1)
     drain.record(entries)
     redis_client.xadd(STREAM, entries[0].fields)  # as if the XDEL had not happened yet
@@ -160,14 +161,14 @@ def test_a_redelivered_entry_quarantines_nothing_twice(settings, drain, poisoned
 
 def test_a_record_for_a_key_of_another_account_is_quarantined(settings, drain, redis_client, alice, bob,
                                                               price_version):
-    settle(redis_client, [packed(fields_of(alice, price_version, "req-x", key=str(bob.key.id)))], [])
+    settle(redis_client, [usage_record(alice, price_version, "req-x", key=str(bob.key.id))], [])
     assert drain_all(drain) == 0
     [row] = quarantined(settings)
     assert row.reason == f"key {bob.key.id} is not a key of account {alice.account.id}"
 
 
 def test_a_record_of_an_unknown_price_version_is_quarantined(settings, drain, redis_client, alice, price_version):
-    settle(redis_client, [packed(fields_of(alice, price_version, "req-x", pv=str(price_version.id + 100)))], [])
+    settle(redis_client, [usage_record(alice, price_version, "req-x", pv=str(price_version.id + 100))], [])
     assert drain_all(drain) == 0
     assert [row.reason for row in quarantined(settings)] == [f"unknown price version {price_version.id + 100}"]
 
@@ -183,14 +184,14 @@ def test_a_record_of_an_unknown_price_version_is_quarantined(settings, drain, re
 ])
 def test_a_record_with_a_value_out_of_bounds_is_quarantined(settings, drain, redis_client, alice, price_version,
                                                             overrides, reason):
-    settle(redis_client, [packed(fields_of(alice, price_version, "req-x", **overrides))], [])
+    settle(redis_client, [usage_record(alice, price_version, "req-x", **overrides)], [])
     assert drain_all(drain) == 0
     assert [row.reason for row in quarantined(settings)] == [reason]
 
 
 def test_a_line_of_the_wrong_value_count_is_quarantined_with_nothing_read(settings, drain, redis_client, alice,
                                                                           price_version):
-    settle(redis_client, [packed(fields_of(alice, price_version, "req-ok")), "req-x\t17\tjunk"], [])
+    settle(redis_client, [usage_record(alice, price_version, "req-ok"), "req-x\t17\tjunk"], [])
     assert drain_all(drain) == 1
     [row] = quarantined(settings)
     assert (row.line, row.reason) == (2, "packed record has 3 values, expected 24 (or 22 without hold and over)")
@@ -211,8 +212,8 @@ def test_a_quarantined_record_keeps_its_nul_characters_as_backslash_zero(setting
 
 def test_a_quarantine_is_logged_without_the_record_text(settings, drain, redis_client, alice, price_version,
                                                         caplog):
-    entry_id = settle(redis_client, [packed(fields_of(alice, price_version, "req-x", model="secret-model",
-                                                      cost="1.5"))], [])
+    entry_id = settle(redis_client, [usage_record(alice, price_version, "req-x", model="secret-model",
+                                                  cost="1.5")], [])
     with caplog.at_level(logging.ERROR):
         drain_all(drain)
     assert [record.getMessage() for record in caplog.records] == [
@@ -243,11 +244,11 @@ def test_a_journal_line_that_does_not_parse_is_skipped_and_the_others_replayed(s
                                                                               price_version, caplog):
     settings.journal_dir.mkdir(parents=True)
     minute_ago = str(int(time.time() * 1000) - 60_000)
-    good = packed(fields_of(alice, price_version, "req-journal", ts=minute_ago))
+    good = packed_record(usage_record(alice, price_version, "req-journal", ts=minute_ago))
     (settings.journal_dir / "node-a-1-2026120100.tsv").write_text(f"0\tbatch-1\t{good}\n0\tbatch-1\tjunk\n")
     with caplog.at_level(logging.ERROR):
         assert JournalReplay(settings).run_once() == 1
-    assert [fields for _entry_id, fields in redis_client.xrange(STREAM)] == [{"r": good}]
+    assert [fields for _entry_id, fields in redis_client.xrange(STREAM)] == [usage_entry(good)]
     assert redis_client.hget(redis_keys.account(0, alice.account.id), "bal") == str(TEN_USD - COST)
     assert [record.getMessage() for record in caplog.records] == [
         "a usage journal line does not parse (packed record has 1 values, expected 24 (or 22 without hold and "

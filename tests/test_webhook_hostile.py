@@ -4,6 +4,7 @@ import json
 import time
 
 import pytest
+from helpers import sql_balance
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from test_deposits_api import (  # noqa: F401
@@ -11,7 +12,6 @@ from test_deposits_api import (  # noqa: F401
     WEBHOOK,
     _event,
     _post,
-    _wallet,
     pay_client,
     pay_settings,
 )
@@ -51,9 +51,9 @@ def _checkout(account_id, **fields) -> bytes:
 @pytest.fixture
 def unchanged_wallet(pay_settings, customer):
     """Asserts after the test that the customer's wallet did not move; yields the account id."""
-    before = _wallet(pay_settings, customer.account.id)
+    before = sql_balance(pay_settings, customer.account.id)
     yield customer.account.id
-    assert _wallet(pay_settings, customer.account.id) == before
+    assert sql_balance(pay_settings, customer.account.id) == before
 
 
 # The cases reproduced as 500s on the old code, by name.
@@ -107,7 +107,7 @@ def test_data_that_is_a_string_is_400(pay_client, unchanged_wallet):
 def test_a_checkout_of_one_million_dollars_is_credited(pay_settings, pay_client, customer):
     response = _post(pay_client, _checkout(customer.account.id, amount_total=100_000_000))
     assert response.get_json() == {"received": True, "credited": True}
-    assert _wallet(pay_settings, customer.account.id) == 1_050_010 * 10**9  # $10 + $1,000,000 + 5 % bonus
+    assert sql_balance(pay_settings, customer.account.id) == 1_050_010 * 10**9  # $10 + $1,000,000 + 5 % bonus
 
 
 def test_a_checkout_of_one_cent_over_one_million_dollars_is_400(pay_client, unchanged_wallet):
@@ -194,7 +194,7 @@ def test_a_checkout_that_cannot_be_credited_is_400(pay_client, unchanged_wallet,
 def test_an_uppercase_currency_is_still_credited(pay_settings, pay_client, customer):
     response = _post(pay_client, _checkout(customer.account.id, currency="USD"))
     assert response.get_json() == {"received": True, "credited": True}
-    assert _wallet(pay_settings, customer.account.id) == 35 * 10**9
+    assert sql_balance(pay_settings, customer.account.id) == 35 * 10**9
 
 
 # Random bodies, signed correctly.
@@ -275,7 +275,7 @@ def test_signed_random_events_get_200_only_when_valid_and_never_a_500(pay_settin
     if expected == "credit" and _credited_before(pay_settings, document["id"]):
         expected = "replay"
     event(expected)  # how often each outcome was tried: pytest --hypothesis-show-statistics
-    before = _wallet(pay_settings, account_id)
+    before = sql_balance(pay_settings, account_id)
     response = _post(pay_client, json.dumps(document).encode())
     assert response.mimetype == "application/json" and response.get_json() is not None
     if expected in ("invalid_event", "not_credited"):
@@ -284,7 +284,7 @@ def test_signed_random_events_get_200_only_when_valid_and_never_a_500(pay_settin
         assert response.status_code == 200
         assert response.get_json() == {"received": True, "credited": expected == "credit"}
     topup = _topup(pay_settings, document) if expected == "credit" else 0
-    assert _wallet(pay_settings, account_id) == before + topup
+    assert sql_balance(pay_settings, account_id) == before + topup
 
 
 def _credited_before(pay_settings, event_id) -> bool:

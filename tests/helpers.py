@@ -1,0 +1,187 @@
+"""Plain helpers the test modules share (their fixtures are in conftest.py, gateway_fixtures.py and
+evm_fixtures.py): balances as SQL and Redis hold them, usage records packed as the hot path packs
+them, and requests to a running instance (harness.Gateway) with what it billed for them."""
+from __future__ import annotations
+
+import http.client
+import json
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+from control_plane import db
+from control_plane.billing import ledger
+from control_plane.hot import redis_keys
+from control_plane.hot.usage_records import RECORD_FIELDS
+from control_plane.models import Account
+
+# -- balances --------------------------------------------------------------------------------------
+
+def sql_balance(settings, account_id: int) -> int:
+    """The account's balance in SQL: the sum of its ledger entries (the cached balance_nano is
+    asserted equal to it)."""
+    with db.session_scope(settings) as session:
+        balance = ledger.account_balance(session, account_id)
+        assert session.get(Account, account_id).balance_nano == balance
+        return balance
+
+
+def redis_balance(settings, redis_client, account_id: int) -> int:
+    """The account's `bal` in Redis; 0 when Redis has none."""
+    shard = redis_keys.shard_of(account_id, settings.redis_shards)
+    return int(redis_client.hget(redis_keys.account(shard, account_id), "bal") or 0)
+
+
+# -- usage records (docs/internals.md "Usage record") ------------------------------------------------
+
+# The token counts of usage_record, and its charge at conftest's price_version (nano-USD per 1M:
+# input 150e6, cached 75e6, output and reasoning 600e6):
+# (1000 × 150e6 + 200 × 75e6 + 500 × 600e6 + 100 × 600e6) / 1e6 = 525,000.
+TOKENS = {"in": "1000", "cr": "200", "cw": "0", "cw1h": "0", "out": "500", "rsn": "100"}
+COST = 525_000
+HOLD = 600_000
+
+
+def usage_record(customer, price_version, rid: str, **overrides: str) -> dict[str, str]:
+    """A usage record's values by name: a provider-billed stream of the customer's key at the
+    price version (None: the record names none), TOKENS for COST within HOLD; `overrides`
+    replace values."""
+    return {
+        "rid": rid, "ts": "1700000000123", "acct": str(customer.account.id), "key": str(customer.key.id),
+        "model": "test-chat", "umodel": "test-chat-upstream", "provider": "test",
+        "pv": "" if price_version is None else str(price_version.id), "ep": "chat.completions", "stream": "1",
+        "status": "200", "basis": "provider", **TOKENS, "cost": str(COST), "ms": "850", "ttfb": "120",
+        "node": "node-a", "hold": str(HOLD), "over": "0", **overrides,
+    }
+
+
+def packed_record(values: dict[str, str]) -> str:
+    """A record as the hot path packs it (lua/tollgate/gateway.lua RECORD): its values in
+    RECORD_FIELDS order, tab-separated."""
+    return "\t".join(values[name] for name in RECORD_FIELDS)
+
+
+def usage_entry(*records: dict[str, str] | str) -> dict[str, str]:
+    """A usage stream entry as the settle script appends one: its one field `r` holds a batch's
+    records, one a line. Each record is given by its values (packed here) or as a line already
+    packed, well-formed or not."""
+    return {"r": "\n".join(record if isinstance(record, str) else packed_record(record) for record in records)}
+
+
+def drain_all(drain) -> int:
+    """Records everything in the usage streams with the UsageDrain; how many records it wrote."""
+    written = 0
+    while entries := drain.read(block_ms=1):
+        written += drain.record(entries)
+    return written
+
+
+# -- a running instance (harness.Gateway) -------------------------------------------------------------
+
+CACHE_SECONDS = 1.5  # the gateway caches models and providers for up to 1 s
+UPSTREAM_KEY = "upstream-secret"  # the API key of the providers the tests add at a simulator
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def headers_for(protocol: str, key: str) -> dict[str, str]:
+    """A JSON request's headers with the key, as clients of the protocol send them."""
+    if protocol == "anthropic":
+        return {"x-api-key": key, "anthropic-version": "2023-06-01", "Content-Type": "application/json"}
+    return {**bearer(key), "Content-Type": "application/json"}
+
+
+def tg(gateway, *args: str) -> str:
+    """`tollgate args…` against the instance; its output."""
+    return gateway.cli(*args).stdout
+
+
+def new_customer(gateway, usd: str = "10", *key_args: str, limit_usd: str | None = None,
+                 admin: bool = False) -> tuple[str, str]:
+    """A fresh account credited `usd` (an admin account, which sees each usage row's overage,
+    when `admin`) and a key (`tollgate key create` options `key_args`, spend limit `limit_usd`):
+    (email, key)."""
+    email = f"c{uuid.uuid4().hex[:12]}@example.com"
+    return email, gateway.create_customer(email, usd, limit_usd, *key_args, admin=admin)
+
+
+def api_get(gateway, key: str, path: str):
+    """The JSON answer of a GET with the key (an HTTPError for an error status)."""
+    req = urllib.request.Request(f"{gateway.url}{path}", headers=bearer(key))
+    with urllib.request.urlopen(req, timeout=20) as r:
+        return json.loads(r.read())
+
+
+def balance_nano(gateway, key: str) -> int:
+    """The live balance, as the customer API reports it."""
+    return api_get(gateway, key, "/api/v1/balance")["balance_nano"]
+
+
+def request_json(gateway, method: str, path: str, headers: dict | None = None, body: bytes | dict | None = None,
+                 timeout: float = 30):
+    """(status, headers, decoded JSON body) of one request; a dict body is sent as JSON."""
+    data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(f"{gateway.url}{path}", data=data, method=method,
+                                 headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.headers, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, json.loads(e.read())
+
+
+def post_json(gateway, path: str, body: bytes | dict, headers: dict | None = None):
+    """(status, headers, decoded JSON body) of a POST."""
+    return request_json(gateway, "POST", path, headers, body)
+
+
+def post_raw(gateway, path: str, body: bytes | dict, headers: dict, timeout: float = 30):
+    """(status, headers, body bytes) of a POST over plain http.client; a cut answer gives what
+    arrived. A dict body is sent as JSON."""
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    conn = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=timeout)
+    try:
+        conn.request("POST", path, body=data, headers=headers)
+        resp = conn.getresponse()
+        try:
+            answer = resp.read()
+        except http.client.IncompleteRead as e:
+            answer = e.partial
+        return resp.status, resp.headers, answer
+    finally:
+        conn.close()
+
+
+def sized(template: str, length: int) -> bytes:
+    """The template with its `{pad}` filled with x's so that the body is exactly `length` bytes."""
+    body = template.replace("{pad}", "x" * (length - len(template) + len("{pad}"))).encode()
+    assert len(body) == length
+    return body
+
+
+# -- what it billed --------------------------------------------------------------------------------------
+
+def tokens_of(row: dict) -> dict[str, int]:
+    """A usage row's token counts by record field (in, cr, cw, cw1h, out, rsn)."""
+    t = row["tokens"]
+    return {"in": t["input"], "cr": t["cached_input"], "cw": t["cache_write"],
+            "cw1h": t["cache_write_1h"], "out": t["output"], "rsn": t["reasoning"]}
+
+
+def rows_of(gateway, key: str, count: int, timeout: float = 20) -> list[dict]:
+    """The key's usage rows once there are `count` of them in SQL (newest first)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = gateway.usage_rows(key)
+        if len(rows) >= count or time.monotonic() > deadline:
+            assert len(rows) == count, rows
+            return rows
+        time.sleep(0.05)
+
+
+def only_row(gateway, key: str, timeout: float = 20) -> dict:
+    """The key's one usage row, once the worker moved it into SQL."""
+    return rows_of(gateway, key, 1, timeout)[0]
