@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 from harness import Gateway
+from helpers import new_customer
 
 SQLITE = "sqlite"
 POSTGRES = "postgresql"
@@ -90,5 +91,4 @@ def gateway(gateway_database, tmp_path_factory):
 @pytest.fixture
 def gw_customer(gateway):
     """A fresh account with $10 and a key: (email, key)."""
-    email = f"c{uuid.uuid4().hex[:12]}@example.com"
-    return email, gateway.create_customer(email, "10")
+    return new_customer(gateway)

@@ -118,15 +118,17 @@ class Gateway:
             raise AssertionError(f"tollgate {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
         return result
 
-    def create_customer(self, email: str, credit_usd: str, limit_usd: str | None = None) -> str:
-        """An account with a credited balance and a key; returns the key."""
-        self.cli("account", "create", email)
+    def create_customer(self, email: str, credit_usd: str, limit_usd: str | None = None, *key_args: str,
+                        admin: bool = False) -> str:
+        """An account (an admin's when `admin`) with a credited balance and a key; returns the key."""
+        self.cli("account", "create", email, *(["--admin"] if admin else []))
         if credit_usd != "0":
             self.cli("credit", email, credit_usd, "--reason", "test credit")
-        return self.create_key(email, limit_usd)
+        return self.create_key(email, limit_usd, *key_args)
 
-    def create_key(self, email: str, limit_usd: str | None = None) -> str:
-        args = ["key", "create", email]
+    def create_key(self, email: str, limit_usd: str | None = None, *key_args: str) -> str:
+        """A key of the account (`tollgate key create` options `key_args`); returns it."""
+        args = ["key", "create", email, *key_args]
         if limit_usd is not None:
             args += ["--limit-usd", limit_usd]
         return self.cli(*args).stdout.strip().splitlines()[-1]

@@ -16,8 +16,9 @@ import pytest
 import redis
 import sqlalchemy as sa
 from harness import REPO, Gateway, free_port, wait_for
+from helpers import tokens_of
 from simulator import Simulator
-from test_gateway_billing import SANDBOX_CHAT, tokens_of
+from test_gateway_billing import SANDBOX_CHAT
 
 from control_plane.hot.redis_keys import CONSUMER_GROUP
 from control_plane.money import cost_nano

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import urllib.request
 
+from helpers import api_get, tokens_of
 from openai import OpenAI
 
 from control_plane.money import cost_nano
@@ -14,12 +15,6 @@ SANDBOX_CHAT = {"input": 150_000_000, "cached_input": 75_000_000, "cache_write":
 SANDBOX_REASONER = {"input": 1_100_000_000, "cached_input": 550_000_000, "cache_write": 1_100_000_000,
                     "cache_write_1h": 1_100_000_000, "output": 4_400_000_000, "reasoning": 4_400_000_000}
 LONG_PROMPT = "Summarise the ledger rules. " * 40  # long enough for a cache hit in the sandbox
-
-
-def api_get(gateway, key, path):
-    req = urllib.request.Request(f"{gateway.url}{path}", headers={"Authorization": f"Bearer {key}"})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.loads(r.read())
 
 
 def classes_from_openai_usage(usage) -> dict:
@@ -36,12 +31,6 @@ def only_usage_row(gateway, key):
     rows = api_get(gateway, key, "/api/v1/usage")["data"]
     assert len(rows) == 1, rows
     return rows[0]
-
-
-def tokens_of(row) -> dict:
-    t = row["tokens"]
-    return {"in": t["input"], "cr": t["cached_input"], "cw": t["cache_write"],
-            "cw1h": t["cache_write_1h"], "out": t["output"], "rsn": t["reasoning"]}
 
 
 def test_non_streamed_request_is_charged_the_exact_provider_cost(gateway, gw_customer):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from test_gateway_billing import SANDBOX_CHAT, api_get, tokens_of
+from helpers import api_get, tokens_of
+from test_gateway_billing import SANDBOX_CHAT
 
 from control_plane.money import cost_nano
 

@@ -3,30 +3,15 @@ from __future__ import annotations
 
 import json
 import urllib.error
-import urllib.request
 
 import openai
 import pytest
 from harness import free_port
+from helpers import bearer, post_json, post_raw
 from openai import OpenAI
 
 CHAT = "/v1/chat/completions"
 HELLO = {"model": "sandbox-chat", "messages": [{"role": "user", "content": "Hi"}]}
-
-
-def post(gateway, path, body: bytes | dict, headers: dict | None = None):
-    data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    req = urllib.request.Request(f"{gateway.url}{path}", data=data, method="POST",
-                                 headers={"Content-Type": "application/json", **(headers or {})})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, dict(r.headers), json.loads(r.read() or b"null")
-    except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), json.loads(e.read())
-
-
-def bearer(key):
-    return {"Authorization": f"Bearer {key}"}
 
 
 def assert_openai_error(body, code):
@@ -47,32 +32,32 @@ def unchanged_balance(gateway, gw_customer):
 
 
 def test_malformed_json_is_400(gateway, unchanged_balance):
-    status, headers, body = post(gateway, CHAT, b'{"model": "sandbox-chat", ', bearer(unchanged_balance))
+    status, headers, body = post_json(gateway, CHAT, b'{"model": "sandbox-chat", ', bearer(unchanged_balance))
     assert status == 400
     assert_openai_error(body, "malformed_json")
     assert headers["x-request-id"]
 
 
 def test_missing_model_is_400(gateway, unchanged_balance):
-    status, _, body = post(gateway, CHAT, {"messages": []}, bearer(unchanged_balance))
+    status, _, body = post_json(gateway, CHAT, {"messages": []}, bearer(unchanged_balance))
     assert status == 400
     assert_openai_error(body, "missing_model")
 
 
 def test_body_that_is_not_an_object_is_400(gateway, unchanged_balance):
-    status, _, body = post(gateway, CHAT, b"[1, 2]", bearer(unchanged_balance))
+    status, _, body = post_json(gateway, CHAT, b"[1, 2]", bearer(unchanged_balance))
     assert status == 400
     assert_openai_error(body, "invalid_request")
 
 
 def test_missing_key_is_401(gateway):
-    status, _, body = post(gateway, CHAT, HELLO)
+    status, _, body = post_json(gateway, CHAT, HELLO)
     assert status == 401
     assert_openai_error(body, "missing_api_key")
 
 
 def test_wrong_key_is_401_and_says_why(gateway):
-    status, _, body = post(gateway, CHAT, HELLO, bearer("sk-proj-an-openai-key"))
+    status, _, body = post_json(gateway, CHAT, HELLO, bearer("sk-proj-an-openai-key"))
     assert status == 401
     assert_openai_error(body, "invalid_api_key")
     assert "stray spaces" in body["error"]["message"]
@@ -80,7 +65,7 @@ def test_wrong_key_is_401_and_says_why(gateway):
 
 def test_key_with_stray_whitespace_is_accepted(gateway, gw_customer):
     _, key = gw_customer
-    status, _, _ = post(gateway, CHAT, HELLO, {"Authorization": f"Bearer   {key}  \t"})
+    status, _, _ = post_json(gateway, CHAT, HELLO, {"Authorization": f"Bearer   {key}  \t"})
     assert status == 200
 
 
@@ -88,17 +73,17 @@ def test_revoked_key_is_401_within_two_seconds(gateway, gw_customer):
     import time
 
     email, key = gw_customer
-    assert post(gateway, CHAT, HELLO, bearer(key))[0] == 200
+    assert post_json(gateway, CHAT, HELLO, bearer(key))[0] == 200
     key_id = json.loads(gateway.cli("key", "list", email).stdout)[0]["id"]
     gateway.cli("key", "revoke", str(key_id))
     time.sleep(2)
-    status, _, body = post(gateway, CHAT, HELLO, bearer(key))
+    status, _, body = post_json(gateway, CHAT, HELLO, bearer(key))
     assert status == 401
     assert_openai_error(body, "invalid_api_key")
 
 
 def test_unknown_model_is_404(gateway, unchanged_balance):
-    status, _, body = post(gateway, CHAT, {**HELLO, "model": "gpt-nonexistent"}, bearer(unchanged_balance))
+    status, _, body = post_json(gateway, CHAT, {**HELLO, "model": "gpt-nonexistent"}, bearer(unchanged_balance))
     assert status == 404
     assert_openai_error(body, "model_not_found")
     assert "gpt-nonexistent" in body["error"]["message"]
@@ -107,13 +92,8 @@ def test_unknown_model_is_404(gateway, unchanged_balance):
 def post_raw_model(gateway, key, model: bytes):
     """A chat request whose model field is exactly these bytes; (status, raw body)."""
     body = b'{"model": "' + model + b'", "messages": [{"role": "user", "content": "Hi"}]}'
-    req = urllib.request.Request(f"{gateway.url}{CHAT}", data=body, method="POST",
-                                 headers={"Content-Type": "application/json", **bearer(key)})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
+    status, _, raw = post_raw(gateway, CHAT, body, {"Content-Type": "application/json", **bearer(key)})
+    return status, raw
 
 
 @pytest.mark.parametrize("model", [
@@ -146,7 +126,7 @@ def test_overlong_unknown_model_is_echoed_cut_at_256_characters(gateway, unchang
 
 
 def test_unknown_path_with_invalid_utf8_is_echoed_as_valid_json(gateway, unchanged_balance):
-    status, _, body = post(gateway, "/v1/%ff%fe/completions", HELLO, bearer(unchanged_balance))
+    status, _, body = post_json(gateway, "/v1/%ff%fe/completions", HELLO, bearer(unchanged_balance))
     assert status == 404
     assert_openai_error(body, "path_not_found")
     assert "/v1/\ufffd\ufffd/completions" in body["error"]["message"]
@@ -154,7 +134,7 @@ def test_unknown_path_with_invalid_utf8_is_echoed_as_valid_json(gateway, unchang
 
 def test_insufficient_balance_is_402_with_the_amount_needed(gateway):
     key = gateway.create_customer("poor@example.com", "0.000001")
-    status, _, body = post(gateway, CHAT, {**HELLO, "max_tokens": 4000}, bearer(key))
+    status, _, body = post_json(gateway, CHAT, {**HELLO, "max_tokens": 4000}, bearer(key))
     assert status == 402
     assert_openai_error(body, "insufficient_balance")
     assert "$0.000001" in body["error"]["message"]
@@ -163,7 +143,7 @@ def test_insufficient_balance_is_402_with_the_amount_needed(gateway):
 
 def test_key_limit_reached_is_402(gateway):
     key = gateway.create_customer("limited@example.com", "10", limit_usd="0.000001")
-    status, _, body = post(gateway, CHAT, {**HELLO, "max_tokens": 4000}, bearer(key))
+    status, _, body = post_json(gateway, CHAT, {**HELLO, "max_tokens": 4000}, bearer(key))
     assert status == 402
     assert_openai_error(body, "key_limit_reached")
 
@@ -171,7 +151,7 @@ def test_key_limit_reached_is_402(gateway):
 def test_body_too_large_is_413(gateway, unchanged_balance):
     big = b'{"model": "sandbox-chat", "messages": [{"role": "user", "content": "' + b"x" * (33 * 1024 * 1024) + b'"}]}'
     try:
-        status, _, body = post(gateway, CHAT, big, bearer(unchanged_balance))
+        status, _, body = post_json(gateway, CHAT, big, bearer(unchanged_balance))
     except (ConnectionError, urllib.error.URLError):
         pytest.skip("the server closed the connection before the client finished sending")
     assert status == 413
@@ -180,14 +160,14 @@ def test_body_too_large_is_413(gateway, unchanged_balance):
 
 def test_doubled_v1_path_is_404_with_the_base_url_fix(gateway, gw_customer):
     _, key = gw_customer
-    status, _, body = post(gateway, "/v1/v1/chat/completions", HELLO, bearer(key))
+    status, _, body = post_json(gateway, "/v1/v1/chat/completions", HELLO, bearer(key))
     assert status == 404
     assert "/v1 twice" in body["error"]["message"]
 
 
 def test_openai_path_without_v1_is_404_with_the_base_url_fix(gateway, gw_customer):
     _, key = gw_customer
-    status, _, body = post(gateway, "/chat/completions", HELLO, bearer(key))
+    status, _, body = post_json(gateway, "/chat/completions", HELLO, bearer(key))
     assert status == 404
     assert "start with /v1" in body["error"]["message"]
 
@@ -198,7 +178,7 @@ def test_unreachable_provider_is_502_and_charges_nothing(gateway, unchanged_bala
     gateway.cli("model", "add", "nowhere-model", "--provider", "nowhere", "--input", "1", "--output", "2")
     import time
     time.sleep(1.5)
-    status, headers, body = post(gateway, CHAT, {**HELLO, "model": "nowhere-model"}, bearer(unchanged_balance))
+    status, headers, body = post_json(gateway, CHAT, {**HELLO, "model": "nowhere-model"}, bearer(unchanged_balance))
     assert status == 502
     assert_openai_error(body, "provider_unreachable")
     assert headers["x-request-id"] in body["error"]["message"]
@@ -218,7 +198,7 @@ def test_account_default_rate_limit_applies_to_its_keys_with_openai_headers(gate
     time.sleep(1.5)
     statuses, headers = [], []
     for _ in range(3):
-        status, h, body = post(gateway, CHAT, HELLO, bearer(key))
+        status, h, body = post_json(gateway, CHAT, HELLO, bearer(key))
         statuses.append(status)
         headers.append(h)
     assert statuses == [200, 200, 429]

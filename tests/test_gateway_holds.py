@@ -3,35 +3,26 @@ responses, media by URL, files, server-side tools) is held at the model's contex
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
-import uuid
 
-
-def post(gateway, key, body):
-    req = urllib.request.Request(f"{gateway.url}/v1/responses", data=json.dumps(body).encode(),
-                                 headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=20) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
+from helpers import bearer, new_customer, post_json
 
 
 def test_a_request_naming_an_earlier_response_is_held_at_the_models_context_window(gateway):
-    key = gateway.create_customer(f"h{uuid.uuid4().hex[:12]}@example.com", "0.05")
+    _, key = new_customer(gateway, "0.05")
     # sandbox-reasoner: $1.10 per 1M input (its dearest input class), $4.40 output, 200,000-token
     # window: 200,000 × 1,100 + 100 × 4,400 = 220,440,000 nano.
-    status, body = post(gateway, key, {"model": "sandbox-reasoner", "input": "go on", "max_output_tokens": 100,
-                                       "previous_response_id": "resp_earlier"})
+    status, _, body = post_json(gateway, "/v1/responses", {
+        "model": "sandbox-reasoner", "input": "go on", "max_output_tokens": 100,
+        "previous_response_id": "resp_earlier"}, bearer(key))
     assert status == 402
     assert "may cost up to $0.22044 " in body["error"]["message"]
     assert "$0.05 is available" in body["error"]["message"]
 
 
 def test_the_same_request_without_it_is_held_at_its_bytes_and_served(gateway):
-    key = gateway.create_customer(f"h{uuid.uuid4().hex[:12]}@example.com", "0.05")
-    status, body = post(gateway, key, {"model": "sandbox-reasoner", "input": "go on", "max_output_tokens": 100})
+    _, key = new_customer(gateway, "0.05")
+    status, _, body = post_json(gateway, "/v1/responses",
+                                {"model": "sandbox-reasoner", "input": "go on", "max_output_tokens": 100}, bearer(key))
     assert status == 200, body
     gateway.wait_drained()
     [row] = gateway.usage_rows(key)

@@ -10,13 +10,12 @@ import time
 import uuid
 
 import pytest
+from helpers import CACHE_SECONDS, UPSTREAM_KEY, new_customer, tg
 from simulator import module_simulator  # noqa: F401 (the module's `sim` fixture)
 
 # nginx-level behaviour: the same whatever database the instance uses.
 pytestmark = pytest.mark.usefixtures("database_independent")
 
-UPSTREAM_KEY = "upstream-secret"
-CACHE_SECONDS = 1.5  # the gateway caches models and providers for up to 1 s
 CHAT = "/v1/chat/completions"
 MESSAGES = "/v1/messages"
 
@@ -126,10 +125,6 @@ def test_control_plane_unreachable_is_503_in_json(gateway):
 
 # -- headers --------------------------------------------------------------------------------------
 
-def tg(gateway, *args: str) -> str:
-    return gateway.cli(*args).stdout
-
-
 @pytest.fixture(scope="module")
 def models(gateway, sim):
     """An OpenAI-protocol and an Anthropic-protocol model served by the simulator."""
@@ -146,8 +141,7 @@ def models(gateway, sim):
 
 @pytest.fixture
 def key(gateway):
-    email = f"h{uuid.uuid4().hex[:12]}@example.com"
-    return gateway.create_customer(email, "10")
+    return new_customer(gateway)[1]
 
 
 def call(gateway, path: str, body: dict, headers: list[tuple[str, str]]):
@@ -311,10 +305,7 @@ def test_a_provider_error_answer_keeps_its_retry_headers_and_loses_its_cookies(g
 
 
 def test_the_gateways_rate_limit_headers_replace_the_providers(gateway, sim, models):
-    email = f"h{uuid.uuid4().hex[:12]}@example.com"
-    tg(gateway, "account", "create", email)
-    tg(gateway, "credit", email, "10", "--reason", "test credit")
-    limited = tg(gateway, "key", "create", email, "--rpm", "100").strip().splitlines()[-1]
+    _, limited = new_customer(gateway, "10", "--rpm", "100")
     sim.enqueue("openai_chat", headers={"x-ratelimit-limit-requests": "5000",
                                         "x-ratelimit-remaining-tokens": "149000"})
     status, headers, _ = call(gateway, CHAT, chat(models["openai"]),

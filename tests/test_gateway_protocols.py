@@ -2,32 +2,10 @@
 count_tokens, the model list in both protocols' shapes, and errors in each protocol's shape."""
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
-
-import pytest
-from test_gateway_billing import api_get
-from test_gateway_streams import balance_nano, new_customer
+from helpers import api_get, balance_nano, bearer, request_json
 
 ANTHROPIC_VERSION = "2023-06-01"
 HELLO_CLAUDE = {"model": "sandbox-claude", "max_tokens": 64, "messages": [{"role": "user", "content": "Hi"}]}
-
-
-def call(gateway, method, path, headers, body=None):
-    """(status, parsed JSON body) of one request."""
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(f"{gateway.url}{path}", data=data, method=method,
-                                 headers={"Content-Type": "application/json", **headers})
-    try:
-        with urllib.request.urlopen(req, timeout=15) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
-
-
-def bearer(key):
-    return {"Authorization": f"Bearer {key}"}
 
 
 def anthropic_headers(key):
@@ -42,24 +20,19 @@ def assert_anthropic_error(body, error_type):
     assert body["error"]["message"]
 
 
-@pytest.fixture
-def customer(gateway):
-    return new_customer(gateway)
-
-
-def test_count_tokens_is_answered(gateway, customer):
-    _, key = customer
-    status, body = call(gateway, "POST", "/v1/messages/count_tokens", anthropic_headers(key),
+def test_count_tokens_is_answered(gateway, gw_customer):
+    _, key = gw_customer
+    status, _, body = request_json(gateway, "POST", "/v1/messages/count_tokens", anthropic_headers(key),
                         {"model": "sandbox-claude", "messages": [{"role": "user", "content": "Hi"}]})
     assert status == 200
     assert isinstance(body["input_tokens"], int) and body["input_tokens"] > 0
 
 
-def test_count_tokens_is_not_billed(gateway, customer):
-    _, key = customer
+def test_count_tokens_is_not_billed(gateway, gw_customer):
+    _, key = gw_customer
     before = balance_nano(gateway, key)
     for _ in range(3):
-        status, _ = call(gateway, "POST", "/v1/messages/count_tokens", anthropic_headers(key),
+        status, _, _ = request_json(gateway, "POST", "/v1/messages/count_tokens", anthropic_headers(key),
                          {"model": "sandbox-claude", "messages": [{"role": "user", "content": "Hi " * 500}]})
         assert status == 200
     gateway.wait_drained()
@@ -67,9 +40,9 @@ def test_count_tokens_is_not_billed(gateway, customer):
     assert balance_nano(gateway, key) == before
 
 
-def test_models_list_is_in_openai_shape(gateway, customer):
-    _, key = customer
-    status, body = call(gateway, "GET", "/v1/models", bearer(key))
+def test_models_list_is_in_openai_shape(gateway, gw_customer):
+    _, key = gw_customer
+    status, _, body = request_json(gateway, "GET", "/v1/models", bearer(key))
     assert status == 200
     assert body["object"] == "list"
     ids = [m["id"] for m in body["data"]]
@@ -80,18 +53,18 @@ def test_models_list_is_in_openai_shape(gateway, customer):
         assert model["owned_by"]
 
 
-def test_one_model_is_in_openai_shape(gateway, customer):
-    _, key = customer
-    status, body = call(gateway, "GET", "/v1/models/sandbox-chat", bearer(key))
+def test_one_model_is_in_openai_shape(gateway, gw_customer):
+    _, key = gw_customer
+    status, _, body = request_json(gateway, "GET", "/v1/models/sandbox-chat", bearer(key))
     assert status == 200
     assert body["id"] == "sandbox-chat"
     assert body["object"] == "model"
     assert isinstance(body["created"], int)
 
 
-def test_unknown_model_id_is_404_in_openai_shape(gateway, customer):
-    _, key = customer
-    status, body = call(gateway, "GET", "/v1/models/gpt-nonexistent", bearer(key))
+def test_unknown_model_id_is_404_in_openai_shape(gateway, gw_customer):
+    _, key = gw_customer
+    status, _, body = request_json(gateway, "GET", "/v1/models/gpt-nonexistent", bearer(key))
     assert status == 404
     assert set(body) == {"error"}
     assert body["error"]["code"] == "model_not_found"
@@ -99,9 +72,9 @@ def test_unknown_model_id_is_404_in_openai_shape(gateway, customer):
     assert "gpt-nonexistent" in body["error"]["message"]
 
 
-def test_models_list_is_in_anthropic_shape_when_anthropic_version_is_sent(gateway, customer):
-    _, key = customer
-    status, body = call(gateway, "GET", "/v1/models", anthropic_headers(key))
+def test_models_list_is_in_anthropic_shape_when_anthropic_version_is_sent(gateway, gw_customer):
+    _, key = gw_customer
+    status, _, body = request_json(gateway, "GET", "/v1/models", anthropic_headers(key))
     assert status == 200
     assert "object" not in body
     assert body["has_more"] is False
@@ -114,45 +87,46 @@ def test_models_list_is_in_anthropic_shape_when_anthropic_version_is_sent(gatewa
         assert model["created_at"].endswith("Z")
 
 
-def test_unknown_model_id_is_404_in_anthropic_shape_when_anthropic_version_is_sent(gateway, customer):
-    _, key = customer
-    status, body = call(gateway, "GET", "/v1/models/claude-nonexistent", anthropic_headers(key))
+def test_unknown_model_id_is_404_in_anthropic_shape_when_anthropic_version_is_sent(gateway, gw_customer):
+    _, key = gw_customer
+    status, _, body = request_json(gateway, "GET", "/v1/models/claude-nonexistent", anthropic_headers(key))
     assert status == 404
     assert_anthropic_error(body, "not_found_error")
 
 
 def test_models_list_needs_a_key(gateway):
-    status, body = call(gateway, "GET", "/v1/models", {})
+    status, _, body = request_json(gateway, "GET", "/v1/models", {})
     assert status == 401
     assert body["error"]["code"] == "missing_api_key"
 
 
 def test_anthropic_wrong_key_is_401_in_anthropic_shape(gateway):
-    status, body = call(gateway, "POST", "/v1/messages", anthropic_headers("sk-ant-api03-not-ours"), HELLO_CLAUDE)
+    status, _, body = request_json(gateway, "POST", "/v1/messages", anthropic_headers("sk-ant-api03-not-ours"),
+                                   HELLO_CLAUDE)
     assert status == 401
     assert_anthropic_error(body, "authentication_error")
     assert "Invalid API key" in body["error"]["message"]
 
 
 def test_anthropic_missing_key_is_401_in_anthropic_shape(gateway):
-    status, body = call(gateway, "POST", "/v1/messages", {"anthropic-version": ANTHROPIC_VERSION}, HELLO_CLAUDE)
+    status, _, body = request_json(gateway, "POST", "/v1/messages", {"anthropic-version": ANTHROPIC_VERSION}, HELLO_CLAUDE)
     assert status == 401
     assert_anthropic_error(body, "authentication_error")
     assert "x-api-key" in body["error"]["message"]
 
 
-def test_anthropic_unknown_model_is_404_in_anthropic_shape(gateway, customer):
-    _, key = customer
-    status, body = call(gateway, "POST", "/v1/messages", anthropic_headers(key),
+def test_anthropic_unknown_model_is_404_in_anthropic_shape(gateway, gw_customer):
+    _, key = gw_customer
+    status, _, body = request_json(gateway, "POST", "/v1/messages", anthropic_headers(key),
                         {**HELLO_CLAUDE, "model": "claude-nonexistent"})
     assert status == 404
     assert_anthropic_error(body, "not_found_error")
     assert "claude-nonexistent" in body["error"]["message"]
 
 
-def test_doubled_v1_on_messages_is_404_explaining_the_base_url(gateway, customer):
-    _, key = customer
-    status, body = call(gateway, "POST", "/v1/v1/messages", anthropic_headers(key), HELLO_CLAUDE)
+def test_doubled_v1_on_messages_is_404_explaining_the_base_url(gateway, gw_customer):
+    _, key = gw_customer
+    status, _, body = request_json(gateway, "POST", "/v1/v1/messages", anthropic_headers(key), HELLO_CLAUDE)
     assert status == 404
     assert_anthropic_error(body, "not_found_error")
     message = body["error"]["message"]
@@ -160,9 +134,10 @@ def test_doubled_v1_on_messages_is_404_explaining_the_base_url(gateway, customer
     assert "base URL" in message and "without /v1" in message
 
 
-def test_openai_model_on_the_anthropic_endpoint_is_400_naming_the_right_endpoint(gateway, customer):
-    _, key = customer
-    status, body = call(gateway, "POST", "/v1/messages", anthropic_headers(key), {**HELLO_CLAUDE, "model": "sandbox-chat"})
+def test_openai_model_on_the_anthropic_endpoint_is_400_naming_the_right_endpoint(gateway, gw_customer):
+    _, key = gw_customer
+    status, _, body = request_json(gateway, "POST", "/v1/messages", anthropic_headers(key),
+                                   {**HELLO_CLAUDE, "model": "sandbox-chat"})
     assert status == 400
     assert_anthropic_error(body, "invalid_request_error")
     assert "/v1/chat/completions" in body["error"]["message"]

@@ -14,11 +14,11 @@ import openai
 import pytest
 from anthropic import Anthropic
 from anthropic.types import Message, RawMessageStreamEvent
+from helpers import api_get, balance_nano, new_customer, tokens_of
 from openai import OpenAI
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import BaseModel, TypeAdapter
-from test_gateway_billing import SANDBOX_CHAT, SANDBOX_REASONER, api_get, tokens_of
-from test_gateway_streams import balance_nano, new_customer
+from test_gateway_billing import SANDBOX_CHAT, SANDBOX_REASONER
 
 from control_plane.money import cost_nano
 

@@ -3,7 +3,6 @@ the nano-dollar from the provider's own usage; and what happens when the client 
 provider cuts the stream, answers an error, or never answers."""
 from __future__ import annotations
 
-import http.client
 import json
 import random
 import socket
@@ -11,22 +10,29 @@ import time
 import uuid
 import zlib
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from harness import Gateway
+from helpers import (
+    CACHE_SECONDS,
+    UPSTREAM_KEY,
+    api_get,
+    balance_nano,
+    new_customer,
+    post_raw,
+    rows_of,
+    tg,
+    tokens_of,
+)
 from simulator import (
     FIXTURES,
     fixture_path,
     iter_fixtures,
     module_simulator,  # noqa: F401 (the module's `sim` fixture)
 )
-from test_gateway_billing import api_get, tokens_of
 
-UPSTREAM_KEY = "upstream-secret"
 ANTHROPIC_VERSION = "2023-06-01"
 ANTHROPIC_BETA = "prompt-caching-2024-07-31,interleaved-thinking-2025-05-14"
-CACHE_SECONDS = 1.5  # the gateway caches models and providers for up to 1 s
 PRICE_FLAGS = (("input", "--input"), ("output", "--output"), ("cached_input", "--cached-input"),
                ("cache_write", "--cache-write"), ("cache_write_1h", "--cache-write-1h"),
                ("reasoning", "--reasoning"))
@@ -106,52 +112,6 @@ def worst_case_hold(raw_len: int, max_output: int, price: dict) -> int:
     return -(-total // 1_000_000)
 
 
-def tg(gateway, *args: str) -> str:
-    """`tollgate args…` against this gateway; its output."""
-    return gateway.cli(*args).stdout
-
-
-def new_customer(gateway, usd="10", *key_args: str):
-    """A fresh account credited with `usd` and a key: (email, key)."""
-    email = f"s{uuid.uuid4().hex[:12]}@example.com"
-    tg(gateway, "account", "create", email)
-    if usd != "0":
-        tg(gateway, "credit", email, usd, "--reason", "test credit")
-    return email, tg(gateway, "key", "create", email, *key_args).strip().splitlines()[-1]
-
-
-def balance_nano(gateway, key) -> int:
-    """The live balance, as the customer API reports it."""
-    return api_get(gateway, key, "/api/v1/balance")["balance_nano"]
-
-
-def post_raw(gateway, path: str, body: dict, headers: dict, timeout: float = 30):
-    """(status, headers, body bytes) over plain http.client; a cut answer returns what arrived."""
-    conn = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=timeout)
-    try:
-        conn.request("POST", path, body=json.dumps(body).encode(), headers=headers)
-        resp = conn.getresponse()
-        try:
-            data = resp.read()
-        except http.client.IncompleteRead as e:
-            data = e.partial
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
-    finally:
-        conn.close()
-
-
-def usage_rows(gateway, key, count=1, timeout=15.0):
-    """The key's usage rows once there are `count` of them (oldest first)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        gateway.wait_drained()
-        rows = api_get(gateway, key, "/api/v1/usage")["data"]
-        if len(rows) >= count or time.monotonic() > deadline:
-            assert len(rows) == count, rows
-            return list(reversed(rows))
-        time.sleep(0.1)
-
-
 def random_chunking(seed: int) -> list[int]:
     rng = random.Random(seed)
     return [rng.randint(1, 97) for _ in range(400)]
@@ -196,7 +156,7 @@ def test_golden_answer_is_billed_exactly_at_every_chunking(gateway, sim, golden,
         assert status == 200, data[:500]
         assert data == fixture_bytes, f"the client did not get the provider's answer unchanged ({chunking!r})"
 
-    rows = usage_rows(gateway, key, len(chunkings))
+    rows = rows_of(gateway, key, len(chunkings))
     for row in rows:
         assert tokens_of(row) == expected["usage"]
         assert row["cost_nano"] == expected["cost"]
@@ -277,7 +237,7 @@ def test_client_gone_mid_stream_is_billed_from_the_drained_usage(gateway, sim, g
     assert got.startswith(b"HTTP/1.1 200")
     sock.close()
 
-    row = usage_rows(gateway, key, 1, timeout=20)[0]
+    row = rows_of(gateway, key, 1)[0]
     assert row["billing_basis"] == "drained"
     assert tokens_of(row) == expected["usage"]
     assert row["cost_nano"] == expected["cost"]
@@ -301,7 +261,7 @@ def test_stream_cut_before_usage_is_billed_an_estimate_within_the_hold(gateway, 
     assert status == 200
     assert len(data) <= cut
 
-    row = usage_rows(gateway, key)[0]
+    row = rows_of(gateway, key, 1)[0]
     hold = worst_case_hold(len(json.dumps(body).encode()), MAX_OUTPUT, expected["price"])
     assert row["billing_basis"] == "estimated"
     assert 0 < row["cost_nano"] <= hold

@@ -13,6 +13,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from helpers import CACHE_SECONDS, headers_for, only_row, post_raw, rows_of, sized
 from simulator import (
     Answer,
     Request,
@@ -24,17 +25,7 @@ from simulator import (
     openai_chat_sse,
     usage,
 )
-from test_hostile_provider import (
-    CACHE_SECONDS,
-    add_models,
-    assert_books_hold,
-    customer,
-    headers_for,
-    only_row,
-    post,
-    rows_of,
-    sized,
-)
+from test_hostile_provider import add_models, assert_books_hold, customer
 
 MAX_OUTPUT = 100_000
 CREDIT = 10_000_000  # $0.01
@@ -91,7 +82,7 @@ def body_for(path: str, fields: str, length: int = 200) -> bytes:
 
 def send(gw, key: str, path: str, body: bytes):
     """(status, decoded body) of one request."""
-    status, _, data = post(gw, path, body, headers_for("anthropic" if path == MESSAGES else "openai", key))
+    status, _, data = post_raw(gw, path, body, headers_for("anthropic" if path == MESSAGES else "openai", key))
     return status, json.loads(data)
 
 
@@ -354,7 +345,7 @@ def test_deciding_names_inside_other_fields_are_not_the_requests(gw):
 def test_a_stream_that_did_not_ask_for_usage_is_forwarded_asking_for_it_once(gw, sim, path, stream_options):
     email, key = customer(gw)
     fields = '"stream":true,"max_tokens":10' + (f',"stream_options":{stream_options}' if stream_options else "")
-    status, _, data = post(gw, path, body_for(path, fields), headers_for("openai", key))
+    status, _, data = post_raw(gw, path, body_for(path, fields), headers_for("openai", key))
     assert status == 200
     sent = sim.requests[-1].body
     assert sent.count(b'"stream_options"') == 1, sent
@@ -370,7 +361,7 @@ def test_a_stream_that_did_not_ask_for_usage_is_forwarded_asking_for_it_once(gw,
 def test_a_stream_that_asked_for_usage_is_forwarded_unchanged(gw, sim):
     email, key = customer(gw)
     body = body_for(CHAT, '"stream":true,"stream_options":{"include_usage":true},"max_tokens":10')
-    status, _, data = post(gw, CHAT, body, headers_for("openai", key))
+    status, _, data = post_raw(gw, CHAT, body, headers_for("openai", key))
     assert status == 200
     assert sim.requests[-1].body == body
     assert b'"completion_tokens":20' in data

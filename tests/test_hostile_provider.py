@@ -9,14 +9,13 @@ and asks for 1,000 output tokens, so its hold is 200 × 1,000 + 1,000 × 2,000 =
 on an account credited $0.01 (10,000,000 nano-USD)."""
 from __future__ import annotations
 
-import http.client
 import socket
 import time
-import uuid
 
 import pytest
 from gateway_fixtures import _fresh_database
 from harness import Gateway
+from helpers import CACHE_SECONDS, UPSTREAM_KEY, headers_for, new_customer, only_row, post_raw, rows_of, sized
 from simulator import (
     anthropic_message,
     anthropic_sse,
@@ -28,8 +27,6 @@ from simulator import (
     usage,
 )
 
-UPSTREAM_KEY = "upstream-secret"
-CACHE_SECONDS = 1.5  # the gateway caches models and providers for up to 1 s
 DRAIN_LIMIT = 1024 * 1024  # TOLLGATE_DRAIN_LIMIT=1m of this file's gateway
 CREDIT = 10_000_000  # $0.01
 HOLD = 2_200_000  # 200 request bytes × 1,000 + 1,000 output tokens × 2,000
@@ -70,22 +67,12 @@ def add_models(gw, sim, prefix: str, max_output: int = 4096) -> None:
 
 
 def customer(gw, usd: str = "0.01", admin: bool = True, limit_usd: str | None = None) -> tuple[str, str]:
-    """A fresh account credited `usd` and a key: (email, key). Admin accounts see each usage
-    row's overage."""
-    email = f"h{uuid.uuid4().hex[:12]}@example.com"
-    gw.cli("account", "create", email, *(["--admin"] if admin else []))
-    gw.cli("credit", email, usd, "--reason", "test credit")
-    return email, gw.create_key(email, limit_usd)
+    """A fresh account credited `usd` ($0.01 unless told) and a key: (email, key). Admin accounts
+    (the default here) see each usage row's overage."""
+    return new_customer(gw, usd, limit_usd=limit_usd, admin=admin)
 
 
 # -- requests ---------------------------------------------------------------------------------------
-
-def sized(template: str, length: int) -> bytes:
-    """The template with its `{pad}` filled with x's so that the body is exactly `length` bytes."""
-    body = template.replace("{pad}", "x" * (length - len(template) + len("{pad}"))).encode()
-    assert len(body) == length
-    return body
-
 
 def request_body(protocol: str, stream: bool, max_tokens: int = 1000) -> bytes:
     """A body of exactly 200 bytes asking for `max_tokens` output tokens (an OpenAI stream asks
@@ -97,31 +84,10 @@ def request_body(protocol: str, stream: bool, max_tokens: int = 1000) -> bytes:
                  '"messages":[{"role":"user","content":"{pad}"}]}', 200)
 
 
-def headers_for(protocol: str, key: str) -> dict:
-    if protocol == "anthropic":
-        return {"x-api-key": key, "anthropic-version": "2023-06-01", "Content-Type": "application/json"}
-    return {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-
-
-def post(gw, path: str, body: bytes, headers: dict, timeout: float = 30):
-    """(status, headers, body) of one request over http.client; a cut answer gives what arrived."""
-    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=timeout)
-    try:
-        conn.request("POST", path, body=body, headers=headers)
-        resp = conn.getresponse()
-        try:
-            data = resp.read()
-        except http.client.IncompleteRead as e:
-            data = e.partial
-        return resp.status, resp.headers, data
-    finally:
-        conn.close()
-
-
 def call(gw, key: str, mode: str):
     """One request in `mode` ("openai-whole", "anthropic-stream", ...): (status, headers, body)."""
     protocol, kind = mode.split("-")
-    return post(gw, PATH[protocol], request_body(protocol, kind == "stream"), headers_for(protocol, key))
+    return post_raw(gw, PATH[protocol], request_body(protocol, kind == "stream"), headers_for(protocol, key))
 
 
 def hostile_answer(mode: str, input_count: int | str = 10, output_count: int | str = 20) -> dict:
@@ -153,22 +119,6 @@ def leave_after_the_first_bytes(gw, protocol: str, key: str, body: bytes) -> Non
 
 
 # -- what was billed ----------------------------------------------------------------------------------
-
-def rows_of(gw, key: str, count: int, timeout: float = 20) -> list[dict]:
-    """The key's usage rows once there are `count` of them in SQL (newest first)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = gw.usage_rows(key)
-        if len(rows) >= count or time.monotonic() > deadline:
-            assert len(rows) == count, rows
-            return rows
-        time.sleep(0.05)
-
-
-def only_row(gw, key: str, timeout: float = 20) -> dict:
-    """The key's one usage row, once the worker moved it into SQL."""
-    return rows_of(gw, key, 1, timeout)[0]
-
 
 def assert_books_hold(gw, email: str, key: str) -> None:
     """The invariants after any answer: balance ≥ 0, no account's `held` below zero, every row of
@@ -259,9 +209,9 @@ def test_after_an_overage_the_next_request_is_held_against_what_is_left(gw, sim)
     only_row(gw, key)
     # 7,800,000 left: 3,801 output tokens hold 200 × 1,000 + 3,801 × 2,000 = 7,802,000; 3,800 fit.
     headers = headers_for("openai", key)
-    assert post(gw, PATH["openai"], request_body("openai", False, max_tokens=3801), headers)[0] == 402
+    assert post_raw(gw, PATH["openai"], request_body("openai", False, max_tokens=3801), headers)[0] == 402
     sim.enqueue(**hostile_answer("openai-whole", 10, 20))
-    assert post(gw, PATH["openai"], request_body("openai", False, max_tokens=3800), headers)[0] == 200
+    assert post_raw(gw, PATH["openai"], request_body("openai", False, max_tokens=3800), headers)[0] == 200
     rows_of(gw, key, 2)
     assert gw.balance_nano(email) == CREDIT - HOLD - 50_000
     assert_books_hold(gw, email, key)
@@ -416,7 +366,7 @@ def test_usage_the_gateway_asked_for_after_a_giant_event_is_billed_and_kept_from
                 stream=True, chunking=[65536])
     body = sized('{"model":"hp-chat","max_tokens":1000,"stream":true,'
                  '"messages":[{"role":"user","content":"{pad}"}]}', 200)
-    status, _, data = post(gw, "/v1/chat/completions", body, headers_for("openai", key))
+    status, _, data = post_raw(gw, "/v1/chat/completions", body, headers_for("openai", key))
     assert status == 200
     assert b'"completion_tokens":20' not in data
     row = only_row(gw, key)

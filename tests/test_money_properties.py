@@ -13,6 +13,7 @@ from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
+from helpers import headers_for, post_raw, rows_of, tokens_of
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from simulator import (
@@ -25,8 +26,8 @@ from simulator import (
     openai_chat_sse,
     usage,
 )
-from test_gateway_billing import SANDBOX_CHAT, tokens_of
-from test_hostile_provider import add_models, headers_for, post, rows_of
+from test_gateway_billing import SANDBOX_CHAT
+from test_hostile_provider import add_models
 
 from control_plane.money import cost_nano
 
@@ -188,7 +189,7 @@ def test_money_holds_against_a_hostile_client_and_a_hostile_provider_at_once(gat
     def send(tag):
         protocol, max_tokens, n, duplicate, stream = tags[tag][:5]
         path = "/v1/messages" if protocol == "anthropic" else "/v1/chat/completions"
-        return post(gateway, path, hostile_body(protocol, tag, max_tokens, n, duplicate, stream),
+        return post_raw(gateway, path, hostile_body(protocol, tag, max_tokens, n, duplicate, stream),
                     headers_for(protocol, key))[0]
 
     with ThreadPoolExecutor(8) as pool:

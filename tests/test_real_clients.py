@@ -11,6 +11,7 @@ os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"  # litellm reads its bundled
 
 import litellm  # noqa: E402
 import pytest  # noqa: E402
+from helpers import balance_nano, new_customer  # noqa: E402
 from langchain_anthropic import ChatAnthropic  # noqa: E402
 from langchain_core.messages import HumanMessage, SystemMessage  # noqa: E402
 from langchain_openai import ChatOpenAI  # noqa: E402
@@ -23,7 +24,6 @@ from test_gateway_sdks import (  # noqa: E402
     assert_billed,
     chat_classes,
 )
-from test_gateway_streams import balance_nano, new_customer  # noqa: E402
 
 litellm.suppress_debug_info = True
 # litellm's own pydantic and deprecation warnings, nothing of ours

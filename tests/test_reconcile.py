@@ -7,6 +7,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+from helpers import api_get, usage_record
 from openai import OpenAI
 
 from control_plane import db
@@ -50,19 +51,13 @@ def test_admin_api_reports_reconciliation_and_refuses_customers(gateway, gw_cust
     _, key = gw_customer
     gateway.cli("account", "create", "admin@example.com", "--admin")
     admin_key = gateway.create_key("admin@example.com")
-    body = _get(gateway, admin_key, "/api/v1/admin/reconcile")
+    body = api_get(gateway, admin_key, "/api/v1/admin/reconcile")
     assert body["drifting"] == 0 and body["accounts"]
     try:
-        _get(gateway, key, "/api/v1/admin/reconcile")
+        api_get(gateway, key, "/api/v1/admin/reconcile")
         raise AssertionError("a customer key read the admin endpoint")
     except urllib.error.HTTPError as e:
         assert e.code == 403
-
-
-def _get(gateway, key, path):
-    req = urllib.request.Request(f"{gateway.url}{path}", headers={"Authorization": f"Bearer {key}"})
-    with urllib.request.urlopen(req, timeout=20) as r:
-        return json.loads(r.read())
 
 
 def _account_id(gateway, email):
@@ -83,11 +78,10 @@ def redis_hash(settings, customer, kind) -> str:
 
 
 def add_usage(settings, customer, rid, cost, hold, overage=0):
-    fields = {"rid": rid, "ts": "1700000000000", "acct": str(customer.account.id), "key": str(customer.key.id),
-              "model": "test-chat", "status": "200", "basis": "provider", "cost": str(cost), "hold": str(hold),
-              "over": str(overage)}
+    """A usage row in SQL as the worker writes one, of a record charged `cost` within `hold`."""
+    record = usage_record(customer, None, rid, cost=str(cost), hold=str(hold), over=str(overage))
     with db.session_scope(settings) as session:
-        session.add(Usage(**parse(fields).row_values(None)))
+        session.add(Usage(**parse(record).row_values(None)))
 
 
 def test_a_clean_state_reconciles_with_exit_0(cli, customer):
