@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 from harness import Gateway
-from helpers import new_customer
+from helpers import balance_nano, new_customer
 
 SQLITE = "sqlite"
 POSTGRES = "postgresql"
@@ -92,3 +92,10 @@ def gateway(gateway_database, tmp_path_factory):
 def gw_customer(gateway):
     """A fresh account with $10 and a key: (email, key)."""
     return new_customer(gateway)
+
+
+@pytest.fixture
+def gw_funded_key(gateway, gw_customer):
+    """gw_customer's key and the live balance before the test: (key, balance_nano)."""
+    _, key = gw_customer
+    return key, balance_nano(gateway, key)

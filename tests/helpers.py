@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -155,6 +156,31 @@ def post_raw(gateway, path: str, body: bytes | dict, headers: dict, timeout: flo
         conn.close()
 
 
+# The sandbox's answers (lua/tollgate/sandbox.lua) are a function of the request body as it reaches
+# it (the gateway adds `"stream_options":{"include_usage":true},`, 40 bytes, to an OpenAI chat or
+# completions stream that did not ask for its usage): ⌈body bytes / 4⌉ prompt tokens, from 128 of
+# them ⌊prompt / 128⌋ × 64 cached; 16 reasoning tokens for a model named *reason*; its 24-word
+# sentence (a token a word) within max_tokens, or a tool call's arguments or a JSON answer of
+# ⌈JSON bytes / 4⌉ tokens. An Anthropic prompt naming cache_control writes ⌊prompt / 2⌋ of it to
+# the cache (the 1-hour tier with "ttl": "1h"), the rest less the cached part is uncached input.
+# Its models' prices (control_plane/ops/demo.py), in nano-USD a token: sandbox-chat 150 input, 75
+# cached, 600 output; sandbox-reasoner 1,100 input, 550 cached, 4,400 output and reasoning;
+# sandbox-claude 3,000 input, 300 cache read, 3,750 cache write, 6,000 1-hour cache write,
+# 15,000 output; sandbox-embed 20 input.
+LONG_PROMPT = "Summarise the ledger rules. " * 40  # 1,120 characters: long enough for a cache hit
+MESSAGES = [{"role": "user", "content": LONG_PROMPT}]
+CACHED_SYSTEM = [{"type": "text", "text": LONG_PROMPT, "cache_control": {"type": "ephemeral"}}]
+
+
+def exchange(gateway, raw: bytes):
+    """Sends exactly `raw` on a new connection: (status, lower-cased headers, body bytes)."""
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        sock.sendall(raw)
+        resp = http.client.HTTPResponse(sock)
+        resp.begin()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+
+
 def sized(template: str, length: int) -> bytes:
     """The template with its `{pad}` filled with x's so that the body is exactly `length` bytes."""
     body = template.replace("{pad}", "x" * (length - len(template) + len("{pad}"))).encode()
@@ -185,3 +211,22 @@ def rows_of(gateway, key: str, count: int, timeout: float = 20) -> list[dict]:
 def only_row(gateway, key: str, timeout: float = 20) -> dict:
     """The key's one usage row, once the worker moved it into SQL."""
     return rows_of(gateway, key, 1, timeout)[0]
+
+
+def assert_billed(gateway, key: str, before: int, tokens: dict[str, int], cost: int, stream: bool) -> None:
+    """The key's one usage row has the provider's token counts `tokens` and is charged `cost`,
+    and the live balance is `before` less that."""
+    row = only_row(gateway, key)
+    assert (tokens_of(row), row["cost_nano"], row["billing_basis"], row["stream"]) == (
+        tokens, cost, "provider", stream), row
+    assert balance_nano(gateway, key) == before - cost
+
+
+def chat_classes(usage) -> dict[str, int]:
+    """The usage classes of an OpenAI usage object as a client parsed it (its prompt count includes
+    the cached tokens, its completion count the reasoning ones)."""
+    cached = usage.prompt_tokens_details.cached_tokens if usage.prompt_tokens_details else 0
+    details = usage.completion_tokens_details
+    reasoning = details.reasoning_tokens if details and details.reasoning_tokens else 0
+    return {"in": usage.prompt_tokens - (cached or 0), "cr": cached or 0, "cw": 0, "cw1h": 0,
+            "out": usage.completion_tokens - reasoning, "rsn": reasoning}

@@ -42,9 +42,12 @@ def test_redis_losing_its_data_loses_no_usage(own_gateway, journaled_twice):
     wait_for(lambda: len(gw.usage_rows(key)) == REQUESTS, 60, "the journal replay")
     rows = gw.usage_rows(key)
     assert len({row["request_id"] for row in rows}) == REQUESTS
+    # Each the OpenAI SDK's 68-byte body: 17 prompt tokens in the sandbox; 24 output:
+    # 17 × 150 + 24 × 600 = 16,950 nano
+    assert [row["cost_nano"] for row in rows] == [16_950] * REQUESTS
     gw.wait_drained()
     wait_for(lambda: gw.reconciled()[0], 30, "reconciliation")
-    assert gw.balance_nano("lossy@example.com") == start - sum(row["cost_nano"] for row in rows)
+    assert gw.balance_nano("lossy@example.com") == start - REQUESTS * 16_950
 
 
 def test_redis_down_answers_503_fast_and_recovers(own_gateway):

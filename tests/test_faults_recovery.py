@@ -18,13 +18,22 @@ import sqlalchemy as sa
 from harness import REPO, Gateway, free_port, wait_for
 from helpers import tokens_of
 from simulator import Simulator
-from test_gateway_billing import SANDBOX_CHAT
 
 from control_plane.hot.redis_keys import CONSUMER_GROUP
-from control_plane.money import cost_nano
 
 EMAIL = "faulty@example.com"
 HELLO = {"model": "sandbox-chat", "messages": [{"role": "user", "content": "Hi"}]}
+# The exact charge of each request the tests send, by (model, streamed), in nano-USD: sandbox-chat
+# (its counts: helpers.LONG_PROMPT) and slow-chat at its price, the openai_chat_stream fixture's usage.
+BILLED = {
+    # HELLO streamed: 90 bytes, 130 with the stream_options the gateway adds: 33 prompt tokens;
+    # 24 output: 33 × 150 + 24 × 600 = 19,350
+    ("sandbox-chat", True): ({"in": 33, "cr": 0, "cw": 0, "cw1h": 0, "out": 24, "rsn": 0}, 19_350),
+    # HELLO not streamed: 91 bytes, 23 prompt tokens; 24 output: 23 × 150 + 24 × 600 = 17,850
+    ("sandbox-chat", False): ({"in": 23, "cr": 0, "cw": 0, "cw1h": 0, "out": 24, "rsn": 0}, 17_850),
+    # 318 × 150 + 1,024 × 75 + 87 × 600 = 176,700
+    ("slow-chat", True): ({"in": 318, "cr": 1024, "cw": 0, "cw1h": 0, "out": 87, "rsn": 0}, 176_700),
+}
 
 
 def chats(gw: Gateway, key: str, count: int) -> list[int]:
@@ -58,7 +67,7 @@ def assert_billed_exactly_once(gw: Gateway, key: str, start_nano: int, served: i
     rows = gw.usage_rows(key)
     assert len(rows) == served
     assert len({row["request_id"] for row in rows}) == served
-    assert [row["cost_nano"] for row in rows] == [cost_nano(tokens_of(row), SANDBOX_CHAT) for row in rows]
+    assert [(tokens_of(row), row["cost_nano"]) for row in rows] == [BILLED[row["model"], row["stream"]] for row in rows]
     charged = sum(row["cost_nano"] for row in rows)
     assert sql_balance_nano(gw, EMAIL) == start_nano - charged
     assert gw.balance_nano(EMAIL) == start_nano - charged

@@ -6,11 +6,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from helpers import api_get, tokens_of
-from test_gateway_billing import SANDBOX_CHAT
-
-from control_plane.money import cost_nano
 
 STREAMS = 50
+# Each body is 115 or 116 bytes, 155 or 156 with the stream_options the gateway adds: 39 prompt
+# tokens; 24 output: 39 × 150 + 24 × 600 = 20,250 nano (the sandbox's counts: helpers.LONG_PROMPT).
+TOKENS = {"in": 39, "cr": 0, "cw": 0, "cw1h": 0, "out": 24, "rsn": 0}
+COST = 20_250
 
 
 def stream_once(gateway, key, i):
@@ -34,8 +35,8 @@ def test_concurrent_streams_never_overdraw_and_charge_exactly(gateway):
     gateway.wait_drained()
     rows = api_get(gateway, key, f"/api/v1/usage?limit={STREAMS + 10}")["data"]
     assert len(rows) == admitted
-    exact = sum(cost_nano(tokens_of(row), SANDBOX_CHAT) for row in rows)
-    assert sum(row["cost_nano"] for row in rows) == exact
+    assert [(tokens_of(row), row["cost_nano"]) for row in rows] == [(TOKENS, COST)] * admitted
+    exact = admitted * COST
     final = gateway.balance_nano(email)
     hot = {name: r.hgetall(name) for pattern in ("tg:{*}:acct:*", "tg:{*}:key:*", "tg:{*}:lease:*")
            for name in r.scan_iter(pattern)}

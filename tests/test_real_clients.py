@@ -1,6 +1,7 @@
 """Client libraries a new user tries first, against the gateway's sandbox models: LangChain's
 ChatOpenAI and ChatAnthropic and litellm's completion(), streamed and not. Each answer's usage, as
-the library reports it, is what the gateway billed. Everything runs offline: a connection to any
+the library reports it, is what the gateway billed: the sandbox's for the body the library sends
+(the figures by hand, as helpers.LONG_PROMPT says). Everything runs offline: a connection to any
 host but this one fails the test (tiktoken's encoding downloads, litellm's price-list fetch)."""
 from __future__ import annotations
 
@@ -11,19 +12,10 @@ os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"  # litellm reads its bundled
 
 import litellm  # noqa: E402
 import pytest  # noqa: E402
-from helpers import balance_nano, new_customer  # noqa: E402
+from helpers import CACHED_SYSTEM, LONG_PROMPT, MESSAGES, assert_billed, chat_classes  # noqa: E402
 from langchain_anthropic import ChatAnthropic  # noqa: E402
 from langchain_core.messages import HumanMessage, SystemMessage  # noqa: E402
 from langchain_openai import ChatOpenAI  # noqa: E402
-from test_gateway_billing import SANDBOX_CHAT, SANDBOX_REASONER  # noqa: E402
-from test_gateway_sdks import (  # noqa: E402
-    CACHED_SYSTEM,
-    LONG_PROMPT,
-    MESSAGES,
-    SANDBOX_CLAUDE,
-    assert_billed,
-    chat_classes,
-)
 
 litellm.suppress_debug_info = True
 # litellm's own pydantic and deprecation warnings, nothing of ours
@@ -49,13 +41,6 @@ def offline():
         patch.setattr(socket.socket, "connect", loopback_only)
         yield
     assert attempts == []
-
-
-@pytest.fixture
-def customer(gateway):
-    """(key, balance before) of a fresh $10 account."""
-    _, key = new_customer(gateway)
-    return key, balance_nano(gateway, key)
 
 
 def classes_of(usage_metadata) -> dict:
@@ -89,39 +74,49 @@ def chat_anthropic(gateway, key) -> ChatAnthropic:
                          max_tokens=64_000)
 
 
-def test_langchain_chat_openai_invoke_reports_the_billed_usage(gateway, customer):
-    key, before = customer
+def test_langchain_chat_openai_invoke_reports_the_billed_usage(gateway, gw_funded_key):
+    key, before = gw_funded_key
     answer = chat_openai(gateway, key, "sandbox-reasoner").invoke(LONG_PROMPT)
     assert answer.content.startswith("Tollgate sandbox")
-    tokens = classes_of(answer.usage_metadata)
-    assert tokens["cr"] > 0 and tokens["rsn"] > 0
-    assert_billed(gateway, key, before, tokens, SANDBOX_REASONER, stream=False)
+    # A 1,205-byte body: 302 prompt tokens, 128 of them cached; 24 output and 16 reasoning:
+    # 174 × 1,100 + 128 × 550 + (24 + 16) × 4,400 = 437,800 nano
+    tokens = {"in": 174, "cr": 128, "cw": 0, "cw1h": 0, "out": 24, "rsn": 16}
+    assert classes_of(answer.usage_metadata) == tokens
+    assert_billed(gateway, key, before, tokens, 437_800, stream=False)
 
 
-def test_langchain_chat_openai_stream_reports_the_billed_usage(gateway, customer):
-    key, before = customer
+def test_langchain_chat_openai_stream_reports_the_billed_usage(gateway, gw_funded_key):
+    key, before = gw_funded_key
     answer = summed(list(chat_openai(gateway, key, "sandbox-chat").stream(LONG_PROMPT)))
     assert answer.content.startswith("Tollgate sandbox")
-    assert_billed(gateway, key, before, classes_of(answer.usage_metadata), SANDBOX_CHAT, stream=True)
+    # A 1,240-byte body: 310 prompt tokens, 128 of them cached; 24 output:
+    # 182 × 150 + 128 × 75 + 24 × 600 = 51,300 nano
+    tokens = {"in": 182, "cr": 128, "cw": 0, "cw1h": 0, "out": 24, "rsn": 0}
+    assert classes_of(answer.usage_metadata) == tokens
+    assert_billed(gateway, key, before, tokens, 51_300, stream=True)
 
 
-def test_langchain_chat_anthropic_invoke_reports_the_billed_usage(gateway, customer):
-    key, before = customer
+def test_langchain_chat_anthropic_invoke_reports_the_billed_usage(gateway, gw_funded_key):
+    key, before = gw_funded_key
     answer = chat_anthropic(gateway, key).invoke(CLAUDE_PROMPT)
     assert answer.content.startswith("Tollgate sandbox")
-    tokens = classes_of(answer.usage_metadata)
-    assert tokens["cr"] > 0 and tokens["cw"] > 0
-    assert_billed(gateway, key, before, tokens, SANDBOX_CLAUDE, stream=False)
+    # A 2,401-byte body: 601 prompt tokens, 256 of them cached, 300 written to the cache; 24
+    # output: 45 × 3,000 + 256 × 300 + 300 × 3,750 + 24 × 15,000 = 1,696,800 nano
+    tokens = {"in": 45, "cr": 256, "cw": 300, "cw1h": 0, "out": 24, "rsn": 0}
+    assert classes_of(answer.usage_metadata) == tokens
+    assert_billed(gateway, key, before, tokens, 1_696_800, stream=False)
 
 
-def test_langchain_chat_anthropic_stream_reports_the_billed_usage(gateway, customer):
+def test_langchain_chat_anthropic_stream_reports_the_billed_usage(gateway, gw_funded_key):
     # LangChain reads a stream's usage from message_delta alone, input and cache counts too.
-    key, before = customer
+    key, before = gw_funded_key
     answer = summed(list(chat_anthropic(gateway, key).stream(CLAUDE_PROMPT)))
     assert answer.text.startswith("Tollgate sandbox")
-    tokens = classes_of(answer.usage_metadata)
-    assert tokens["cr"] > 0 and tokens["cw"] > 0
-    assert_billed(gateway, key, before, tokens, SANDBOX_CLAUDE, stream=True)
+    # A 2,415-byte body: 604 prompt tokens, 256 of them cached, 302 written to the cache; 24
+    # output: 46 × 3,000 + 256 × 300 + 302 × 3,750 + 24 × 15,000 = 1,707,300 nano
+    tokens = {"in": 46, "cr": 256, "cw": 302, "cw1h": 0, "out": 24, "rsn": 0}
+    assert classes_of(answer.usage_metadata) == tokens
+    assert_billed(gateway, key, before, tokens, 1_707_300, stream=True)
 
 
 def get_weather(city: str) -> str:
@@ -129,15 +124,15 @@ def get_weather(city: str) -> str:
     return "Sunny"
 
 
-def test_langchain_bound_tools_get_a_tool_call_over_openai(gateway, customer):
-    key, _ = customer
+def test_langchain_bound_tools_get_a_tool_call_over_openai(gateway, gw_funded_key):
+    key, _ = gw_funded_key
     answer = chat_openai(gateway, key, "sandbox-chat").bind_tools([get_weather], tool_choice="any").invoke(
         "Weather in Paris?")
     assert [(call["name"], call["args"]) for call in answer.tool_calls] == [("get_weather", {"city": ""})]
 
 
-def test_langchain_bound_tools_get_a_tool_call_over_anthropic(gateway, customer):
-    key, _ = customer
+def test_langchain_bound_tools_get_a_tool_call_over_anthropic(gateway, gw_funded_key):
+    key, _ = gw_funded_key
     answer = chat_anthropic(gateway, key).bind_tools([get_weather], tool_choice="any").invoke("Weather in Paris?")
     assert [(call["name"], call["args"]) for call in answer.tool_calls] == [("get_weather", {"city": ""})]
 
@@ -162,31 +157,45 @@ def litellm_claude_classes(usage) -> dict:
             "out": usage.completion_tokens, "rsn": 0}
 
 
-def test_litellm_completion_reports_the_billed_usage(gateway, customer):
-    key, before = customer
+def test_litellm_completion_reports_the_billed_usage(gateway, gw_funded_key):
+    key, before = gw_funded_key
     answer = litellm_chat(gateway, key)
     assert answer.choices[0].message.content.startswith("Tollgate sandbox")
-    assert_billed(gateway, key, before, chat_classes(answer.usage), SANDBOX_CHAT, stream=False)
+    # A 1,186-byte body: 297 prompt tokens, 128 of them cached; 24 output:
+    # 169 × 150 + 128 × 75 + 24 × 600 = 49,350 nano
+    tokens = {"in": 169, "cr": 128, "cw": 0, "cw1h": 0, "out": 24, "rsn": 0}
+    assert chat_classes(answer.usage) == tokens
+    assert_billed(gateway, key, before, tokens, 49_350, stream=False)
 
 
-def test_litellm_streamed_completion_reports_the_billed_usage(gateway, customer):
-    key, before = customer
+def test_litellm_streamed_completion_reports_the_billed_usage(gateway, gw_funded_key):
+    key, before = gw_funded_key
     chunks = list(litellm_chat(gateway, key, stream=True, stream_options={"include_usage": True}))
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).startswith("Tollgate sandbox")
-    assert_billed(gateway, key, before, chat_classes(chunks[-1].usage), SANDBOX_CHAT, stream=True)
+    # A 1,240-byte body: 310 prompt tokens, 128 of them cached; 24 output:
+    # 182 × 150 + 128 × 75 + 24 × 600 = 51,300 nano
+    tokens = {"in": 182, "cr": 128, "cw": 0, "cw1h": 0, "out": 24, "rsn": 0}
+    assert chat_classes(chunks[-1].usage) == tokens
+    assert_billed(gateway, key, before, tokens, 51_300, stream=True)
 
 
-def test_litellm_anthropic_completion_reports_the_billed_usage(gateway, customer):
-    key, before = customer
+def test_litellm_anthropic_completion_reports_the_billed_usage(gateway, gw_funded_key):
+    key, before = gw_funded_key
     answer = litellm_claude(gateway, key)
     assert answer.choices[0].message.content.startswith("Tollgate sandbox")
-    tokens = litellm_claude_classes(answer.usage)
-    assert tokens["cr"] > 0 and tokens["cw"] > 0
-    assert_billed(gateway, key, before, tokens, SANDBOX_CLAUDE, stream=False)
+    # A 2,445-byte body: 612 prompt tokens, 256 of them cached, 306 written to the cache; 24
+    # output: 50 × 3,000 + 256 × 300 + 306 × 3,750 + 24 × 15,000 = 1,734,300 nano
+    tokens = {"in": 50, "cr": 256, "cw": 306, "cw1h": 0, "out": 24, "rsn": 0}
+    assert litellm_claude_classes(answer.usage) == tokens
+    assert_billed(gateway, key, before, tokens, 1_734_300, stream=False)
 
 
-def test_litellm_streamed_anthropic_completion_reports_the_billed_usage(gateway, customer):
-    key, before = customer
+def test_litellm_streamed_anthropic_completion_reports_the_billed_usage(gateway, gw_funded_key):
+    key, before = gw_funded_key
     chunks = list(litellm_claude(gateway, key, stream=True, stream_options={"include_usage": True}))
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).startswith("Tollgate sandbox")
-    assert_billed(gateway, key, before, litellm_claude_classes(chunks[-1].usage), SANDBOX_CLAUDE, stream=True)
+    # A 2,461-byte body: 616 prompt tokens, 256 of them cached, 308 written to the cache; 24
+    # output: 52 × 3,000 + 256 × 300 + 308 × 3,750 + 24 × 15,000 = 1,747,800 nano
+    tokens = {"in": 52, "cr": 256, "cw": 308, "cw1h": 0, "out": 24, "rsn": 0}
+    assert litellm_claude_classes(chunks[-1].usage) == tokens
+    assert_billed(gateway, key, before, tokens, 1_747_800, stream=True)
