@@ -5,6 +5,7 @@ that answers with the golden fixtures (tests/fixtures) the way a real provider s
     sim.enqueue("anthropic_stream", chunking="bytes")          # the next request gets this answer
     sim.enqueue("errors/openai_rate_limit", status=429, headers={"retry-after": "1"})
     sim.enqueue_hang()                                         # a request that is never answered
+    sim.enqueue_reset()                                        # one answered with a TCP reset
     ... point the gateway's provider at sim.url (or sim.url_unreachable) ...
     sim.requests[-1].json()["stream_options"]                  # what went upstream
     sim.stop()
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import json
 import socket
+import struct
 import threading
 import time
 from collections import deque
@@ -75,7 +77,7 @@ class Request:
 @dataclass(eq=False)
 class Answer:
     """One answer to send, and once sent, what happened: `sent` body bytes written, `outcome`
-    ("complete", "cut", "peer_closed" when a write failed, "stopped"), `ended` set at
+    ("complete", "cut", "peer_closed" when a write failed, "stopped", "reset"), `ended` set at
     `ended_at` (time.monotonic())."""
     body: bytes = b""
     status: int = 200
@@ -84,6 +86,7 @@ class Answer:
     delay: float = 0.0
     cut_after: int | None = None
     hang: bool = False
+    reset: bool = False
     stream: bool = False
     forever: bytes | None = None
     wait: threading.Event | None = None
@@ -167,6 +170,13 @@ class _Handler(BaseHTTPRequestHandler):
         if answer.hang:
             self.close_connection = True
             sim._stopping.wait()
+            return
+        if answer.reset:
+            self.close_connection = True
+            # Closed with a zero linger time: the peer gets an RST, not a FIN, and no byte.
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+            answer.end("reset")
             return
         if answer.wait is not None:
             while not answer.wait.wait(0.05):
@@ -333,6 +343,13 @@ class Simulator:
         """The next request is read and never answered (until the simulator stops)."""
         with self._lock:
             self._queue.append(Answer(hang=True))
+
+    def enqueue_reset(self) -> Answer:
+        """The next request is read and its connection reset (an RST) before any answer byte."""
+        reset = Answer(reset=True)
+        with self._lock:
+            self._queue.append(reset)
+        return reset
 
     def answer_with(self, responder: Callable[[Request], Answer] | None) -> None:
         """Requests nothing is queued for get responder(request) (an `answer(...)`), or with

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import json
-import urllib.error
+import time
 
 import openai
 import pytest
 from harness import free_port
-from helpers import bearer, post_json, post_raw
+from helpers import CACHE_SECONDS, UPSTREAM_KEY, bearer, exchange, only_row, post_json, post_raw, tg
 from openai import OpenAI
+from simulator import module_simulator  # noqa: F401 (the module's `sim` fixture)
 
 CHAT = "/v1/chat/completions"
 HELLO = {"model": "sandbox-chat", "messages": [{"role": "user", "content": "Hi"}]}
@@ -70,8 +71,6 @@ def test_key_with_stray_whitespace_is_accepted(gateway, gw_customer):
 
 
 def test_revoked_key_is_401_within_two_seconds(gateway, gw_customer):
-    import time
-
     email, key = gw_customer
     assert post_json(gateway, CHAT, HELLO, bearer(key))[0] == 200
     key_id = json.loads(gateway.cli("key", "list", email).stdout)[0]["id"]
@@ -137,8 +136,12 @@ def test_insufficient_balance_is_402_with_the_amount_needed(gateway):
     status, _, body = post_json(gateway, CHAT, {**HELLO, "max_tokens": 4000}, bearer(key))
     assert status == 402
     assert_openai_error(body, "insufficient_balance")
-    assert "$0.000001" in body["error"]["message"]
-    assert "max_tokens" in body["error"]["message"]
+    message = body["error"]["message"]
+    # sandbox-chat holds the 94 body bytes at its dearest input price and 4,000 output tokens:
+    # 94 × 150 + 4,000 × 600 = 2,414,100 nano
+    assert "may cost up to $0.0024141 (input estimate plus 4000 output tokens" in message
+    assert "$0.000001 is available, enough for up to 0 output tokens" in message
+    assert "max_tokens" in message
 
 
 def test_key_limit_reached_is_402(gateway):
@@ -149,13 +152,13 @@ def test_key_limit_reached_is_402(gateway):
 
 
 def test_body_too_large_is_413(gateway, unchanged_balance):
-    big = b'{"model": "sandbox-chat", "messages": [{"role": "user", "content": "' + b"x" * (33 * 1024 * 1024) + b'"}]}'
-    try:
-        status, _, body = post_json(gateway, CHAT, big, bearer(unchanged_balance))
-    except (ConnectionError, urllib.error.URLError):
-        pytest.skip("the server closed the connection before the client finished sending")
+    # nginx answers a Content-Length above TOLLGATE_MAX_BODY (32 MiB) before reading the body: the
+    # request sends none, so the answer is read whole (a client still sending could be reset).
+    head = (f"POST {CHAT} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {unchanged_balance}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {33 * 1024 * 1024}\r\n\r\n")
+    status, _, raw = exchange(gateway, head.encode())
     assert status == 413
-    assert_openai_error(body, "body_too_large")
+    assert_openai_error(json.loads(raw), "body_too_large")
 
 
 def test_doubled_v1_path_is_404_with_the_base_url_fix(gateway, gw_customer):
@@ -176,12 +179,28 @@ def test_unreachable_provider_is_502_and_charges_nothing(gateway, unchanged_bala
     gateway.cli("provider", "add", "nowhere", "--protocol", "openai", "--base-url",
                 f"http://127.0.0.1:{free_port()}/v1", "--api-key", "x")
     gateway.cli("model", "add", "nowhere-model", "--provider", "nowhere", "--input", "1", "--output", "2")
-    import time
-    time.sleep(1.5)
+    time.sleep(CACHE_SECONDS)
     status, headers, body = post_json(gateway, CHAT, {**HELLO, "model": "nowhere-model"}, bearer(unchanged_balance))
     assert status == 502
     assert_openai_error(body, "provider_unreachable")
     assert headers["x-request-id"] in body["error"]["message"]
+
+
+def test_a_provider_that_resets_the_connection_is_502_and_charges_nothing(gateway, sim, unchanged_balance):
+    tg(gateway, "provider", "add", "resetting", "--protocol", "openai", "--base-url", sim.url + "/v1",
+       "--api-key", UPSTREAM_KEY)
+    tg(gateway, "model", "add", "resetting-model", "--provider", "resetting", "--input", "1", "--output", "2")
+    time.sleep(CACHE_SECONDS)
+    upstream = len(sim.requests)
+    reset = sim.enqueue_reset()
+    status, headers, body = post_json(gateway, CHAT, {**HELLO, "model": "resetting-model"},
+                                      bearer(unchanged_balance))
+    assert status == 502
+    assert_openai_error(body, "provider_unreachable")
+    assert headers["x-request-id"] in body["error"]["message"]
+    assert (reset.outcome, len(sim.requests)) == ("reset", upstream + 1)  # sent once, not retried
+    row = only_row(gateway, unchanged_balance)  # recorded with nothing to bill (docs/internals.md)
+    assert (row["status"], row["billing_basis"], row["cost_nano"], sum(row["tokens"].values())) == (502, "none", 0, 0)
 
 
 def test_sdk_raises_typed_errors_with_the_gateway_message(gateway):
@@ -191,8 +210,6 @@ def test_sdk_raises_typed_errors_with_the_gateway_message(gateway):
 
 
 def test_account_default_rate_limit_applies_to_its_keys_with_openai_headers(gateway):
-    import time
-
     key = gateway.create_customer("ratelimited@example.com", "10")
     gateway.cli("account", "limits", "ratelimited@example.com", "--rpm", "2")
     time.sleep(1.5)

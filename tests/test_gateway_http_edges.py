@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 import time
 import uuid
 
 import pytest
-from helpers import CACHE_SECONDS, UPSTREAM_KEY, new_customer, tg
+from helpers import CACHE_SECONDS, UPSTREAM_KEY, exchange, new_customer, tg
 from simulator import module_simulator  # noqa: F401 (the module's `sim` fixture)
 
 # nginx-level behaviour: the same whatever database the instance uses.
@@ -18,15 +17,6 @@ pytestmark = pytest.mark.usefixtures("database_independent")
 
 CHAT = "/v1/chat/completions"
 MESSAGES = "/v1/messages"
-
-
-def exchange(gateway, raw: bytes):
-    """Sends exactly `raw` on a new connection: (status, lower-cased headers, body bytes)."""
-    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
-        sock.sendall(raw)
-        resp = http.client.HTTPResponse(sock)
-        resp.begin()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
 
 
 def post_head(path: str, *lines: bytes, method: bytes = b"POST", version: bytes = b"HTTP/1.1") -> bytes:

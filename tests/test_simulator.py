@@ -274,6 +274,16 @@ def test_hang_never_answers_until_stopped():
     assert time.monotonic() - started < 2
 
 
+def test_reset_answers_with_a_connection_reset_and_no_byte(simulator):
+    reset = simulator.enqueue_reset()
+    with socket.create_connection(("127.0.0.1", simulator.port), timeout=5) as s:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+        with pytest.raises(ConnectionResetError):
+            s.recv(1)
+    assert reset.ended.wait(5) and reset.outcome == "reset"
+    assert simulator.last_request.body == b"{}"
+
+
 def test_url_unreachable_refuses_connections(simulator):
     port = int(simulator.url_unreachable.rsplit(":", 1)[1])
     assert simulator.url_unreachable.endswith(f":{port}")
