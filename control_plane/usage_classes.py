@@ -28,9 +28,9 @@ class UsageClass:
 USAGE_CLASSES = (
     UsageClass("in", "input", "input", None, "uncached input"),
     UsageClass("cr", "cached_input", "cached", "input", "cache read"),
-    UsageClass("cw", "cache_write", "cache write", "input", "cache write (5 min / default tier)"),
-    UsageClass("cw1h", "cache_write_1h", "cache write 1h", "cache_write", "cache write, 1 hour tier"),
-    UsageClass("out", "output", "output", None, "output (non-reasoning)"),
+    UsageClass("cw", "cache_write", "cache write", "input", "cache write, 5 minutes (the default tier)"),
+    UsageClass("cw1h", "cache_write_1h", "cache write 1h", "cache_write", "cache write, 1 hour"),
+    UsageClass("out", "output", "output", None, "output, not reasoning"),
     UsageClass("rsn", "reasoning", "reasoning", "output", "reasoning"),
 )
 RECORD_FIELDS = tuple(usage_class.field for usage_class in USAGE_CLASSES)

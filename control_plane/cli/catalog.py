@@ -36,10 +36,10 @@ def price_options(command):
     """--input, --cached-input, … : one USD-per-1M-tokens option per usage class, named by its price
     field; those without a default price are required."""
     for usage in reversed(USAGE_CLASSES):
-        when_unset = "" if usage.default is None else f" (default: the {usage.default.replace('_', ' ')} price)"
+        when_unset = "" if usage.default is None else f"; default: the {usage.default.replace('_', ' ')} price"
         command = click.option(f"--{usage.price.replace('_', '-')}", usage.price, type=USD,
                                required=usage.default is None,
-                               help=f"USD per 1M tokens of {usage.description}{when_unset}.")(command)
+                               help=f"USD per 1M tokens: {usage.description}{when_unset}.")(command)
     return command
 
 
