@@ -70,6 +70,12 @@ def usage_entry(*records: dict[str, str] | str) -> dict[str, str]:
     return {"r": "\n".join(record if isinstance(record, str) else packed_record(record) for record in records)}
 
 
+def reconcile_report(cli) -> tuple[int, dict]:
+    """`tollgate reconcile --json` (conftest's cli): its exit code and report."""
+    result = cli("reconcile", "--json")
+    return result.exit_code, json.loads(result.stdout)
+
+
 def drain_all(drain) -> int:
     """Records everything in the usage streams with the UsageDrain; how many records it wrote."""
     written = 0
@@ -88,11 +94,18 @@ def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
+ANTHROPIC_VERSION = "2023-06-01"
+
+
+def anthropic_headers(key: str) -> dict[str, str]:
+    """The key and the API version, as Anthropic's clients send them."""
+    return {"x-api-key": key, "anthropic-version": ANTHROPIC_VERSION}
+
+
 def headers_for(protocol: str, key: str) -> dict[str, str]:
     """A JSON request's headers with the key, as clients of the protocol send them."""
-    if protocol == "anthropic":
-        return {"x-api-key": key, "anthropic-version": "2023-06-01", "Content-Type": "application/json"}
-    return {**bearer(key), "Content-Type": "application/json"}
+    credentials = anthropic_headers(key) if protocol == "anthropic" else bearer(key)
+    return {**credentials, "Content-Type": "application/json"}
 
 
 def tg(gateway, *args: str) -> str:

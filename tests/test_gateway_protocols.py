@@ -2,14 +2,9 @@
 count_tokens, the model list in both protocols' shapes, and errors in each protocol's shape."""
 from __future__ import annotations
 
-from helpers import api_get, balance_nano, bearer, request_json
+from helpers import ANTHROPIC_VERSION, anthropic_headers, api_get, balance_nano, bearer, request_json
 
-ANTHROPIC_VERSION = "2023-06-01"
 HELLO_CLAUDE = {"model": "sandbox-claude", "max_tokens": 64, "messages": [{"role": "user", "content": "Hi"}]}
-
-
-def anthropic_headers(key):
-    return {"x-api-key": key, "anthropic-version": ANTHROPIC_VERSION}
 
 
 def assert_anthropic_error(body, error_type):

@@ -19,6 +19,7 @@ from helpers import (
     CACHED_SYSTEM,
     LONG_PROMPT,
     MESSAGES,
+    anthropic_headers,
     api_get,
     assert_billed,
     balance_nano,
@@ -82,10 +83,6 @@ def sse_events(gateway, path, headers, body) -> list[tuple[str | None, dict]]:
         if "data" in fields and fields["data"] != "[DONE]":
             events.append((fields.get("event"), json.loads(fields["data"])))
     return events
-
-
-def anthropic_headers(key) -> dict:
-    return {"x-api-key": key, "anthropic-version": "2023-06-01"}
 
 
 def post_json(gateway, path, headers, body) -> dict:

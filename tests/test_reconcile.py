@@ -7,7 +7,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from helpers import api_get, usage_record
+from helpers import api_get, reconcile_report, usage_record
 from openai import OpenAI
 
 from control_plane import db
@@ -65,11 +65,6 @@ def _account_id(gateway, email):
 
 
 # Without a gateway: the control plane's Redis and SQL, each invariant broken on purpose.
-
-def reconcile_report(cli):
-    result = cli("reconcile", "--json")
-    return result.exit_code, json.loads(result.stdout)
-
 
 def redis_hash(settings, customer, kind) -> str:
     shard = customer.shard(settings)

@@ -10,7 +10,7 @@ import pytest
 from alembic import command
 from alembic.config import Config
 from conftest import DATABASES, POSTGRES_URL
-from helpers import COST, drain_all, packed_record, usage_entry, usage_record
+from helpers import COST, drain_all, packed_record, reconcile_report, usage_entry, usage_record
 from sqlalchemy import create_engine, inspect, select, text
 from sqlalchemy.engine import make_url
 
@@ -67,11 +67,6 @@ def usage_costs(settings) -> dict[str, int]:
 def sql_balance(settings, customer) -> int:
     with db.session_scope(settings) as session:
         return session.get(Account, customer.account.id).balance_nano
-
-
-def reconcile_report(cli):
-    result = cli("reconcile", "--json")
-    return result.exit_code, json.loads(result.stdout)
 
 
 @pytest.fixture
