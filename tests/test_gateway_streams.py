@@ -14,6 +14,7 @@ from decimal import Decimal
 import pytest
 from harness import Gateway
 from helpers import (
+    ANTHROPIC_VERSION,
     CACHE_SECONDS,
     UPSTREAM_KEY,
     api_get,
@@ -31,7 +32,6 @@ from simulator import (
     module_simulator,  # noqa: F401 (the module's `sim` fixture)
 )
 
-ANTHROPIC_VERSION = "2023-06-01"
 ANTHROPIC_BETA = "prompt-caching-2024-07-31,interleaved-thinking-2025-05-14"
 PRICE_FLAGS = (("input", "--input"), ("output", "--output"), ("cached_input", "--cached-input"),
                ("cache_write", "--cache-write"), ("cache_write_1h", "--cache-write-1h"),
