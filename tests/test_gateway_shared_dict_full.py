@@ -5,47 +5,34 @@ are still served."""
 from __future__ import annotations
 
 import hashlib
-import json
-import urllib.error
-import urllib.request
-import uuid
 
 import pytest
 from harness import Gateway
+from helpers import headers_for, new_customer, post_json
+
+from control_plane.hot import redis_keys
 
 # The smallest dict nginx takes: this node's id and the entries of a few keys. Leases are never
 # idle, so maintenance deletes no key's entries while the test fills the dict.
 TINY = {"TOLLGATE_LEASE_DICT": "12k", "TOLLGATE_LEASE_IDLE_SECONDS": "3600"}
 MOST_KEYS = 60  # far more than 12k holds
 
-CHAT = ("/v1/chat/completions", {"model": "sandbox-chat", "max_tokens": 10,
-                                 "messages": [{"role": "user", "content": "Hi"}]})
-MESSAGES = ("/v1/messages", {"model": "sandbox-claude", "max_tokens": 10,
-                             "messages": [{"role": "user", "content": "Hi"}]})
+HELLO = [{"role": "user", "content": "Hi"}]
+CHAT = ("openai", "/v1/chat/completions", {"model": "sandbox-chat", "max_tokens": 10, "messages": HELLO})
+MESSAGES = ("anthropic", "/v1/messages", {"model": "sandbox-claude", "max_tokens": 10, "messages": HELLO})
 
 
-def post(gateway, key, path, body):
-    req = urllib.request.Request(f"{gateway.url}{path}", data=json.dumps(body).encode(), method="POST",
-                                 headers={"Authorization": f"Bearer {key}", "anthropic-version": "2023-06-01",
-                                          "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, r.headers.get("Content-Type"), r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.headers.get("Content-Type"), e.read()
-
-
-def new_customer(gateway):
-    email = f"d{uuid.uuid4().hex[:12]}@example.com"
-    return email, gateway.create_customer(email, "1")
+def post(gateway, key, endpoint):
+    protocol, path, body = endpoint
+    return post_json(gateway, path, body, headers_for(protocol, key))
 
 
 def hot_state(gateway, key):
     """The key's account and key hashes and its lease hash in Redis."""
     r = gateway.redis()
-    kid, acct, shard = r.hmget(f"tg:apikey:{hashlib.sha256(key.encode()).hexdigest()}", "id", "acct", "shard")
-    return (r.hgetall(f"tg:{{s{shard}}}:acct:{acct}"), r.hgetall(f"tg:{{s{shard}}}:key:{kid}"),
-            r.hgetall(f"tg:{{s{shard}}}:lease:{kid}"))
+    kid, acct, shard = r.hmget(redis_keys.apikey(hashlib.sha256(key.encode()).hexdigest()), "id", "acct", "shard")
+    return (r.hgetall(redis_keys.account(shard, acct)), r.hgetall(redis_keys.key_state(shard, kid)),
+            r.hgetall(redis_keys.lease(shard, kid)))
 
 
 @pytest.fixture
@@ -55,8 +42,8 @@ def full_dict(database_independent, tmp_path):
     try:
         served = None
         for _ in range(MOST_KEYS):
-            _email, key = new_customer(gw)
-            status, _ctype, _body = post(gw, key, *CHAT)
+            _email, key = new_customer(gw, "1")
+            status, _headers, _body = post(gw, key, CHAT)
             if status == 503:
                 break
             assert status == 200
@@ -72,15 +59,14 @@ def full_dict(database_independent, tmp_path):
 @pytest.mark.parametrize("endpoint", [CHAT, MESSAGES], ids=["openai", "anthropic"])
 def test_a_new_key_is_refused_503_and_nothing_moves(full_dict, endpoint):
     gw, _served = full_dict
-    email, key = new_customer(gw)
+    email, key = new_customer(gw, "1")
     before = hot_state(gw, key)
     balance = gw.balance_nano(email)
 
-    status, ctype, raw = post(gw, key, *endpoint)
+    status, headers, body = post(gw, key, endpoint)
 
     assert status == 503
-    assert ctype == "application/json"
-    body = json.loads(raw)
+    assert headers["Content-Type"] == "application/json"
     if endpoint is CHAT:
         assert set(body) == {"error"}
         assert body["error"]["code"] == "gateway_unavailable"
@@ -103,8 +89,8 @@ def test_a_new_key_is_refused_503_and_nothing_moves(full_dict, endpoint):
 def test_a_key_the_dict_holds_is_still_served(full_dict):
     gw, served = full_dict
     for _ in range(2):
-        status, _ctype, raw = post(gw, served, *CHAT)
-        assert status == 200, raw
+        status, _headers, body = post(gw, served, CHAT)
+        assert status == 200, body
     gw.wait_drained()
     ok, report = gw.reconciled()
     assert ok, report
