@@ -12,6 +12,7 @@ from pathlib import Path
 from .money import usd_to_nano
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+LEASE_DICT_MIN_BYTES = 12 * 1024  # nginx cannot make a shared dict smaller (its slab pool)
 MAX_BODY_BYTES = 64 * 1024 * 1024  # below money.MAX_TOKENS: each body byte is a token of a hold
 # The canonical USDT contract (and decimals) of each deposit chain: the defaults of
 # TOLLGATE_TRON_USDT_CONTRACT and TOLLGATE_<BSC|POLYGON>_USDT_CONTRACT / _DECIMALS.
@@ -70,7 +71,7 @@ def _usd(env, name, default):
         raise SettingsError(f"{name}: {exc}") from None
 
 
-def _size(env, name, default, maximum=None):
+def _size(env, name, default, maximum=None, minimum=None):
     """nginx-style size: 1048576, 512k, 32m."""
     raw = _raw(env, name, default).lower()
     factor = {"k": 1024, "m": 1024 * 1024}.get(raw[-1:], 1)
@@ -80,6 +81,8 @@ def _size(env, name, default, maximum=None):
     value = int(digits) * factor
     if maximum is not None and value > maximum:
         raise SettingsError(f"{name} must be at most {maximum // (1024 * 1024)}m, got {raw!r}")
+    if minimum is not None and value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum // 1024}k, got {raw!r}")
     return value
 
 
@@ -269,7 +272,7 @@ def load(env=None) -> Settings:
         lease_idle_seconds=_int(env, "TOLLGATE_LEASE_IDLE_SECONDS", 2, 1, 3600),
         lease_ttl_seconds=_int(env, "TOLLGATE_LEASE_TTL_SECONDS", 120, 10, 86400),
         # nginx's shared dict of the local leases (lua/tollgate/lease.lua); full, it answers 503.
-        lease_dict_bytes=_size(env, "TOLLGATE_LEASE_DICT", "16m"),
+        lease_dict_bytes=_size(env, "TOLLGATE_LEASE_DICT", "16m", minimum=LEASE_DICT_MIN_BYTES),
         upstream_connect_timeout=_int(env, "TOLLGATE_UPSTREAM_CONNECT_TIMEOUT", 10, 1, 600),
         upstream_read_timeout=_int(env, "TOLLGATE_UPSTREAM_READ_TIMEOUT", 600, 1, 86400),
         drain_limit_bytes=_size(env, "TOLLGATE_DRAIN_LIMIT", "8m"),

@@ -10,7 +10,7 @@ from ..models import Usage
 
 ALWAYS_DESCRIBED = ("in", "out")
 # The record's values, in the order the hot path packs them (tab-separated) into the stream
-# entry's one field `r` and into the usage journal: lua/tollgate/gateway.lua RECORD.
+# entry's one field `r` and into the usage journal: lua/tollgate/record.lua FIELDS.
 RECORD_FIELDS = ("rid", "ts", "acct", "key", "model", "umodel", "provider", "pv", "ep", "stream", "status",
                  "basis", *usage_classes.RECORD_FIELDS, "cost", "ms", "ttfb", "node", "hold", "over")
 # Records packed before `hold` and `over` were added: hold = cost, over = 0.
