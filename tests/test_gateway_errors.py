@@ -201,6 +201,7 @@ def test_a_provider_that_resets_the_connection_is_502_and_charges_nothing(gatewa
     assert (reset.outcome, len(sim.requests)) == ("reset", upstream + 1)  # sent once, not retried
     row = only_row(gateway, unchanged_balance)  # recorded with nothing to bill (docs/internals.md)
     assert (row["status"], row["billing_basis"], row["cost_nano"], sum(row["tokens"].values())) == (502, "none", 0, 0)
+    assert row["request_id"] == headers["x-request-id"]  # the id the client is told names its record
 
 
 def test_sdk_raises_typed_errors_with_the_gateway_message(gateway):

@@ -170,6 +170,17 @@ function _M.body_filter()
     end
 end
 
+-- Content of the error page nginx redirects its own errors to. The redirect runs the server's
+-- `set $tg_rid ""` again: an admitted request (a provider unreachable or slow) gets its id back,
+-- so its answer names the request id its usage record has.
+function _M.error_page()
+    local st = inflight[request_key()]
+    if st then
+        ngx_var.tg_rid = st.rid
+    end
+    return errors.nginx_error()
+end
+
 function _M.log()
     local id = request_key()
     local st = inflight[id]
