@@ -58,7 +58,7 @@ def usage_record(customer, price_version, rid: str, **overrides: str) -> dict[st
 
 
 def packed_record(values: dict[str, str]) -> str:
-    """A record as the hot path packs it (lua/tollgate/gateway.lua RECORD): its values in
+    """A record as the hot path packs it (lua/tollgate/record.lua FIELDS): its values in
     RECORD_FIELDS order, tab-separated."""
     return "\t".join(values[name] for name in RECORD_FIELDS)
 

@@ -29,7 +29,7 @@ local function encode(value)
     return (cjson.encode(value):gsub('"\\u0000tollgate%-empty%-array\\u0000"', "[]"))
 end
 
--- The provider (control_plane/demo.py) whose published key each protocol's requests must carry.
+-- The provider (control_plane/ops/demo.py) whose published key each protocol's requests must carry.
 local PROVIDERS = { openai = "sandbox", anthropic = "sandbox-anthropic" }
 
 local ERROR_TYPES = {
