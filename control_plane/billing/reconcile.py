@@ -29,18 +29,19 @@ from ..settings import Settings
 from . import usage_drain
 from .ledger import total
 
-# KEYS: the shard's usage stream. ARGV: the number of account hashes, the shard's account hashes,
-# then for each of its keys the key hash and the key's lease hash.
+# KEYS: the shard's usage stream, its account hashes, then for each of its keys the key hash and
+# the key's lease hash (every key the script reads is declared, as Redis Cluster requires).
+# ARGV: the number of account hashes.
 # Returns {{bal, held} per account, {{spent, limit, held}, lease node/value pairs} per key,
 # every stream entry's field/value pairs}; missing values are false.
 SNAPSHOT = """
 local accounts, keys, entries = {}, {}, {}
 local n = tonumber(ARGV[1])
 for i = 2, n + 1 do
-  accounts[#accounts + 1] = redis.call('HMGET', ARGV[i], 'bal', 'held')
+  accounts[#accounts + 1] = redis.call('HMGET', KEYS[i], 'bal', 'held')
 end
-for i = n + 2, #ARGV, 2 do
-  keys[#keys + 1] = {redis.call('HMGET', ARGV[i], 'spent', 'limit', 'held'), redis.call('HGETALL', ARGV[i + 1])}
+for i = n + 2, #KEYS, 2 do
+  keys[#keys + 1] = {redis.call('HMGET', KEYS[i], 'spent', 'limit', 'held'), redis.call('HGETALL', KEYS[i + 1])}
 end
 for _, entry in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do
   entries[#entries + 1] = entry[2]
@@ -146,8 +147,8 @@ def reconcile(session: Session, settings: Settings) -> Report:
         key_hashes = [(redis_keys.key_state(shard, key_id), redis_keys.lease(shard, key_id))
                       for key_id, _account_id in shard_keys[shard]]
         account_states, key_states, entries = snapshot(
-            keys=[redis_keys.usage_stream(shard)],
-            args=[len(account_hashes), *account_hashes, *(name for pair in key_hashes for name in pair)])
+            keys=[redis_keys.usage_stream(shard), *account_hashes, *(name for pair in key_hashes for name in pair)],
+            args=[len(account_hashes)])
         session.rollback()  # SQL's snapshot must be younger than Redis's: start a new one
         pending: dict[int, dict[str, int]] = defaultdict(dict)
         for flat in entries:
