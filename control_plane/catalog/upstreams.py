@@ -13,7 +13,7 @@ from ..errors import ServiceError
 from ..models import PROTOCOLS, Model, PriceVersion, Provider
 from ..money import MAX_PRICE_NANO, MAX_TOKENS, format_usd
 from ..settings import Settings
-from ..usage_classes import PRICE_FIELDS
+from ..usage_classes import PRICE_FIELDS, REQUIRED_PRICES
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,99}")
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -132,7 +132,7 @@ def _check_prices(prices: dict[str, int | None]) -> None:
     unknown = prices.keys() - set(PRICE_FIELDS)
     if unknown:
         raise ValueError(f"unknown price fields: {', '.join(sorted(unknown))}")
-    for required in ("input", "output"):
+    for required in REQUIRED_PRICES:
         if prices.get(required) is None:
             raise ServiceError(f"a model needs an {required} price")
     for field, price in prices.items():
