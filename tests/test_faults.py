@@ -124,6 +124,9 @@ def test_killing_an_nginx_worker_mid_stream_loses_and_duplicates_nothing(own_gat
 
     completed = statuses.count(200)
     assert completed > 0 and statuses.count(None) > 0, statuses
+    # A client has its last byte before its request's record is settled and drained.
+    wait_for(lambda: len(gw.usage_rows(key)) >= completed, 60, f"{completed} usage rows in SQL")
+    gw.wait_drained(60)
     wait_for(lambda: gw.reconciled()[0], 60, "reconciliation")
     rows = gw.usage_rows(key)
     assert len(rows) == len({row["request_id"] for row in rows}) >= completed

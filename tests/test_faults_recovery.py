@@ -118,6 +118,48 @@ def test_redis_restarted_under_load_bills_every_served_request_once(own_gateway,
     assert_billed_exactly_once(gw, key, start, 12 + 8 + during.count(200) + 8)
 
 
+def newest_aof(gw: Gateway) -> Path:
+    """The AOF file Redis appends to now (appendonlydir/*.incr.aof, the highest sequence)."""
+    return max((gw.home / "redis" / "appendonlydir").glob("*.incr.aof"), key=lambda p: int(p.name.split(".")[-3]))
+
+
+def test_redis_restarted_without_its_last_writes_agrees_with_sql_again(own_gateway):
+    """Redis answers a write before it is in its AOF (the write waits while a slow fsync runs):
+    killed, it can come back without settlements whose records SQL already has. Here its AOF is cut
+    back to what it held before the last six requests, as such a kill leaves it."""
+    gw = own_gateway
+    key = gw.create_customer(EMAIL, "10")
+    start = gw.balance_nano(EMAIL)
+    assert chats(gw, key, 2) == [200] * 2
+    gw.wait_drained()
+    aof = newest_aof(gw)
+    kept = aof.stat().st_size
+    assert chats(gw, key, 6) == [200] * 6
+    wait_for(lambda: len(gw.usage_rows(key)) == 8, 30, "8 usage rows in SQL")
+    gw.wait_drained()
+    # 4 streamed and 4 not: 4 × 19,350 + 4 × 17,850 = 148,800 nano; Redis is about to forget 3 of each
+    assert gw.balance_nano(EMAIL) == start - 148_800
+
+    old_pid = redis_pid(gw)
+    os.kill(gw.proc.pid, signal.SIGSTOP)  # the supervisor: Redis stays down until the AOF is cut
+    try:
+        os.kill(old_pid, signal.SIGKILL)
+        wait_for(lambda: not Path(f"/proc/{old_pid}").exists() or b"Z" in Path(f"/proc/{old_pid}/stat").read_bytes()
+                 .split(b") ")[1][:1], 10, "Redis to die")
+        with open(aof, "r+b") as f:
+            f.truncate(kept)
+    finally:
+        os.kill(gw.proc.pid, signal.SIGCONT)
+    restarted("redis", old_pid, lambda: redis_pid(gw))
+
+    wait_for(lambda: gw.balance_nano(EMAIL) == start - 148_800, 30, "the worker to correct the balance")
+    spent = [int(gw.redis().hget(name, "spent")) for name in gw.redis().scan_iter("tg:{*}:key:*")]
+    assert sorted(spent) == [0, 148_800]  # the demo key's, this key's
+    assert chats(gw, key, 2) == [200] * 2  # + 19,350 + 17,850
+    assert_billed_exactly_once(gw, key, start, 10)
+    assert gw.balance_nano(EMAIL) == start - 148_800 - 37_200
+
+
 def test_usage_worker_killed_mid_batch_records_everything_once(own_gateway):
     gw = own_gateway
     key = gw.create_customer(EMAIL, "10")

@@ -147,11 +147,24 @@ def test_a_usage_row_charged_above_its_hold_is_reported_with_exit_1(settings, cl
         "bound_nano": 1_000_000}]
 
 
-def test_overage_is_listed_per_account_and_does_not_fail(settings, cli, customer, make_customer):
+def test_a_key_whose_redis_spend_is_not_its_usage_is_reported_with_exit_1(settings, cli, redis_client, customer):
+    add_usage(settings, customer, "req-1", 300_000_000, 300_000_000)
+    name = redis_hash(settings, customer, "key")
+    redis_client.hset(name, "spent", 300_000_007)
+    status, report = reconcile_report(cli)
+    assert status == 1 and report["ok"] is False
+    assert report["keys_drifting"] == [{"key_id": customer.key.id, "account_id": customer.account.id,
+                                        "redis_nano": 300_000_007, "expected_nano": 300_000_000, "drift_nano": 7}]
+    assert report["violations"] == [] and report["drifting"] == 0
+
+
+def test_overage_is_listed_per_account_and_does_not_fail(settings, cli, redis_client, customer, make_customer):
     bob = make_customer("bob@example.com")
     add_usage(settings, customer, "req-1", 1_000_000, 1_000_000, overage=250_000)
     add_usage(settings, customer, "req-2", 1_000_000, 1_000_000, overage=5)
     add_usage(settings, bob, "req-3", 1_000_000, 1_000_000)
+    redis_client.hset(redis_hash(settings, customer, "key"), "spent", 2_000_000)  # as the settlements did
+    redis_client.hset(redis_hash(settings, bob, "key"), "spent", 1_000_000)
     status, report = reconcile_report(cli)
     assert status == 0 and report["ok"] is True
     assert {row["email"]: row["overage_nano"] for row in report["accounts"]} == {

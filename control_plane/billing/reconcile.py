@@ -3,7 +3,7 @@
 Drift: Redis `bal` must equal the SQL balance of the transactions already applied to Redis, minus
 the usage Redis debited that SQL has not recorded yet (records still in the usage streams), minus
 the cost of the account's quarantined records (Redis debited them when it settled them; SQL has no
-usage row for them). Each shard's hot state and stream are read in one Redis script — one atomic
+usage row for them). A key's Redis `spent` must equal Σ cost of its usage, the same way. Each shard's hot state and stream are read in one Redis script — one atomic
 snapshot — and SQL after it, in a new transaction, one statement per account; records the worker
 drains in between are found in SQL by request id, so a live gateway reconciles exactly.
 
@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ..hot import connection, redis_keys, usage_records
-from ..hot.expected import expected_balance
+from ..hot.expected import expected_balance, expected_spent
 from ..models import Account, ApiKey, Usage, UsageQuarantine
 from ..money import format_usd
 from ..settings import Settings
@@ -85,6 +85,22 @@ class Drift:
 
 
 @dataclass(frozen=True)
+class KeyDrift:
+    key_id: int
+    account_id: int
+    redis_nano: int  # Redis `spent`
+    expected_nano: int
+
+    @property
+    def drift_nano(self) -> int:
+        return self.redis_nano - self.expected_nano
+
+    def as_dict(self) -> dict:
+        return {"key_id": self.key_id, "account_id": self.account_id, "redis_nano": self.redis_nano,
+                "expected_nano": self.expected_nano, "drift_nano": self.drift_nano}
+
+
+@dataclass(frozen=True)
 class Violation:
     check: str  # a CHECKS key
     store: str  # "redis" or "sql"
@@ -107,6 +123,7 @@ class Violation:
 @dataclass(frozen=True)
 class Report:
     accounts: list[Drift]
+    keys: list[KeyDrift]  # the keys whose `spent` drifts (keys not in Redis are not listed)
     violations: list[Violation]
     quarantined: list[dict]  # usage_drain.quarantine_item of every quarantined record
 
@@ -120,10 +137,11 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return not (self.drifting or self.violations or self.quarantined)
+        return not (self.drifting or self.keys or self.violations or self.quarantined)
 
     def as_dict(self) -> dict:
         return {"ok": self.ok, "accounts": [row.as_dict() for row in self.accounts], "drifting": len(self.drifting),
+                "keys_drifting": [row.as_dict() for row in self.keys],
                 "violations": [violation.as_dict() for violation in self.violations],
                 "quarantined": self.quarantined, "overage_nano": self.overage_nano}
 
@@ -141,7 +159,7 @@ def reconcile(session: Session, settings: Settings) -> Report:
     for key_id, account_id in keys:
         shard_keys[redis_keys.shard_of(account_id, settings.redis_shards)].append((key_id, account_id))
     snapshot = connection.client(settings).register_script(SNAPSHOT)
-    drifts, violations = [], []
+    drifts, key_drifts, violations = [], [], []
     for shard in sorted(members):
         account_hashes = [redis_keys.account(shard, account_id) for account_id, _email in members[shard]]
         key_hashes = [(redis_keys.key_state(shard, key_id), redis_keys.lease(shard, key_id))
@@ -151,9 +169,11 @@ def reconcile(session: Session, settings: Settings) -> Report:
             args=[len(account_hashes)])
         session.rollback()  # SQL's snapshot must be younger than Redis's: start a new one
         pending: dict[int, dict[str, int]] = defaultdict(dict)
+        pending_by_key: dict[int, dict[str, int]] = defaultdict(dict)
         for flat in entries:
             for record in usage_records.valid_records(dict(zip(flat[::2], flat[1::2]))):
                 pending[record.account_id][record.request_id] = record.cost_nano
+                pending_by_key[record.key_id][record.request_id] = record.cost_nano
         quarantined = _quarantined(session, settings, shard, pending)
         for (account_id, email), name, (bal, held) in zip(members[shard], account_hashes, account_states):
             count, quarantined_nano = quarantined.get(account_id, (0, 0))
@@ -164,6 +184,10 @@ def reconcile(session: Session, settings: Settings) -> Report:
             violations += _below_zero("negative_held", f"{name} held", held, account_id, None)
         for (key_id, account_id), (key_name, lease_name), ((spent, limit, held), lease) in zip(
                 shard_keys[shard], key_hashes, key_states):
+            if spent is not None:
+                expected = expected_spent(session, key_id, pending_by_key[key_id])
+                if int(spent) != expected:
+                    key_drifts.append(KeyDrift(key_id, account_id, int(spent), expected))
             if limit is not None and spent is not None and int(spent) > int(limit):
                 violations.append(Violation("key_over_limit", "redis", f"{key_name} spent", account_id, key_id,
                                             int(spent), int(limit)))
@@ -172,7 +196,7 @@ def reconcile(session: Session, settings: Settings) -> Report:
                 violations += _below_zero("negative_held", f"{lease_name} {node}", leased, account_id, key_id)
     violations += _sql_violations(session)
     listed = session.scalars(select(UsageQuarantine).order_by(UsageQuarantine.id))
-    return Report(drifts, violations, [usage_drain.quarantine_item(row) for row in listed])
+    return Report(drifts, key_drifts, violations, [usage_drain.quarantine_item(row) for row in listed])
 
 
 def _quarantined(session: Session, settings: Settings, shard: int,

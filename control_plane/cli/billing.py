@@ -17,8 +17,8 @@ from ..settings import Settings
 @click.option("--json", "as_json", is_flag=True, help="The whole report as one JSON object.")
 @click.pass_obj
 def reconcile_command(settings: Settings, as_json: bool) -> None:
-    """Compare every account's Redis balance with its SQL ledger and check the money invariants;
-    exit 1 on any drift, broken invariant or quarantined usage record."""
+    """Compare every account's Redis balance and every key's spend with the SQL ledger and check
+    the money invariants; exit 1 on any drift, broken invariant or quarantined usage record."""
     with db.read_session(settings) as session:
         report = reconcile.reconcile(session, settings)
     if as_json:
@@ -34,11 +34,15 @@ def reconcile_command(settings: Settings, as_json: bool) -> None:
                 notes.append(f"overage {format_usd(row.overage_nano)}")
             click.echo(f"{'ok   ' if row.ok else 'DRIFT'} {row.account_id:>6} {row.email:<32} redis {redis_text:>18} "
                        f"expected {format_usd(row.expected_nano):>18} drift {drift} ({'; '.join(notes)})")
+        for key in report.keys:
+            click.echo(f"DRIFT key {key.key_id} (account {key.account_id}) spent: redis {format_usd(key.redis_nano)} "
+                       f"expected {format_usd(key.expected_nano)} drift {format_usd(key.drift_nano)}")
         for violation in report.violations:
             click.echo(f"BROKEN {violation.check}: {violation.describe()}")
         for item in report.quarantined:
             click.echo(f"QUARANTINED {_quarantine_line(item)}")
     click.echo(f"{len(report.accounts)} accounts, {len(report.drifting)} with drift, "
+               f"{len(report.keys)} keys with drift, "
                f"{len(report.violations)} broken invariants, {len(report.quarantined)} quarantined records; "
                f"overage {format_usd(report.overage_nano)}", err=True)
     if not report.ok:

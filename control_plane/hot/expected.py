@@ -44,11 +44,15 @@ def expected_balance(session: Session, account_id: int, undrained: dict[str, int
 
 
 def initial_spent(session: Session, settings: Settings, account_shard: int, key_id: int) -> int:
-    """Σ cost of the key's usage: recorded in SQL plus still in the stream (one snapshot)."""
-    in_stream = undrained(settings, account_shard, "key", key_id)
+    return expected_spent(session, key_id, undrained(settings, account_shard, "key", key_id))
+
+
+def expected_spent(session: Session, key_id: int, undrained: dict[str, int]) -> int:
+    """What Redis `spent` must be: Σ cost of the key's usage recorded in SQL or quarantined, plus
+    the usage still in the stream (`undrained`, read before this). One statement, one snapshot."""
     recorded = select(total(Usage.cost_nano)).where(Usage.key_id == key_id).scalar_subquery()
-    quarantined = _quarantined_cost(UsageQuarantine.key_id, key_id, in_stream)
-    return session.scalar(select(recorded + quarantined - _recorded_cost(in_stream))) + sum(in_stream.values())
+    quarantined = _quarantined_cost(UsageQuarantine.key_id, key_id, undrained)
+    return session.scalar(select(recorded + quarantined - _recorded_cost(undrained))) + sum(undrained.values())
 
 
 def undrained(settings: Settings, account_shard: int, field: str, value: int) -> dict[str, int]:

@@ -29,6 +29,14 @@ def provider(name: str) -> str:
 MODELS = f"{PREFIX}models"
 # Set by publish_all: its absence means Redis lost its data (or is new) and needs everything again.
 PUBLISHED = f"{PREFIX}published"
+# The Redis run (INFO server run_id) whose hot state is known to agree with SQL: a Redis that
+# restarted from its own files holds its previous run's id here (billing/restart_repair.py).
+REDIS_RUN = f"{PREFIX}redis_run"
+
+
+def restart_repair(run_id: str) -> str:
+    """Claimed by the worker that corrects the hot state after Redis restarted as run `run_id`."""
+    return f"{PREFIX}restart_repair:{run_id}"
 
 
 def account(shard: int, account_id: int) -> str:

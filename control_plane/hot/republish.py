@@ -26,7 +26,9 @@ def publish_all(session: Session, settings: Settings) -> None:
     for key in session.scalars(select(ApiKey).order_by(ApiKey.id)):
         publish_key(session, settings, key)
     apply_unpublished(session, settings)
-    client(settings).set(redis_keys.PUBLISHED, "1")
+    redis = client(settings)
+    redis.set(redis_keys.REDIS_RUN, redis.info("server")["run_id"])  # what it has agrees with SQL
+    redis.set(redis_keys.PUBLISHED, "1")
 
 
 def republish_if_lost(session: Session, settings: Settings) -> bool:

@@ -1,8 +1,9 @@
 """`tollgate worker`: drains usage into SQL and keeps Redis in step with it.
 
-Besides the drain, every few seconds: re-apply unpublished credits, publish balances missing from
-Redis, return expired leases, claim entries of dead consumers, replay the usage journal; every minute: re-publish
-providers (their hosts' addresses change). SIGTERM / SIGINT stop it after the current batch.
+Besides the drain, every few seconds: correct what a restarted Redis lost, re-apply unpublished
+credits, publish balances missing from Redis, return expired leases, claim entries of dead
+consumers, replay the usage journal; every minute: re-publish providers (their hosts' addresses
+change). SIGTERM / SIGINT stop it after the current batch.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import redis
 from sqlalchemy.exc import SQLAlchemyError
 
 from .. import db, logs
+from ..billing import restart_repair
 from ..billing.journal_replay import JournalReplay
 from ..billing.usage_drain import UsageDrain
 from ..hot import connection, credits, publish, republish
@@ -47,6 +49,9 @@ class Worker:
                 log.warning("Redis had lost its data: published everything again from SQL")
             credits.apply_unpublished(session, self.settings)
             publish.publish_missing_accounts(session, self.settings)
+        for correction in restart_repair.repair_if_restarted(self.settings):
+            log.warning("Redis restarted without its last writes: corrected %s to agree with SQL",
+                        correction.describe())
         self.reaper.reap()
         self.journal.run_once()
 
