@@ -217,7 +217,8 @@ def test_reconcile_prints_each_account_and_exits_0_when_everything_holds(cli, cu
     [line] = result.stdout.splitlines()
     assert line.startswith("ok    ") and "alice@example.com" in line
     assert line.endswith("drift $0.00 (0 records not drained yet)")
-    assert result.stderr.strip() == "1 accounts, 0 with drift, 0 keys with drift, 0 broken invariants, 0 quarantined records; overage $0.00"
+    assert result.stderr.strip() == ("1 accounts, 0 with drift, 0 keys with drift, 0 broken invariants, "
+                                     "0 quarantined records; overage $0.00")
 
 
 def test_reconcile_prints_a_broken_invariant_and_exits_1(settings, cli, redis_client, customer):
