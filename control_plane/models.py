@@ -114,6 +114,8 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     prefix: Mapped[str] = mapped_column(String(16))
     limit_nano: Mapped[int | None] = mapped_column(BigInteger)
+    # Charge an at-cost request a fallback route served at most what the model's first route costs.
+    cap_fallback_price: Mapped[bool] = mapped_column(Boolean, default=False)
     # Requests and tokens per minute (None: no rate limit).
     rpm: Mapped[int | None] = mapped_column(Integer)
     tpm: Mapped[int | None] = mapped_column(Integer)
@@ -136,31 +138,83 @@ class Provider(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
+# The provider statuses a request may be retried on with the model's next route (502 and 504 also
+# stand for a provider unreachable or timed out); a model's retry_on is a subset of them.
+RETRY_STATUSES = (429, 500, 502, 503, 504, 529)
+
+
 class Model(Base):
+    """What customers call. Its routes are the providers that serve it; it is charged either at
+    the serving route's cost (at_cost) or at its own customer price versions (fixed)."""
+
     __tablename__ = "models"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
-    provider_id: Mapped[int] = mapped_column(ForeignKey("providers.id"), index=True)
-    upstream_model: Mapped[str] = mapped_column(String(200))
+    at_cost: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Comma-separated, ascending: the statuses on which the hot path tries the next route.
+    retry_on: Mapped[str] = mapped_column(String(64), default=",".join(map(str, RETRY_STATUSES)))
     max_output: Mapped[int] = mapped_column(Integer, default=16384)
     # The context window: a request whose input the provider may fetch or keep beyond its body
     # (media by URL, stored files, earlier responses, server-side tools) is held at this many.
     max_input: Mapped[int] = mapped_column(Integer, default=200000)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
+
+class Route(Base):
+    """One provider (and its name for the model) that serves a model: lower priority is tried
+    first, equal priorities share requests by weight. Its cost is its newest price version."""
+
+    __tablename__ = "routes"
+    __table_args__ = (
+        UniqueConstraint("model_id", "provider_id", "upstream_model",
+                         name="uq_routes_model_id_provider_id_upstream_model"),
+        # Route ids name routes in usage records and route health: never reused after a removal.
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
+    provider_id: Mapped[int] = mapped_column(ForeignKey("providers.id"))
+    upstream_model: Mapped[str] = mapped_column(String(200))
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    weight: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+    model: Mapped[Model] = relationship()
     provider: Mapped[Provider] = relationship()
+
+
+class Alias(Base):
+    """Another name customers may call a model by; never also a model's name."""
+
+    __tablename__ = "aliases"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+    model: Mapped[Model] = relationship()
 
 
 class PriceVersion(Base):
     """Nano-USD per 1M tokens, as the operator gave them (None = use the default of
-    docs/internals.md). Never updated in place; the newest row of a model is current."""
+    docs/internals.md). Never updated in place. With route_id None it is a customer price of a
+    fixed-price model; with route_id set, that route's provider cost (a cost version). The newest
+    row of each is current."""
 
     __tablename__ = "price_versions"
-    __table_args__ = (Index("ix_price_versions_model_newest", "model_id", "id"),)
+    __table_args__ = (
+        Index("ix_price_versions_model_newest", "model_id", "id"),
+        Index("ix_price_versions_route_newest", "route_id", "id"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    # Not a foreign key: a removed route's cost versions stay, as usage rows and records still in
+    # the streams name them.
+    route_id: Mapped[int | None] = mapped_column(Integer)
     input: Mapped[int] = mapped_column(BigInteger)
     cached_input: Mapped[int | None] = mapped_column(BigInteger)
     cache_write: Mapped[int | None] = mapped_column(BigInteger)
@@ -234,9 +288,21 @@ class Usage(Base):
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
     key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"))
     model: Mapped[str] = mapped_column(String(200))
+    # The name the client asked for: the model's or one of its aliases.
+    requested_model: Mapped[str] = mapped_column(String(200), default="", server_default="")
     upstream_model: Mapped[str] = mapped_column(String(200), default="")
     provider: Mapped[str] = mapped_column(String(100), default="")
+    # The price version the charge was computed at: a fixed-price model's customer price, or the
+    # serving route's cost version for an at-cost model.
     price_version_id: Mapped[int | None] = mapped_column(ForeignKey("price_versions.id"))
+    # The serving route (not a foreign key: routes can be removed) and what the provider charged
+    # for the request at its cost version (uncapped), for the operator's margin.
+    route_id: Mapped[int | None] = mapped_column(Integer)
+    cost_version_id: Mapped[int | None] = mapped_column(ForeignKey("price_versions.id"))
+    provider_cost_nano: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # Provider attempts (routes tried, retries) and the statuses of the failed ones, comma-separated.
+    attempts: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    failed_statuses: Mapped[str] = mapped_column(String(64), default="", server_default="")
     endpoint: Mapped[str] = mapped_column(String(64), default="")
     stream: Mapped[bool] = mapped_column(Boolean, default=False)
     status: Mapped[int] = mapped_column(Integer)

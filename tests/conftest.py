@@ -209,11 +209,12 @@ def drain(settings) -> UsageDrain:
 
 @pytest.fixture
 def price_version(settings) -> PriceVersion:
-    """Model 'test-chat' on provider 'test' (127.0.0.1): input $0.15, cached $0.075, output $0.60
-    per 1M tokens, other prices defaulted."""
+    """Model 'test-chat', charged at cost, with one route to provider 'test' (127.0.0.1): the
+    route's cost version, input $0.15, cached $0.075, output $0.60 per 1M tokens, other prices
+    defaulted (the price version its records name)."""
     with db.session_scope(settings) as session:
         catalog.upsert_provider(session, settings, "test", "openai", "http://127.0.0.1:9/v1", "upstream-secret")
         prices = {"input": usd_to_nano("0.15"), "cached_input": usd_to_nano("0.075"), "output": usd_to_nano("0.60")}
         model = catalog.upsert_model(session, "test-chat", "test", prices)
-        return catalog.current_price(session, model.id)
+        return catalog.current_cost(session, catalog.routes_of(session, model.id)[0].id)
 pytest_plugins = ["gateway_fixtures", "evm_fixtures"]

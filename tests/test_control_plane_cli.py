@@ -11,11 +11,13 @@ from control_plane.cli.main import main
 from control_plane.hot import redis_keys
 from control_plane.models import (
     Account,
+    Alias,
     ApiKey,
     LedgerTransaction,
     Model,
     PriceVersion,
     Provider,
+    Route,
 )
 from control_plane.ops import demo
 
@@ -169,8 +171,8 @@ def test_demo_never_duplicates_anything(settings, cli):
     cli("demo")
     with db.session_scope(settings) as session:
         counted = [session.scalar(select(func.count()).select_from(table))
-                   for table in (Account, ApiKey, Provider, Model, PriceVersion, LedgerTransaction)]
-    assert counted == [1, 1, 2, 4, 4, 1]
+                   for table in (Account, ApiKey, Provider, Model, Route, PriceVersion, Alias, LedgerTransaction)]
+    assert counted == [1, 1, 2, 4, 4, 4, 5, 1]
 
 
 def test_demo_credit_and_key_are_live(settings, cli, redis_client):
@@ -178,7 +180,9 @@ def test_demo_credit_and_key_are_live(settings, cli, redis_client):
     lookup = redis_client.hgetall(redis_keys.apikey(keys.hash_key(plaintext)))
     account = redis_keys.account(int(lookup["shard"]), int(lookup["acct"]))
     assert redis_client.hget(account, "bal") == "100000000000"
-    assert redis_client.smembers("tg:models") == {"sandbox-chat", "sandbox-reasoner", "sandbox-claude", "sandbox-embed"}
+    assert redis_client.smembers("tg:models") == {"sandbox-chat", "sandbox-reasoner", "sandbox-claude", "sandbox-embed",
+                                                  "claude-opus-4-8", "claude-sonnet-4-6", "claude-haiku-4-5",
+                                                  "gpt-5.5", "gpt-4o"}
 
 
 def test_demo_follows_a_new_base_url(settings, cli):

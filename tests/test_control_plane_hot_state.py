@@ -141,22 +141,23 @@ def test_provider_key_is_stored_encrypted(settings):
 def test_model_is_published_with_resolved_prices(settings, redis_client, price_version):
     with db.session_scope(settings) as session:
         publish.publish_model(session, settings, session.scalar(select(Model)))
+    resolved = {"input": 150_000_000, "cached_input": 75_000_000, "cache_write": 150_000_000,
+                "cache_write_1h": 150_000_000, "output": 600_000_000, "reasoning": 600_000_000}
     assert json.loads(redis_client.get("tg:model:test-chat")) == {
-        "name": "test-chat", "max_output": 16384, "max_input": 200000,
-        "routes": [{"provider": "test", "upstream_model": "test-chat", "priority": 0, "weight": 1}],
-        "price": {"version": price_version.id, "input": 150_000_000, "cached_input": 75_000_000,
-                  "cache_write": 150_000_000, "cache_write_1h": 150_000_000, "output": 600_000_000,
-                  "reasoning": 600_000_000}}
+        "name": "test-chat", "max_output": 16384, "max_input": 200000, "at_cost": True,
+        "price": {"version": 0, **resolved}, "retry_on": [429, 500, 502, 503, 504, 529],
+        "routes": [{"id": price_version.route_id, "provider": "test", "upstream_model": "test-chat", "priority": 0,
+                    "weight": 1, "cost": {"version": price_version.id, **resolved}}]}
     assert redis_client.smembers("tg:models") == {"test-chat"}
 
 
 def test_price_change_adds_a_version_and_same_prices_do_not(settings, price_version):
     prices = {"input": 150_000_000, "cached_input": 75_000_000, "output": 600_000_000}
     with db.session_scope(settings) as session:
-        model = catalog.upsert_model(session, "test-chat", "test", prices)
-        assert catalog.current_price(session, model.id).id == price_version.id
-        model = catalog.upsert_model(session, "test-chat", "test", {**prices, "output": 700_000_000})
-        assert catalog.current_price(session, model.id).id != price_version.id
+        catalog.upsert_model(session, "test-chat", "test", prices)
+        assert catalog.current_cost(session, price_version.route_id).id == price_version.id
+        catalog.upsert_model(session, "test-chat", "test", {**prices, "output": 700_000_000})
+        assert catalog.current_cost(session, price_version.route_id).id != price_version.id
 
 
 def test_unresolvable_provider_is_a_clear_error(settings):

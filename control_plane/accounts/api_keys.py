@@ -32,8 +32,11 @@ class KeyLimits:
     tpm: int | None = None
 
 
-def add_key(session: Session, account: Account, plaintext: str, name: str = "", limits=KeyLimits()) -> ApiKey:
-    """Store a key whose plaintext the caller chose (see demo.py); create_key makes a random one."""
+def add_key(session: Session, account: Account, plaintext: str, name: str = "", limits=KeyLimits(),
+            cap_fallback_price: bool = False) -> ApiKey:
+    """Store a key whose plaintext the caller chose (see demo.py); create_key makes a random one.
+    cap_fallback_price: its at-cost requests a fallback route serves are charged at most the
+    model's first route's cost."""
     if limits.spend_nano is not None and limits.spend_nano < 0:
         raise ServiceError("a key's spend limit cannot be negative")
     if any(rate is not None and rate < 1 for rate in (limits.rpm, limits.tpm)):
@@ -46,16 +49,18 @@ def add_key(session: Session, account: Account, plaintext: str, name: str = "", 
         limit_nano=limits.spend_nano,
         rpm=limits.rpm,
         tpm=limits.tpm,
+        cap_fallback_price=cap_fallback_price,
     )
     session.add(key)
     session.flush()
     return key
 
 
-def create_key(session: Session, account: Account, name: str = "", limits=KeyLimits()) -> tuple[ApiKey, str]:
+def create_key(session: Session, account: Account, name: str = "", limits=KeyLimits(),
+               cap_fallback_price: bool = False) -> tuple[ApiKey, str]:
     """A new random key; the plaintext is returned here and never again."""
     plaintext = generate_key()
-    return add_key(session, account, plaintext, name, limits), plaintext
+    return add_key(session, account, plaintext, name, limits, cap_fallback_price), plaintext
 
 
 def revoke_key(session: Session, key_id: int) -> ApiKey:

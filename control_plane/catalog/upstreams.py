@@ -1,4 +1,5 @@
-"""Upstream providers and the models customers call, with their price history."""
+"""Upstream providers, the models customers call, the routes that serve them, their aliases,
+and the price history of both: a fixed-price model's customer prices and each route's costs."""
 from __future__ import annotations
 
 import re
@@ -10,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from .. import crypto
 from ..errors import ServiceError
-from ..models import PROTOCOLS, Model, PriceVersion, Provider
+from ..models import PROTOCOLS, RETRY_STATUSES, Alias, Model, PriceVersion, Provider, Route
 from ..money import MAX_PRICE_NANO, MAX_TOKENS, format_usd
 from ..settings import Settings
 from ..usage_classes import PRICE_FIELDS, REQUIRED_PRICES
@@ -19,6 +20,7 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,99}")
 DEFAULT_PORTS = {"http": 80, "https": 443}
 DEFAULT_MAX_OUTPUT = 16384
 DEFAULT_MAX_INPUT = 200_000
+MAX_ROUTE_WEIGHT = 1000  # a route's weight is from 1 to this, its priority from 0 to this
 
 
 @dataclass(frozen=True)
@@ -84,10 +86,96 @@ def _stored_api_key(settings: Settings, provider: Provider) -> str | None:
         return None
 
 
+def require_provider(session: Session, name: str) -> Provider:
+    provider = find_provider(session, name)
+    if provider is None:
+        raise ServiceError(f"no provider named {name!r} (add it with `tollgate provider add`)")
+    return provider
+
+
+# Prices -------------------------------------------------------------------------------------
+
+
 def current_price(session: Session, model_id: int) -> PriceVersion | None:
+    """The model's current customer price (what a fixed-price model charges)."""
     return session.scalar(
-        select(PriceVersion).where(PriceVersion.model_id == model_id).order_by(PriceVersion.id.desc()).limit(1)
+        select(PriceVersion)
+        .where(PriceVersion.model_id == model_id, PriceVersion.route_id.is_(None))
+        .order_by(PriceVersion.id.desc())
+        .limit(1)
     )
+
+
+def current_cost(session: Session, route_id: int) -> PriceVersion | None:
+    """The route's current cost version: what its provider charges."""
+    return session.scalar(
+        select(PriceVersion).where(PriceVersion.route_id == route_id).order_by(PriceVersion.id.desc()).limit(1)
+    )
+
+
+def _check_prices(prices: dict[str, int | None]) -> None:
+    unknown = prices.keys() - set(PRICE_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown price fields: {', '.join(sorted(unknown))}")
+    for required in REQUIRED_PRICES:
+        if prices.get(required) is None:
+            raise ServiceError(f"a price or cost needs its {required} price")
+    for field, price in prices.items():
+        if price is not None and not 0 <= price <= MAX_PRICE_NANO:
+            raise ServiceError(f"the {field} price must be from $0 to {format_usd(MAX_PRICE_NANO)} per 1M tokens")
+
+
+def _new_version_if_changed(session: Session, current: PriceVersion | None, model_id: int, route_id: int | None,
+                            prices: dict[str, int | None]) -> PriceVersion:
+    """`current`, or a new version of these prices when they differ from it."""
+    if current is not None and all(getattr(current, field) == prices.get(field) for field in PRICE_FIELDS):
+        return current
+    version = PriceVersion(model_id=model_id, route_id=route_id, **{field: prices.get(field) for field in PRICE_FIELDS})
+    session.add(version)
+    session.flush()
+    return version
+
+
+def set_price(session: Session, model_name: str, prices: dict[str, int | None] | None) -> Model:
+    """Charge the model at the serving route's cost (prices None), or at these fixed customer
+    prices (a new customer price version when they differ from the current one)."""
+    model = require_model(session, model_name)
+    if prices is not None:
+        _check_prices(prices)
+        _new_version_if_changed(session, current_price(session, model.id), model.id, None, prices)
+    model.at_cost = prices is None
+    session.flush()
+    return model
+
+
+# Models -------------------------------------------------------------------------------------
+
+
+def find_model(session: Session, name: str) -> Model | None:
+    return session.scalar(select(Model).where(Model.name == name))
+
+
+def require_model(session: Session, name: str) -> Model:
+    model = find_model(session, name)
+    if model is None:
+        raise ServiceError(f"no model named {name!r} (add it with `tollgate model add`)")
+    return model
+
+
+def parse_retry_on(statuses: str) -> str:
+    """'503, 429' -> '429,503': the statuses a model's request is retried on with its next route,
+    each one of RETRY_STATUSES ('' for none)."""
+    allowed = ", ".join(map(str, RETRY_STATUSES))
+    parsed = set()
+    for status in filter(None, (part.strip() for part in statuses.split(","))):
+        if not status.isdigit() or int(status) not in RETRY_STATUSES:
+            raise ServiceError(f"a model is retried only on statuses among {allowed} (got {status!r})")
+        parsed.add(int(status))
+    return ",".join(map(str, sorted(parsed)))
+
+
+def retry_statuses(model: Model) -> list[int]:
+    return [int(status) for status in model.retry_on.split(",") if status]
 
 
 def upsert_model(
@@ -98,43 +186,163 @@ def upsert_model(
     upstream_model: str | None = None,
     max_output: int | None = None,
     max_input: int | None = None,
+    retry_on: str | None = None,
 ) -> Model:
-    """Create or update a model. `prices` are nano-USD per 1M tokens by price field; input and
-    output are required, the rest may be None (defaults of docs/internals.md). A new price
-    version is added only when the prices differ from the current one. upstream_model,
-    max_output and max_input (the context window) of None keep the current value (a new model:
-    its own name, 16384, 200,000)."""
+    """Create or update a model charged at cost, served by a route to the provider whose cost is
+    `prices` (nano-USD per 1M tokens by price field; input and output are required, the rest may
+    be None: the defaults of docs/internals.md). A new cost version is added only when they
+    differ from the route's current one. The route is the model's route to (provider,
+    upstream_model), added if the model has none; upstream_model None means the model's one
+    route to the provider, or else the model's own name. max_output, max_input (the context
+    window) and retry_on of None keep the current value (a new model: 16384, 200,000, every
+    retry status). A fixed-price model becomes charged at cost again."""
     _check_name("model", name)
-    provider = find_provider(session, provider_name)
-    if provider is None:
-        raise ServiceError(f"no provider named {provider_name!r} (add it with `tollgate provider add`)")
+    provider = require_provider(session, provider_name)
     _check_prices(prices)
     for what, tokens in (("max output", max_output), ("max input", max_input)):
         if tokens is not None and not 1 <= tokens <= MAX_TOKENS:
             raise ServiceError(f"{what} must be from 1 to {MAX_TOKENS:,} tokens")
-    model = session.scalar(select(Model).where(Model.name == name))
+    model = find_model(session, name)
     if model is None:
-        model = Model(name=name, upstream_model=name, max_output=DEFAULT_MAX_OUTPUT, max_input=DEFAULT_MAX_INPUT)
+        _check_not_alias(session, name)
+        model = Model(name=name, max_output=DEFAULT_MAX_OUTPUT, max_input=DEFAULT_MAX_INPUT)
         session.add(model)
-    model.provider_id = provider.id
-    model.upstream_model = upstream_model or model.upstream_model
+    model.at_cost = True
     model.max_output = max_output or model.max_output
     model.max_input = max_input or model.max_input
+    if retry_on is not None:
+        model.retry_on = parse_retry_on(retry_on)
     session.flush()
-    current = current_price(session, model.id)
-    if current is None or any(getattr(current, field) != prices.get(field) for field in PRICE_FIELDS):
-        session.add(PriceVersion(model_id=model.id, **{field: prices.get(field) for field in PRICE_FIELDS}))
-        session.flush()
+    route = route_to(session, model, provider, upstream_model)
+    _save_route(session, model, provider, route.upstream_model if route else upstream_model or name, prices)
     return model
 
 
-def _check_prices(prices: dict[str, int | None]) -> None:
-    unknown = prices.keys() - set(PRICE_FIELDS)
-    if unknown:
-        raise ValueError(f"unknown price fields: {', '.join(sorted(unknown))}")
-    for required in REQUIRED_PRICES:
-        if prices.get(required) is None:
-            raise ServiceError(f"a model needs an {required} price")
-    for field, price in prices.items():
-        if price is not None and not 0 <= price <= MAX_PRICE_NANO:
-            raise ServiceError(f"the {field} price must be from $0 to {format_usd(MAX_PRICE_NANO)} per 1M tokens")
+def route_to(session: Session, model: Model, provider: Provider, upstream_model: str | None) -> Route | None:
+    """The model's route to (provider, upstream_model), or with upstream_model None its one route to
+    the provider; None if it has none."""
+    if upstream_model is not None:
+        return find_route(session, model.id, provider.id, upstream_model)
+    to_provider = [route for route in routes_of(session, model.id) if route.provider_id == provider.id]
+    if len(to_provider) > 1:
+        raise ServiceError(f"model {model.name} has {len(to_provider)} routes to {provider.name}; "
+                           "name the upstream model of the one you mean")
+    return to_provider[0] if to_provider else None
+
+
+# Routes -------------------------------------------------------------------------------------
+
+
+def routes_of(session: Session, model_id: int) -> list[Route]:
+    """The model's routes in the order they are tried: priority, then age."""
+    return list(session.scalars(select(Route).where(Route.model_id == model_id).order_by(Route.priority, Route.id)))
+
+
+def find_route(session: Session, model_id: int, provider_id: int, upstream_model: str) -> Route | None:
+    return session.scalar(select(Route).where(Route.model_id == model_id, Route.provider_id == provider_id,
+                                              Route.upstream_model == upstream_model))
+
+
+def upsert_route(
+    session: Session,
+    model_name: str,
+    provider_name: str,
+    prices: dict[str, int | None],
+    upstream_model: str | None = None,
+    priority: int | None = None,
+    weight: int | None = None,
+) -> Route:
+    """Add the model's route to (provider, upstream_model: the model's name when None) or update
+    it: its cost `prices` (a new cost version when they change), priority and weight (None keeps
+    them; a new route: 0 and 1)."""
+    model = require_model(session, model_name)
+    provider = require_provider(session, provider_name)
+    _check_prices(prices)
+    if priority is not None and not 0 <= priority <= MAX_ROUTE_WEIGHT:
+        raise ServiceError(f"a route's priority is from 0 to {MAX_ROUTE_WEIGHT}")
+    if weight is not None and not 1 <= weight <= MAX_ROUTE_WEIGHT:
+        raise ServiceError(f"a route's weight is from 1 to {MAX_ROUTE_WEIGHT}")
+    route = _save_route(session, model, provider, upstream_model or model.name, prices)
+    route.priority = route.priority if priority is None else priority
+    route.weight = weight or route.weight
+    session.flush()
+    return route
+
+
+def _save_route(session: Session, model: Model, provider: Provider, upstream_model: str,
+                prices: dict[str, int | None]) -> Route:
+    """The model's route to (provider, upstream_model), added if it has none, at cost `prices`."""
+    longest = Route.__table__.c.upstream_model.type.length
+    if not 1 <= len(upstream_model) <= longest or not upstream_model.isprintable():
+        raise ServiceError(f"an upstream model name is 1 to {longest} printable characters (got {upstream_model!r})")
+    route = find_route(session, model.id, provider.id, upstream_model)
+    if route is None:
+        protocols = {route.provider.protocol for route in routes_of(session, model.id)} - {provider.protocol}
+        if protocols:
+            raise ServiceError(f"model {model.name} is served over {protocols.pop()}; provider {provider.name} "
+                               f"speaks {provider.protocol}")
+        route = Route(model_id=model.id, provider_id=provider.id, upstream_model=upstream_model, priority=0, weight=1)
+        session.add(route)
+        session.flush()
+    _new_version_if_changed(session, current_cost(session, route.id), model.id, route.id, prices)
+    return route
+
+
+def remove_route(session: Session, model_name: str, route_id: int) -> Route:
+    """Remove one of the model's routes (never its last: a model needs one). Its cost versions
+    stay: usage rows and records not yet drained name them."""
+    model = require_model(session, model_name)
+    route = session.get(Route, route_id)
+    if route is None or route.model_id != model.id:
+        raise ServiceError(f"model {model_name} has no route {route_id} (see `tollgate route list {model_name}`)")
+    if len(routes_of(session, model.id)) == 1:
+        raise ServiceError(f"route {route_id} is the only route of model {model_name}; add another first")
+    session.delete(route)
+    session.flush()
+    return route
+
+
+# Aliases ------------------------------------------------------------------------------------
+
+
+def find_alias(session: Session, name: str) -> Alias | None:
+    return session.scalar(select(Alias).where(Alias.name == name))
+
+
+def _check_not_alias(session: Session, name: str) -> None:
+    alias = find_alias(session, name)
+    if alias is not None:
+        raise ServiceError(f"{name!r} is an alias of model {alias.model.name}; a model needs a name no alias has")
+
+
+def add_alias(session: Session, name: str, model_name: str) -> Alias:
+    """Let customers call the model by another name as well; an alias that exists is pointed at
+    the model."""
+    _check_name("alias", name)
+    if find_model(session, name) is not None:
+        raise ServiceError(f"{name!r} is a model's name; an alias needs a name no model has")
+    model = require_model(session, model_name)
+    alias = find_alias(session, name)
+    if alias is None:
+        alias = Alias(name=name)
+        session.add(alias)
+    alias.model = model
+    session.flush()
+    return alias
+
+
+def remove_alias(session: Session, name: str) -> Alias:
+    alias = find_alias(session, name)
+    if alias is None:
+        raise ServiceError(f"no alias named {name!r}")
+    session.delete(alias)
+    session.flush()
+    return alias
+
+
+def aliases(session: Session, model_id: int | None = None) -> list[Alias]:
+    """Every alias (of one model when model_id is given), by name."""
+    statement = select(Alias).order_by(Alias.name)
+    if model_id is not None:
+        statement = statement.where(Alias.model_id == model_id)
+    return list(session.scalars(statement))

@@ -65,16 +65,21 @@ def key() -> None:
 @click.option("--limit-usd", type=USD, help="Most the key may ever spend, in USD.")
 @click.option("--rpm", type=click.IntRange(min=1), help="Requests per minute it may make.")
 @click.option("--tpm", type=click.IntRange(min=1), help="Tokens per minute it may use.")
+@click.option("--cap-fallback-price", is_flag=True,
+              help="Charge its requests to models charged at cost, when a fallback route serves them, at most "
+                   "what the model's first route costs (the operator pays the difference).")
 @click.pass_obj
 def key_create(settings: Settings, email: str, name: str, limit_usd: int | None, rpm: int | None,
-               tpm: int | None) -> None:
+               tpm: int | None, cap_fallback_price: bool) -> None:
     """Create a key; it is printed once, alone on the last line."""
     with db.session_scope(settings) as session:
         owner = accounts.require_by_email(session, email)
-        created, plaintext = api_keys.create_key(session, owner, name, api_keys.KeyLimits(limit_usd, rpm, tpm))
+        created, plaintext = api_keys.create_key(session, owner, name, api_keys.KeyLimits(limit_usd, rpm, tpm),
+                                                 cap_fallback_price)
     publish_after(settings, lambda session: publish.publish_key(session, settings, created), REPUBLISH_HINT)
     limit = "no spend limit" if limit_usd is None else f"spend limit {format_usd(limit_usd)}"
-    click.echo(f"created key {created.id} for {owner.email} ({limit})")
+    capped = ", fallback prices capped" if cap_fallback_price else ""
+    click.echo(f"created key {created.id} for {owner.email} ({limit}{capped})")
     click.echo("Store it now; it is not shown again:")
     click.echo(plaintext)
 
@@ -106,6 +111,7 @@ def key_list(settings: Settings, email: str) -> None:
                 "limit_nano": item.limit_nano,
                 "rpm": item.rpm,
                 "tpm": item.tpm,
+                "cap_fallback_price": item.cap_fallback_price,
                 "created_at": item.created_at.isoformat(),
                 "revoked_at": item.revoked_at and item.revoked_at.isoformat(),
             }

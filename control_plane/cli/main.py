@@ -44,7 +44,7 @@ def main(ctx: click.Context) -> None:
 for command in (
     operations.up, operations.worker, operations.db_group, operations.publish_command, operations.demo_command,
     accounts.account, accounts.key, accounts.credit, accounts.balance,
-    catalog.provider, catalog.model,
+    catalog.provider, catalog.model, catalog.route, catalog.alias,
     billing.reconcile_command, billing.quarantine,
     deposits.deposit, deposits.deposits, deposits.chain,
 ):

@@ -1,4 +1,4 @@
-"""Publishing SQL's configuration (keys, providers, models) to Redis, and the hot hashes it
+"""Publishing SQL's configuration (keys, providers, models and their aliases) to Redis, and the hot hashes it
 starts from.
 
 The control plane is the only writer of configuration. It creates an account's or a key's hot
@@ -14,12 +14,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .. import crypto
-from ..catalog import pricing
+from ..catalog import pricing, upstreams
 from ..catalog.resolve import resolve_ips
-from ..catalog.upstreams import current_price, parse_base_url
 from ..errors import ServiceError
 from ..models import Account, ApiKey, Model, Provider
 from ..settings import Settings
+from ..usage_classes import PRICE_FIELDS
 from . import redis_keys
 from .connection import client, run_script, shard
 from .expected import initial_balance, initial_spent
@@ -91,16 +91,17 @@ def revoke_key(settings: Settings, key: ApiKey) -> None:
 
 
 def _publish_key_lookup(settings: Settings, key: ApiKey, owner: Account) -> None:
-    """id, acct, shard, status, and rpm / tpm when the key, or else its account, has them
-    (absent: no limit)."""
+    """id, acct, shard, status, rpm / tpm when the key, or else its account, has them (absent:
+    no limit), and capfb "1" when its fallback prices are capped (absent: not)."""
     name = redis_keys.apikey(key.key_hash)
     fields = {"id": key.id, "acct": key.account_id, "shard": shard(settings, key.account_id), "status": key.status}
-    rates = {"rpm": key.rpm if key.rpm is not None else owner.rpm,
-             "tpm": key.tpm if key.tpm is not None else owner.tpm}
-    fields.update({field: rate for field, rate in rates.items() if rate is not None})
+    optional = {"rpm": key.rpm if key.rpm is not None else owner.rpm,
+                "tpm": key.tpm if key.tpm is not None else owner.tpm,
+                "capfb": 1 if key.cap_fallback_price else None}
+    fields.update({field: value for field, value in optional.items() if value is not None})
     pipe = client(settings).pipeline()
     pipe.hset(name, mapping=fields)
-    unset = [field for field, rate in rates.items() if rate is None]
+    unset = [field for field, value in optional.items() if value is None]
     if unset:
         pipe.hdel(name, *unset)
     pipe.execute()
@@ -110,7 +111,7 @@ def _publish_key_lookup(settings: Settings, key: ApiKey, owner: Account) -> None
 
 
 def publish_provider(settings: Settings, provider: Provider) -> None:
-    endpoint = parse_base_url(provider.base_url)
+    endpoint = upstreams.parse_base_url(provider.base_url)
     document = {
         "name": provider.name,
         "protocol": provider.protocol,
@@ -133,20 +134,46 @@ def publish_providers(session: Session, settings: Settings) -> None:
             log.error("cannot publish provider %s: %s", provider.name, exc)
 
 
+def model_document(session: Session, model: Model) -> dict:
+    """tg:model:<name> (docs/internals.md): its routes in the order they are tried, each with its
+    cost resolved, and the price holds are computed at: a fixed-price model's customer price, or
+    for a model charged at cost the dearest route's cost per usage class (version 0: never
+    charged by itself, each request is charged at its route's cost version)."""
+    routes = []
+    for route in upstreams.routes_of(session, model.id):
+        cost = upstreams.current_cost(session, route.id)
+        if cost is None:
+            raise ServiceError(f"route {route.id} of model {model.name} has no cost")
+        routes.append({"id": route.id, "provider": route.provider.name, "upstream_model": route.upstream_model,
+                       "priority": route.priority, "weight": route.weight,
+                       "cost": {"version": cost.id, **pricing.resolve(cost)}})
+    if not routes:
+        raise ServiceError(f"model {model.name} has no route (add one with `tollgate route add`)")
+    if model.at_cost:
+        price = {"version": 0, **{field: max(route["cost"][field] for route in routes) for field in PRICE_FIELDS}}
+    else:
+        version = upstreams.current_price(session, model.id)
+        if version is None:
+            raise ServiceError(f"model {model.name} has no price")
+        price = {"version": version.id, **pricing.resolve(version)}
+    return {"name": model.name, "max_output": model.max_output, "max_input": model.max_input,
+            "at_cost": model.at_cost, "price": price, "retry_on": upstreams.retry_statuses(model), "routes": routes}
+
+
 def publish_model(session: Session, settings: Settings, model: Model) -> None:
-    price = current_price(session, model.id)
-    if price is None:
-        raise ServiceError(f"model {model.name} has no price")
-    document = {
-        "name": model.name,
-        "max_output": model.max_output,
-        "max_input": model.max_input,
-        "routes": [
-            {"provider": model.provider.name, "upstream_model": model.upstream_model, "priority": 0, "weight": 1}
-        ],
-        "price": {"version": price.id, **pricing.resolve(price)},
-    }
+    """The model's document under its name and under each of its aliases, all of them listed."""
+    document = json.dumps(model_document(session, model))
+    names = [model.name, *(alias.name for alias in upstreams.aliases(session, model.id))]
     pipe = client(settings).pipeline()
-    pipe.set(redis_keys.model(model.name), json.dumps(document))
-    pipe.sadd(redis_keys.MODELS, model.name)
+    for name in names:
+        pipe.set(redis_keys.model(name), document)
+    pipe.sadd(redis_keys.MODELS, *names)
+    pipe.execute()
+
+
+def unpublish_alias(settings: Settings, name: str) -> None:
+    """A removed alias: nginx stops answering to it (within its 1 s cache)."""
+    pipe = client(settings).pipeline()
+    pipe.delete(redis_keys.model(name))
+    pipe.srem(redis_keys.MODELS, name)
     pipe.execute()

@@ -26,6 +26,12 @@ def provider(name: str) -> str:
     return f"{PREFIX}provider:{name}"
 
 
+def route_health(node: str) -> str:
+    """A gateway node's view of the routes it saw fail (written by nginx, expires unless refreshed):
+    field route id, value its state as JSON."""
+    return f"{PREFIX}route_health:{node}"
+
+
 MODELS = f"{PREFIX}models"
 # Set by publish_all: its absence means Redis lost its data (or is new) and needs everything again.
 PUBLISHED = f"{PREFIX}published"

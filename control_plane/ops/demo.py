@@ -1,4 +1,5 @@
-"""The demo: an account with $100, the built-in sandbox providers and models, and a key.
+"""The demo: an account with $100, the built-in sandbox providers and models (charged at cost,
+one route each) with a few aliases, and a key.
 
 Safe to run any number of times; it never duplicates anything. The demo key is derived from the
 installation secret, so every run prints the same key without it being stored anywhere.
@@ -40,6 +41,14 @@ SANDBOX_MODELS = (
     ),
     ("sandbox-embed", "sandbox", {"input": "0.02", "output": "0"}, None, 8_192),
 )
+# alias, model: the names clients and SDK examples use out of the box, served by the sandbox
+SANDBOX_ALIASES = (
+    ("claude-opus-4-8", "sandbox-claude"),
+    ("claude-sonnet-4-6", "sandbox-claude"),
+    ("claude-haiku-4-5", "sandbox-claude"),
+    ("gpt-5.5", "sandbox-chat"),
+    ("gpt-4o", "sandbox-chat"),
+)
 
 
 def demo_key(settings: Settings) -> str:
@@ -64,6 +73,10 @@ def ensure_demo(session: Session, settings: Settings, base_url: str) -> str:
     for name, provider, prices, max_output, max_input in SANDBOX_MODELS:
         upstreams.upsert_model(session, name, provider, {field: usd_to_nano(usd) for field, usd in prices.items()},
                              max_output=max_output, max_input=max_input)
+    for alias, model in SANDBOX_ALIASES:
+        # Only where the name is free: never over an operator's own model or alias of that name.
+        if upstreams.find_alias(session, alias) is None and upstreams.find_model(session, alias) is None:
+            upstreams.add_alias(session, alias, model)
     plaintext = demo_key(settings)
     if session.scalar(select(ApiKey.id).where(ApiKey.key_hash == api_keys.hash_key(plaintext))) is None:
         api_keys.add_key(session, account, plaintext, name="demo")
