@@ -46,14 +46,18 @@ HOLD = 600_000
 
 def usage_record(customer, price_version, rid: str, **overrides: str) -> dict[str, str]:
     """A usage record's values by name: a provider-billed stream of the customer's key at the
-    price version (None: the record names none), TOKENS for COST within HOLD; `overrides`
-    replace values."""
+    price version (None: the record names none; else conftest's at-cost model, so also its route
+    and cost version, the provider's cost COST), TOKENS for COST within HOLD, served at the
+    first attempt; `overrides` replace values."""
+    version = "" if price_version is None else str(price_version.id)
+    route = "0" if price_version is None else str(price_version.route_id or 0)
     return {
         "rid": rid, "ts": "1700000000123", "acct": str(customer.account.id), "key": str(customer.key.id),
         "model": "test-chat", "umodel": "test-chat-upstream", "provider": "test",
-        "pv": "" if price_version is None else str(price_version.id), "ep": "chat.completions", "stream": "1",
+        "pv": version, "ep": "chat.completions", "stream": "1",
         "status": "200", "basis": "provider", **TOKENS, "cost": str(COST), "ms": "850", "ttfb": "120",
-        "node": "node-a", "hold": str(HOLD), "over": "0", **overrides,
+        "node": "node-a", "hold": str(HOLD), "over": "0", "asked": "test-chat", "route": route,
+        "cv": version or "0", "pcost": str(COST) if version else "0", "tries": "1", "failed": "", **overrides,
     }
 
 

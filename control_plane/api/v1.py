@@ -69,13 +69,15 @@ def usage():
     return {"data": items, "has_more": has_more, "next_before": next_before}
 
 
-def _usage_item(row: Usage, with_overage: bool) -> dict:
-    """A usage row; its overage (the operator's loss, not charged) only for admin accounts."""
+def _usage_item(row: Usage, admin: bool) -> dict:
+    """A usage row; what it cost the operator (its overage, the loss not charged; the provider's
+    cost and its version, the margin's other half) only for admin accounts."""
     item = {
         "created_at": utc_timestamp(row.created_at),
         "request_id": row.request_id,
         "key_id": row.key_id,
         "model": row.model,
+        "requested_model": row.requested_model,
         "upstream_model": row.upstream_model,
         "provider": row.provider,
         "endpoint": row.endpoint,
@@ -89,7 +91,10 @@ def _usage_item(row: Usage, with_overage: bool) -> dict:
         "price_version": row.price_version_id,
         "latency_ms": row.latency_ms,
         "ttfb_ms": row.ttfb_ms,
+        "attempts": row.attempts,
+        "failed_statuses": [int(status) for status in row.failed_statuses.split(",") if status],
     }
-    if with_overage:
-        item["overage_nano"] = row.overage_nano
+    if admin:
+        item.update(overage_nano=row.overage_nano, provider_cost_nano=row.provider_cost_nano,
+                    cost_version_id=row.cost_version_id)
     return item

@@ -4,7 +4,7 @@ Per batch: one SQL transaction with the usage rows and their ledger transactions
 before the entries are XACKed and XDELed (an entry holds one settlement batch's records, one per
 line). A record SQL already has (delivered twice, or claimed from a consumer that died after
 committing) is skipped. A record that cannot be recorded (malformed, a key of another account,
-an unknown price version) goes to the usage quarantine in the same transaction, with the reason,
+an unknown price or cost version) goes to the usage quarantine in the same transaction, with the reason,
 once per stream entry line: it never holds up the records next to it.
 """
 from __future__ import annotations
@@ -149,11 +149,10 @@ def _write(session: Session, lines: list[Line]) -> int:
     key_owners = dict(
         session.execute(select(ApiKey.id, ApiKey.account_id).where(ApiKey.id.in_({r.key_id for r in records}))).all()
     )
+    named_versions = {r.price_version_id for r in records} | {r.cost_version_id for r in records}
     versions = {
         version.id: version
-        for version in session.scalars(
-            select(PriceVersion).where(PriceVersion.id.in_({r.price_version_id for r in records} - {None}))
-        )
+        for version in session.scalars(select(PriceVersion).where(PriceVersion.id.in_(named_versions - {None})))
     }
     new: list[UsageRecord] = []
     for line, record in parsed:
@@ -165,6 +164,9 @@ def _write(session: Session, lines: list[Line]) -> int:
         version = versions.get(record.price_version_id)
         if record.price_version_id is not None and version is None:
             refused.append((line, f"unknown price version {record.price_version_id}"))
+            continue
+        if record.cost_version_id is not None and record.cost_version_id not in versions:
+            refused.append((line, f"unknown cost version {record.cost_version_id}"))
             continue
         _check_cost(record, version)
         seen.add(record.request_id)

@@ -12,11 +12,14 @@ ALWAYS_DESCRIBED = ("in", "out")
 # The record's values, in the order the hot path packs them (tab-separated) into the stream
 # entry's one field `r` and into the usage journal: lua/tollgate/record.lua FIELDS.
 RECORD_FIELDS = ("rid", "ts", "acct", "key", "model", "umodel", "provider", "pv", "ep", "stream", "status",
-                 "basis", *usage_classes.RECORD_FIELDS, "cost", "ms", "ttfb", "node", "hold", "over")
-# Records packed before `hold` and `over` were added: hold = cost, over = 0.
-LEGACY_FIELD_COUNT = 22
+                 "basis", *usage_classes.RECORD_FIELDS, "cost", "ms", "ttfb", "node", "hold", "over",
+                 "asked", "route", "cv", "pcost", "tries", "failed")
+# The values of records packed before routes (asked = model, no route or cost version, provider
+# cost 0, one attempt, none failed), and before `hold` and `over` too (hold = cost, over = 0).
+OLDER_FIELD_COUNTS = (24, 22)
 BASES = ("provider", "drained", "estimated", "invalid", "none")
-MAX_NANO = 2**53  # cost, hold and overage of one record
+MAX_NANO = 2**53  # cost, hold, overage and provider cost of one record
+MAX_TRIES = 10  # provider attempts of one request
 MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last moment a datetime holds
 INT32_MAX = 2**31 - 1
 
@@ -30,7 +33,7 @@ class UsageRecord:
     model: str
     upstream_model: str
     provider: str
-    price_version_id: int | None
+    price_version_id: int | None  # the charge's: the customer price, or at cost the route's cost version
     endpoint: str
     stream: bool
     status: int
@@ -42,6 +45,12 @@ class UsageRecord:
     latency_ms: int | None
     ttfb_ms: int | None
     node: str
+    requested_model: str  # as the client asked: the model's name or an alias
+    route_id: int | None
+    cost_version_id: int | None
+    provider_cost_nano: int  # the provider's price of the tokens at the cost version, uncapped
+    attempts: int
+    failed_statuses: str  # of the failed attempts, comma-separated ('' for none)
 
     def description(self) -> str:
         """'sandbox-chat: 12 input, 3 cached, 40 output, 2 reasoning tokens'."""
@@ -72,6 +81,12 @@ class UsageRecord:
             latency_ms=self.latency_ms,
             ttfb_ms=self.ttfb_ms,
             node=self.node,
+            requested_model=self.requested_model,
+            route_id=self.route_id,
+            cost_version_id=self.cost_version_id,
+            provider_cost_nano=self.provider_cost_nano,
+            attempts=self.attempts,
+            failed_statuses=self.failed_statuses,
             created_at=datetime.fromtimestamp(self.ts_ms // 1000, UTC).replace(microsecond=self.ts_ms % 1000 * 1000),
             transaction_id=transaction_id,
             **{usage.column: self.tokens[usage.field] for usage in usage_classes.USAGE_CLASSES},
@@ -81,9 +96,9 @@ class UsageRecord:
 def unpack(packed: str) -> dict[str, str]:
     """The named values of a packed record; ValueError when the count is wrong."""
     values = packed.split("\t")
-    if len(values) not in (len(RECORD_FIELDS), LEGACY_FIELD_COUNT):
+    if len(values) != len(RECORD_FIELDS) and len(values) not in OLDER_FIELD_COUNTS:
         raise ValueError(f"packed record has {len(values)} values, expected {len(RECORD_FIELDS)} "
-                         f"(or {LEGACY_FIELD_COUNT} without hold and over)")
+                         f"(or {' or '.join(map(str, OLDER_FIELD_COUNTS))} of the older layouts)")
     return dict(zip(RECORD_FIELDS, values))
 
 
@@ -113,12 +128,13 @@ def parse_packed(packed: str) -> UsageRecord:
 def parse(fields: dict[str, str]) -> UsageRecord:
     """A record from its named values; ValueError names the first bad field."""
     cost = _count(fields, "cost", MAX_NANO)
+    model = _text(fields, "model", required=True)
     return UsageRecord(
         request_id=_text(fields, "rid", required=True),
         ts_ms=_count(fields, "ts", MAX_TS_MS),
         account_id=_count(fields, "acct", INT32_MAX),
         key_id=_count(fields, "key", INT32_MAX),
-        model=_text(fields, "model", required=True),
+        model=model,
         upstream_model=_text(fields, "umodel"),
         provider=_text(fields, "provider"),
         price_version_id=_count(fields, "pv", INT32_MAX, optional=True),
@@ -133,6 +149,12 @@ def parse(fields: dict[str, str]) -> UsageRecord:
         latency_ms=_count(fields, "ms", INT32_MAX, optional=True),
         ttfb_ms=_count(fields, "ttfb", INT32_MAX, optional=True),
         node=_text(fields, "node"),
+        requested_model=_text(fields, "asked") or model,
+        route_id=_count(fields, "route", INT32_MAX, default=0) or None,
+        cost_version_id=_count(fields, "cv", INT32_MAX, default=0) or None,
+        provider_cost_nano=_count(fields, "pcost", MAX_NANO, default=0),
+        attempts=_attempts(fields),
+        failed_statuses=_statuses(fields),
     )
 
 
@@ -157,7 +179,7 @@ def _readable(read, fields):
 # to walk per record).
 _TEXT_LIMITS = {name: Usage.__table__.c[column].type.length for name, column in (
     ("rid", "request_id"), ("model", "model"), ("umodel", "upstream_model"), ("provider", "provider"),
-    ("ep", "endpoint"), ("node", "node"))}
+    ("ep", "endpoint"), ("node", "node"), ("asked", "requested_model"))}
 
 
 def _text(fields, name, required=False) -> str:
@@ -179,6 +201,25 @@ def _basis(fields) -> str:
     if basis not in BASES:
         raise ValueError(f"basis: not one of {', '.join(BASES)}")
     return basis
+
+
+def _attempts(fields) -> int:
+    """tries: from 1 to MAX_TRIES (absent: 1)."""
+    tries = _count(fields, "tries", MAX_TRIES, default=1)
+    if tries < 1:
+        raise ValueError(f"tries: not an integer from 1 to {MAX_TRIES}")
+    return tries
+
+
+def _statuses(fields) -> str:
+    """failed: at most MAX_TRIES HTTP statuses (100 to 599), comma-separated ('' for none)."""
+    failed = fields.get("failed", "")
+    statuses = failed.split(",") if failed else []
+    if len(statuses) > MAX_TRIES or not all(
+            status.isascii() and status.isdigit() and len(status) == 3 and 100 <= int(status) <= 599
+            for status in statuses):
+        raise ValueError(f"failed: not up to {MAX_TRIES} comma-separated statuses from 100 to 599")
+    return failed
 
 
 def _count(fields, name, maximum, default=None, optional=False) -> int | None:
