@@ -153,7 +153,7 @@ def parse(fields: dict[str, str]) -> UsageRecord:
         route_id=_count(fields, "route", INT32_MAX, default=0) or None,
         cost_version_id=_count(fields, "cv", INT32_MAX, default=0) or None,
         provider_cost_nano=_count(fields, "pcost", MAX_NANO, default=0),
-        attempts=_attempts(fields),
+        attempts=_count(fields, "tries", MAX_TRIES, default=1, minimum=1),
         failed_statuses=_statuses(fields),
     )
 
@@ -203,14 +203,6 @@ def _basis(fields) -> str:
     return basis
 
 
-def _attempts(fields) -> int:
-    """tries: from 1 to MAX_TRIES (absent: 1)."""
-    tries = _count(fields, "tries", MAX_TRIES, default=1)
-    if tries < 1:
-        raise ValueError(f"tries: not an integer from 1 to {MAX_TRIES}")
-    return tries
-
-
 def _statuses(fields) -> str:
     """failed: at most MAX_TRIES HTTP statuses (100 to 599), comma-separated ('' for none)."""
     failed = fields.get("failed", "")
@@ -222,15 +214,15 @@ def _statuses(fields) -> str:
     return failed
 
 
-def _count(fields, name, maximum, default=None, optional=False) -> int | None:
+def _count(fields, name, maximum, default=None, optional=False, minimum=0) -> int | None:
     """A non-negative integer field. Absent or empty: `default`, None if optional, else an error."""
     raw = fields.get(name, "")
     if raw == "":
         if default is not None or optional:
             return default
         raise ValueError(f"{name}: missing")
-    if not (raw.isascii() and raw.isdigit()) or int(raw) > maximum:
-        raise ValueError(f"{name}: not an integer from 0 to {maximum}")
+    if not (raw.isascii() and raw.isdigit()) or not minimum <= int(raw) <= maximum:
+        raise ValueError(f"{name}: not an integer from {minimum} to {maximum}")
     return int(raw)
 
 
