@@ -65,6 +65,7 @@ class Target:
     key: str
     redis_socket: Path | None = None  # the gateway's Redis
     usage_streams: tuple = ()         # its usage streams (one per shard)
+    route_health: str | None = None   # the key pattern of its nodes' route health (a cooled route)
 
 
 @dataclass(frozen=True)
@@ -73,14 +74,15 @@ class Scenario:
     body: dict
     protocol: str   # "openai" or "anthropic": which credential headers to send
     expect: bytes   # a complete answer contains this
+    direct: str | None = None  # a fallback scenario: the direct scenario its gateway req/s is compared with
 
 
 SYSTEM = "You are a concise assistant."
 MESSAGES = [{"role": "user", "content": "Write one sentence about load balancers."}]
 
 
-def openai_request(stream):
-    return {"model": "bench-chat", "messages": [{"role": "system", "content": SYSTEM}, *MESSAGES],
+def openai_request(stream, model="bench-chat"):
+    return {"model": model, "messages": [{"role": "system", "content": SYSTEM}, *MESSAGES],
             "max_tokens": 256, "stream": stream}
 
 
@@ -92,11 +94,15 @@ def anthropic_request(stream):
 SCENARIOS = {
     "openai": Scenario("/v1/chat/completions", openai_request(False), "openai", b'"usage"'),
     "openai-stream": Scenario("/v1/chat/completions", openai_request(True), "openai", b"data: [DONE]"),
+    # bench-fallback's first route answers 503 (bench-down), its second serves: two attempts.
+    "openai-fallback": Scenario("/v1/chat/completions", openai_request(False, "bench-fallback"), "openai",
+                                b'"usage"', direct="openai"),
     "anthropic": Scenario("/v1/messages", anthropic_request(False), "anthropic", b'"usage"'),
     "anthropic-stream": Scenario("/v1/messages", anthropic_request(True), "anthropic",
                                  b"event: message_stop"),
 }
 DEFAULT_SCENARIOS = "openai,openai-stream,anthropic-stream"
+CHAT_PRICES = ("--input", "0.15", "--output", "0.60", "--cached-input", "0.075")
 
 
 def credential_headers(protocol, key):
@@ -286,8 +292,10 @@ class Bench:
         port = free_port()
         # Never inherit TOLLGATE_* (a real Redis or database must not be touched by a benchmark).
         env = {k: v for k, v in os.environ.items() if not k.startswith("TOLLGATE_")}
+        # TOLLGATE_ROUTE_FAILS: bench-fallback's failing first route must never cool (after 3
+        # failures it would be skipped, and openai-fallback would measure a direct request).
         env.update(TOLLGATE_HOME=str(self.workdir / "gateway"), TOLLGATE_PORT=str(port),
-                   TOLLGATE_NGINX_WORKERS="1", TOLLGATE_DEMO="1")
+                   TOLLGATE_NGINX_WORKERS="1", TOLLGATE_DEMO="1", TOLLGATE_ROUTE_FAILS="1000000000")
         log = self.workdir / "tollgate-up.log"
         proc = self.start("gateway (tollgate up)", [tollgate, "up"], log, env)
         url = f"http://127.0.0.1:{port}"
@@ -306,8 +314,11 @@ class Bench:
             "--api-key", UPSTREAM_KEY)
         cli("provider", "add", "bench-anthropic", "--protocol", "anthropic", "--base-url", upstream,
             "--api-key", UPSTREAM_KEY)
-        cli("model", "add", "bench-chat", "--provider", "bench", "--input", "0.15", "--output", "0.60",
-            "--cached-input", "0.075")
+        cli("provider", "add", "bench-down", "--protocol", "openai", "--base-url", upstream + "/down/v1",
+            "--api-key", UPSTREAM_KEY)
+        cli("model", "add", "bench-chat", "--provider", "bench", *CHAT_PRICES)
+        cli("model", "add", "bench-fallback", "--provider", "bench-down", *CHAT_PRICES)
+        cli("route", "add", "bench-fallback", "--provider", "bench", "--priority", "1", *CHAT_PRICES)
         cli("model", "add", "bench-claude", "--provider", "bench-anthropic", "--input", "3",
             "--output", "15", "--cache-write", "3.75", "--cached-input", "0.30")
         cli("account", "create", "bench@example.com")
@@ -318,7 +329,8 @@ class Bench:
         from control_plane.hot import redis_keys
         shards = settings.load(env).redis_shards
         return Target(url, key, self.workdir / "gateway" / "run" / "redis.sock",
-                      tuple(redis_keys.usage_stream(shard) for shard in range(shards)))
+                      tuple(redis_keys.usage_stream(shard) for shard in range(shards)),
+                      redis_keys.route_health("*"))
 
 
 def find_tollgate():
@@ -467,6 +479,15 @@ def records_waiting(target):
     return int(done.stdout.strip() or 0)
 
 
+def cooled_routes(target):
+    """The gateway's route health entries: none unless a route cooled. None of the bench's should
+    (see TOLLGATE_ROUTE_FAILS in Bench.gateway): a cooled first route is skipped, and a fallback
+    scenario would measure direct requests."""
+    done = subprocess.run(["redis-cli", "-s", str(target.redis_socket), "--scan", "--pattern",
+                           target.route_health], capture_output=True, text=True)
+    return done.stdout.split()
+
+
 def measure_scenario(name, targets, args, wrk_pin, roots):
     """`args.repeat` recorded runs per target, the targets taking turns (bare, gateway, bare, …)
     so that a slow spell of the machine hits both; one row per target with the median run's
@@ -495,6 +516,10 @@ def measure_scenario(name, targets, args, wrk_pin, roots):
         cpu_paused = cpu_seconds(roots)
     finally:
         signal_all(workers, signal.SIGCONT)
+    for target in gateways:
+        if cooled := cooled_routes(target):
+            sys.exit(f"{name}: a route cooled during the runs ({', '.join(cooled)}); its figures do not "
+                     f"measure what the scenario says")
     wait_idle(roots)
     rows = []
     for target_name, results in runs.items():
@@ -508,6 +533,16 @@ def measure_scenario(name, targets, args, wrk_pin, roots):
         rows[-1]["ratio"] = statistics.median(
             g["rps"] / b["rps"] for b, g in zip(runs["bare"], runs["gateway"]))
     return rows
+
+
+def add_direct_ratios(results):
+    """On a fallback scenario's gateway row: its req/s ÷ that of its direct scenario's gateway row
+    of the same run (median runs), when both ran."""
+    gateway_rps = {row["scenario"]: row["rps"] for row in results if row["target"] == "gateway"}
+    for row in results:
+        direct = SCENARIOS[row["scenario"]].direct
+        if row["target"] == "gateway" and direct in gateway_rps:
+            row["direct"], row["direct_ratio"] = direct, row["rps"] / gateway_rps[direct]
 
 
 def median_run(results):
@@ -533,6 +568,14 @@ def print_table(results):
             bare = next(r for r in results if r["scenario"] == row["scenario"] and r["target"] == "bare")
             ratios = " ".join(f"{g['rps'] / b['rps']:.2f}" for b, g in zip(bare["runs"], row["runs"]))
             print(f"  {row['scenario']}: {ratios}")
+    fallbacks = [row for row in results if "direct_ratio" in row]
+    if fallbacks:
+        print("\nfallback/direct: gateway req/s ÷ the direct scenario's gateway req/s (median runs); µs: the"
+              " server CPU the failed attempt adds per request:")
+        for row in fallbacks:
+            direct_rps = row["rps"] / row["direct_ratio"]
+            print(f"  {row['scenario']} / {row['direct']}: {row['direct_ratio']:.2f}x, "
+                  f"{1e6 / row['rps'] - 1e6 / direct_rps:+.1f} µs")
     print("\nCPU µs per request by process, of the 1e6 / req/s µs one core had per request"
           " (+N: µs per usage record the paused usage worker moved into SQL after the runs):")
     for row in results:
@@ -569,6 +612,7 @@ def run(args, workdir):
             targets["gateway"] = bench.gateway(upstream_port)
         for name in args.scenarios:
             results += measure_scenario(name, targets, args, wrk_pin, bench.roots)
+    add_direct_ratios(results)
     print_table(results)
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps({
