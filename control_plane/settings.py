@@ -182,6 +182,11 @@ class Settings:
     lease_dict_bytes: int
     upstream_connect_timeout: int
     upstream_read_timeout: int
+    # Routing (lua/tollgate/route.lua, health.lua): attempts per request, and when a route cools.
+    max_attempts: int
+    route_fails: int
+    route_fail_window_seconds: int
+    route_cooldown_seconds: int
     drain_limit_bytes: int
     demo: bool
     log_level: str
@@ -276,6 +281,10 @@ def load(env=None) -> Settings:
         upstream_connect_timeout=_int(env, "TOLLGATE_UPSTREAM_CONNECT_TIMEOUT", 10, 1, 600),
         upstream_read_timeout=_int(env, "TOLLGATE_UPSTREAM_READ_TIMEOUT", 600, 1, 86400),
         drain_limit_bytes=_size(env, "TOLLGATE_DRAIN_LIMIT", "8m"),
+        max_attempts=_int(env, "TOLLGATE_MAX_ATTEMPTS", 3, 1, 5),
+        route_fails=_int(env, "TOLLGATE_ROUTE_FAILS", 3, 1, 1_000_000_000),
+        route_fail_window_seconds=_int(env, "TOLLGATE_ROUTE_FAIL_WINDOW_SECONDS", 10, 1, 3600),
+        route_cooldown_seconds=_int(env, "TOLLGATE_ROUTE_COOLDOWN_SECONDS", 30, 1, 3600),
         demo=_bool(env, "TOLLGATE_DEMO", True),
         log_level=log_level,
         min_deposit_nano=_usd(env, "TOLLGATE_MIN_DEPOSIT_USD", "10"),

@@ -3,6 +3,7 @@ docs/internals.md): what `tollgate route list` shows. A route no node has a fiel
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 
 from ..settings import Settings
@@ -42,9 +43,14 @@ def route_views(settings: Settings, route_ids: list[int]) -> dict[int, list[Node
 
 
 def _view(node: str, value: str) -> NodeView:
-    """A node's field as written; one that is not the documented JSON is shown as unreadable."""
+    """A node's field as written; one past its `until_ms` is half-open (nginx removes the field
+    when the route's trial request succeeds). One that is not the documented JSON is shown as
+    unreadable."""
     try:
         state = json.loads(value)
-        return NodeView(node, str(state["state"]), state.get("until_ms"), state.get("fails"), state.get("status"))
+        name, until_ms = str(state["state"]), state.get("until_ms")
+        if isinstance(until_ms, int) and until_ms <= time.time() * 1000:
+            name = "half_open"
+        return NodeView(node, name, until_ms, state.get("fails"), state.get("status"))
     except (ValueError, TypeError, KeyError):
         return NodeView(node, "unreadable", None, None, None)

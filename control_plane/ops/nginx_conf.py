@@ -60,6 +60,10 @@ def hot_path_settings(settings: Settings) -> dict:
         "config_ttl": CONFIG_TTL_SECONDS,
         "max_body_bytes": settings.max_body_bytes,
         "drain_limit_bytes": settings.drain_limit_bytes,
+        "max_attempts": settings.max_attempts,
+        "route_fails": settings.route_fails,
+        "route_fail_window_seconds": settings.route_fail_window_seconds,
+        "route_cooldown_seconds": settings.route_cooldown_seconds,
         "journal_dir": str(settings.journal_dir),
         "node_file": str(settings.run_dir / "nginx-node"),
     }

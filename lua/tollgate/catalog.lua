@@ -43,7 +43,7 @@ end
 
 local function fetch_key(red, token)
     local res, err = red:hmget(redis_keys.apikey(hash.sha256_hex(token)), "id", "acct", "shard", "status",
-        "rpm", "tpm")
+        "rpm", "tpm", "capfb")
     if not res then
         return nil, "failed to read api key: " .. tostring(err)
     end
@@ -53,6 +53,8 @@ local function fetch_key(red, token)
     return {
         id = res[1], acct = res[2], shard = tonumber(res[3]), active = res[4] == "active",
         rpm = tonumber(res[5]) or 0, tpm = tonumber(res[6]) or 0,
+        -- a fallback costs the key at most what the first route would have (hold.lua)
+        cap_fallback = res[7] == "1",
     }
 end
 
@@ -80,22 +82,63 @@ end
 
 local DEFAULT_MAX_INPUT = 200000 -- for a model published before it had one
 
-local function checked_model(name, model)
-    model.max_input = model.max_input or DEFAULT_MAX_INPUT
-    local ok = token_count(model.max_output) and token_count(model.max_input)
-        and type(model.price) == "table" and type(model.routes) == "table" and model.routes[1] ~= nil
-    if ok then
-        for i = 1, #usage_classes do
-            local p = model.price[usage_classes[i].price]
-            if type(p) ~= "number" or p < 0 or p > cost.MAX_PRICE or p ~= floor(p) then
-                ok = false
-                break
-            end
+local function valid_price(price)
+    if type(price) ~= "table" then
+        return false
+    end
+    for i = 1, #usage_classes do
+        local p = price[usage_classes[i].price]
+        if type(p) ~= "number" or p < 0 or p > cost.MAX_PRICE or p ~= floor(p) then
+            return false
         end
     end
-    if not ok then
-        return nil, "model " .. name .. " is published with a maximum output or input, prices or routes outside"
-            .. " the bounds: publish it again"
+    return true
+end
+
+local function whole(v, least, most)
+    return type(v) == "number" and v >= least and v <= most and v == floor(v)
+end
+
+local function valid_routes(routes)
+    if type(routes) ~= "table" or routes[1] == nil then
+        return false
+    end
+    for i = 1, #routes do
+        local r = routes[i]
+        if type(r) ~= "table" or not whole(r.id, 1, 2 ^ 31) or type(r.provider) ~= "string"
+                or type(r.upstream_model) ~= "string" or not whole(r.priority, -2 ^ 31, 2 ^ 31)
+                or not whole(r.weight, 1, 1000) or not valid_price(r.cost) or not whole(r.cost.version, 1, 2 ^ 53) then
+            return false
+        end
+    end
+    return true
+end
+
+-- The statuses a model's requests fall back on (besides an unreachable or silent provider), as
+-- a set: the ones nginx.conf's @attempt location intercepts, at most.
+local RETRYABLE = { [429] = true, [500] = true, [502] = true, [503] = true, [504] = true, [529] = true }
+
+local function retry_set(list)
+    if type(list) ~= "table" then
+        return nil
+    end
+    local set = {}
+    for i = 1, #list do
+        if not RETRYABLE[list[i]] then
+            return nil
+        end
+        set[list[i]] = true
+    end
+    return set
+end
+
+local function checked_model(name, model)
+    model.max_input = model.max_input or DEFAULT_MAX_INPUT
+    model.retry_set = retry_set(model.retry_on)
+    if not (token_count(model.max_output) and token_count(model.max_input) and valid_price(model.price)
+            and valid_routes(model.routes) and model.retry_set and type(model.at_cost) == "boolean") then
+        return nil, "model " .. name .. " is published with a maximum output or input, prices, routes or"
+            .. " fallback statuses outside the bounds: publish it again"
     end
     return model
 end
@@ -136,32 +179,6 @@ end
 -- Every published model name, sorted.
 function _M.model_names()
     return cached(caches.names, "", fetch_names)
-end
-
--- The route to use: the lowest priority number, weighted at random among equals.
-function _M.pick_route(model)
-    local routes = model.routes
-    local best, total = nil, 0
-    for i = 1, #routes do
-        local r = routes[i]
-        if not best or r.priority < best then
-            best, total = r.priority, 0
-        end
-        if r.priority == best then
-            total = total + (r.weight or 1)
-        end
-    end
-    local pick = math.random() * total
-    for i = 1, #routes do
-        local r = routes[i]
-        if r.priority == best then
-            pick = pick - (r.weight or 1)
-            if pick <= 0 then
-                return r
-            end
-        end
-    end
-    return routes[#routes]
 end
 
 return _M

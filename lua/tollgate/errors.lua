@@ -142,10 +142,10 @@ function _M.respond(code, protocol, vars, headers)
 end
 
 -- respond() with the request id filled in, for messages that quote it.
-function _M.fail(code, protocol, vars)
+function _M.fail(code, protocol, vars, headers)
     vars = vars or {}
     vars.request_id = ngx.var.tg_request_id
-    return _M.respond(code, protocol, vars)
+    return _M.respond(code, protocol, vars, headers)
 end
 
 -- The request line as the client sent it, split: method and target (path and query). Either is

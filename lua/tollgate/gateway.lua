@@ -7,6 +7,8 @@ local auth = require "tollgate.auth"
 local client = require "tollgate.client"
 local config = require "tollgate.config"
 local errors = require "tollgate.errors"
+local headers = require "tollgate.headers"
+local health = require "tollgate.health"
 local hold = require "tollgate.hold"
 local journal = require "tollgate.journal"
 local lease = require "tollgate.lease"
@@ -27,6 +29,7 @@ local ngx_var = ngx.var
 local cast = ffi.cast
 local req = ngx.req
 local find = string.find
+local match = string.match
 local tonumber = tonumber
 
 local _M = {}
@@ -76,7 +79,7 @@ function _M.access()
     if not raw then
         return
     end
-    local model, provider, upstream_model = route.resolve(parsed.model, protocol)
+    local model, first, provider, probe = route.resolve(parsed.model, protocol)
     if not model then
         return
     end
@@ -84,14 +87,14 @@ function _M.access()
     if is_stream == nil then
         return
     end
-    local sent, strip = rewrite.body(ep, raw, parsed, is_stream, upstream_model, protocol)
+    local sent, strip = rewrite.body(ep, raw, parsed, is_stream, first.upstream_model, protocol)
     if not sent then
         return
     end
     if not ratelimit.admit(key, #raw, per_choice * fan_out, protocol) then
         return
     end
-    local held = hold.place(ep, key, raw, model, per_choice, fan_out, protocol)
+    local held = hold.place(ep, key, raw, model, hold.price(model, first, key), per_choice, fan_out, protocol)
     if not held then
         return
     end
@@ -102,12 +105,77 @@ function _M.access()
     local rid = node.request_id()
     ngx_var.tg_rid = rid
     local st = {
-        ep = ep, key = key, hold = held, price = model.price, model = parsed.model,
-        umodel = upstream_model, provider = provider.name, stream = is_stream, strip = strip,
-        rid = rid, request_bytes = #raw,
+        ep = ep, key = key, hold = held, model = model, asked = parsed.model, route = first, first = first,
+        probe = probe, stream = is_stream, strip = strip, rid = rid, request_bytes = #raw, tries = 1,
     }
     route.point(ep, provider, st)
     inflight[request_key()] = st
+    if #model.routes > 1 and config.get().max_attempts > 1 then
+        -- Another route may serve if this one fails before its first byte: nginx.conf's @attempt.
+        st.raw, st.parsed, st.sent, st.tried = raw, parsed, sent, { [first.id] = true }
+        return ngx.exec("@attempt")
+    end
+end
+
+-- The status of the attempt that just failed, and whether its provider answered at all (else
+-- nginx made the 502 or 504: unreachable, or no answer in time).
+local function failed_attempt()
+    local status = tonumber(match(ngx_var.upstream_status or "", "(%d+)[^%d]*$")) or 502
+    local header_time = match(ngx_var.upstream_header_time or "", "(%S+)%s*$")
+    return status, header_time ~= nil and header_time ~= "-"
+end
+
+-- The error for a request whose every attempt failed, the last with `status`.
+local function exhausted(st, status, answered)
+    local protocol, vars = st.ep.protocol, { model = st.asked, status = status, attempts = st.tries }
+    if not answered then
+        return errors.fail(status == 504 and "provider_timeout" or "provider_unreachable", protocol, vars)
+    end
+    if status == 429 then
+        local retry_after = ngx_var.upstream_http_retry_after
+        return errors.fail("provider_rate_limited", protocol, vars,
+            retry_after and { ["Retry-After"] = retry_after } or nil)
+    end
+    return errors.fail(status == 529 and "provider_overloaded" or "provider_error", protocol, vars)
+end
+
+-- The access phase of @attempt, where a request with more than one route is proxied: first when
+-- access() sends it there, then each time its attempt fails before a byte reached the client
+-- (nginx.conf's error_page): the next route is tried, up to max_attempts, or the client is
+-- answered the last failure. Every attempt of a request shares its one hold and record.
+function _M.attempt()
+    local st = inflight[request_key()]
+    if st.proxied ~= st.tries then
+        st.proxied = st.tries -- its first arrival: proxy the attempt access() pointed
+        return
+    end
+    local status, answered = failed_attempt()
+    local failed = st.failed or {}
+    failed[#failed + 1] = status
+    st.failed = failed
+    local model = st.model
+    health.failed(st.route.id, status, tonumber(ngx_var.upstream_http_retry_after), st.probe)
+    if (answered and not model.retry_set[status]) or st.tries >= config.get().max_attempts then
+        return exhausted(st, status, answered)
+    end
+    local protocol = st.ep.protocol
+    local r, probe, provider
+    repeat
+        r, probe = route.pick(model, st.tried)
+        if not r then
+            return exhausted(st, status, answered)
+        end
+        st.tried[r.id] = true
+        provider = route.provider(r, model.name, protocol)
+    until provider
+    local sent = rewrite.body(st.ep, st.raw, st.parsed, st.stream, r.upstream_model, protocol)
+    if sent and sent ~= st.sent then
+        req.set_body_data(sent)
+        st.sent = sent
+    end
+    st.route, st.probe, st.tries = r, probe, st.tries + 1
+    st.proxied = st.tries
+    route.point(st.ep, provider, st)
 end
 
 function _M.balance()
@@ -127,7 +195,13 @@ local function start_answer(st)
     st.ttfb = ngx.now() - ngx.req.start_time()
     local status = ngx.status
     st.status = status
-    if status < 200 or status >= 300 or not st.ep.usage then
+    if status < 200 or status >= 300 then
+        return false
+    end
+    if st.probe then
+        health.succeeded(st.route.id)
+    end
+    if not st.ep.usage then
         return false
     end
     -- A stream asked for may still come back whole (a provider that ignores `stream`).
@@ -139,9 +213,36 @@ end
 
 -- Streams: once the client has gone, the rest of the answer is swallowed (not written, so
 -- nginx keeps reading the provider) until the provider's usage arrives or the drain limit.
+-- The provider refused the gateway's key for it (401, 403): the client gets a 502 that says so,
+-- not the provider's answer, which its SDK would take for a bad Tollgate key; the route cools.
+function _M.header_filter()
+    local status = ngx.status
+    if status == 401 or status == 403 then
+        local st = inflight[request_key()]
+        if st then -- admitted: the answer is the provider's
+            health.refused(st.route.id, status)
+            local code, body = errors.build("provider_credentials_refused", st.ep.protocol, {
+                model = st.asked, status = status, request_id = st.rid })
+            st.refusal = body .. "\n"
+            ngx.status = code
+            ngx.header["Content-Type"] = "application/json"
+            ngx.header["Content-Length"] = #st.refusal
+            ngx.header["WWW-Authenticate"] = nil
+        end
+    end
+    headers.filter()
+end
+
 function _M.body_filter()
     local st = inflight[request_key()]
     if not st then
+        return
+    end
+    local refusal = st.refusal
+    if refusal then
+        ngx.arg[1] = refusal
+        st.refusal = ""
+        st.status = st.status or ngx.status
         return
     end
     local parser = st.parser
@@ -192,11 +293,11 @@ function _M.log()
         return
     end
     local status = st.status or ngx.status
-    local tokens, basis, charge, over = hold.close(st)
+    local tokens, basis, charge, over, pv, provider_cost = hold.close(st)
     local now = ngx.now()
     local key = st.key
     settle.push(key.shard, key.id, key.acct, charge, record.pack(st, status, tokens, basis, charge,
-        over, now, (now - ngx.req.start_time()) * 1000))
+        over, pv, provider_cost, now, (now - ngx.req.start_time()) * 1000))
 end
 
 return _M

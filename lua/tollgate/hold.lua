@@ -21,14 +21,23 @@ local function usd(nano)
     return "$" .. text
 end
 
--- Holds what the request may cost: `raw` (the body) as input to `model`, and `per_choice` output
--- tokens for each of `fan_out` choices. Returns the hold (0 for an unbilled endpoint), or nil
--- after answering 402 (funds short) or 503 (Redis or the lease dict refused).
-function _M.place(ep, key, raw, model, per_choice, fan_out, protocol)
+-- The price a request is held at: a fixed-price model's own; at cost, the dearest of its routes
+-- class by class (the catalogue's `price`), or the first route's when the key caps fallbacks at
+-- it (charge_price never goes above it then).
+function _M.price(model, first, key)
+    if model.at_cost and key.cap_fallback then
+        return first.cost
+    end
+    return model.price
+end
+
+-- Holds what the request may cost at `price`: `raw` (the body) as input to `model`, and
+-- `per_choice` output tokens for each of `fan_out` choices. Returns the hold (0 for an unbilled
+-- endpoint), or nil after answering 402 (funds short) or 503 (Redis or the lease dict refused).
+function _M.place(ep, key, raw, model, price, per_choice, fan_out, protocol)
     if ep.unbilled then
         return 0
     end
-    local price = model.price
     local out_tokens = per_choice * fan_out
     local in_tokens = request.input_tokens(raw, model)
     local hold = cost.worst_case(in_tokens, out_tokens, price)
@@ -48,12 +57,28 @@ function _M.place(ep, key, raw, model, per_choice, fan_out, protocol)
     })
 end
 
+-- The price `tokens` are charged at: a fixed-price model's own; at cost, the route's that served,
+-- or the first route's if the key caps fallbacks and that is cheaper for these tokens.
+local function charge_price(st, tokens)
+    local model = st.model
+    if not model.at_cost then
+        return model.price
+    end
+    local served, first = st.route.cost, st.first.cost
+    if st.key.cap_fallback and first ~= served and tokens and cost.cost(tokens, first) < cost.cost(tokens, served) then
+        return first
+    end
+    return served
+end
+
 -- Closes the hold of the finished request `st` (gateway.lua's state): returns the usage classes
--- billed (nil: none), the basis, the charge (at most the hold) and the overage (the provider's
--- cost above the hold, not charged); the rest of the hold returns to the key's lease.
+-- billed (nil: none), the basis, the charge (at most the hold), the overage (the cost above the
+-- hold, not charged), the price version charged at and the provider's cost (what the route's
+-- provider charges the operator for the tokens); the rest of the hold returns to the key's lease.
 function _M.close(st)
     local hold = st.hold
-    local tokens, basis, charge, over = nil, "none", 0, 0
+    local tokens, basis, charge, over, provider_cost = nil, "none", 0, 0, 0
+    local price = charge_price(st, nil)
     local parser = st.parser
     if parser then
         local final, invalid
@@ -64,18 +89,22 @@ function _M.close(st)
                 " token counts; charged the hold")
         elseif tokens and final then
             basis = st.gone and "drained" or "provider"
-            charge = cost.cost(tokens, st.price)
+            price = charge_price(st, tokens)
+            charge = cost.cost(tokens, price)
             if charge > hold then
                 charge, over = hold, charge - hold -- never more than held: the excess is overage
             end
+            provider_cost = cost.cost(tokens, st.route.cost)
         elseif not tokens and response.failed(parser) then
             basis = "none" -- an error answer that reports no usage costs nothing
         else
             tokens, basis = response.estimate(parser, st.request_bytes), "estimated"
-            charge = cost.cost(tokens, st.price)
+            price = charge_price(st, tokens)
+            charge = cost.cost(tokens, price)
             if charge > hold then
                 charge = hold
             end
+            provider_cost = cost.cost(tokens, st.route.cost)
             if response.skipped(parser) or st.drain_exceeded then
                 ngx.log(ngx.WARN, "request ", st.rid, ": billed an estimate, ", st.drain_exceeded
                     and "the drain limit was reached before the provider's usage" or
@@ -84,7 +113,7 @@ function _M.close(st)
         end
     end
     lease.finish(st.key.id, hold, charge)
-    return tokens, basis, charge, over
+    return tokens, basis, charge, over, price.version, provider_cost
 end
 
 return _M

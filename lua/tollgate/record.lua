@@ -5,6 +5,7 @@ local node = require "tollgate.node"
 local usage = require "tollgate.usage"
 local usage_classes = require "tollgate.usage_classes"
 
+local concat = table.concat
 local format = string.format
 
 local _M = {}
@@ -19,7 +20,8 @@ local BEFORE_TOKENS = {
 }
 local AFTER_TOKENS = {
     { "cost", "%d" }, { "ms", "%d" }, { "ttfb", "%d" }, { "node", "%s" }, { "hold", "%d" },
-    { "over", "%d" },
+    { "over", "%d" }, { "asked", "%s" }, { "route", "%d" }, { "cv", "%d" }, { "pcost", "%d" },
+    { "tries", "%d" }, { "failed", "%s" },
 }
 
 _M.FIELDS = {}
@@ -38,17 +40,20 @@ local RECORD = table.concat(formats, "\t")
 local NO_TOKENS = usage.zero()
 
 -- The packed record of request `st` (gateway.lua's state of an admitted request), answered with
--- `status`, billed on `basis` for `tokens` (nil: none): `charge` nano-USD charged, `over` nano-USD
--- of cost above the hold not charged; finished at `now` (seconds) after `ms` milliseconds. The values are
+-- `status`, billed on `basis` for `tokens` (nil: none): `charge` nano-USD charged at price version
+-- `pv`, `over` nano-USD of cost above the hold not charged, `provider_cost` what the route that
+-- served costs the operator; finished at `now` (seconds) after `ms` milliseconds. The values are
 -- passed in FIELDS order, the token counts spelled out (spec_record checks both).
-function _M.pack(st, status, tokens, basis, charge, over, now, ms)
+function _M.pack(st, status, tokens, basis, charge, over, pv, provider_cost, now, ms)
     local key = st.key
+    local route = st.route
     tokens = tokens or NO_TOKENS
     return format(RECORD,
-        st.rid, now * 1000, key.acct, key.id, st.model, st.umodel, st.provider,
-        st.price.version, st.ep.name, st.stream and "1" or "0", status, basis,
+        st.rid, now * 1000, key.acct, key.id, st.model.name, route.upstream_model, route.provider,
+        pv, st.ep.name, st.stream and "1" or "0", status, basis,
         tokens["in"], tokens.cr, tokens.cw, tokens.cw1h, tokens.out, tokens.rsn,
-        charge, ms, st.ttfb and st.ttfb * 1000 or ms, node.id, st.hold, over)
+        charge, ms, st.ttfb and st.ttfb * 1000 or ms, node.id, st.hold, over,
+        st.asked, route.id, route.cost.version, provider_cost, st.tries, st.failed and concat(st.failed, ",") or "")
 end
 
 return _M

@@ -25,6 +25,11 @@ end
 
 _M.MODELS = PREFIX .. "models"
 
+-- A node's route health states (health.lua), by route id.
+function _M.route_health(node_id)
+    return PREFIX .. "route_health:" .. node_id
+end
+
 function _M.account(shard, account_id)
     return tag(shard) .. "acct:" .. account_id
 end

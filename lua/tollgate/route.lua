@@ -1,7 +1,9 @@
--- Where a request goes: the route its model picks and that route's provider (catalog.lua), and
--- the proxied request pointed there, with the provider's key instead of the client's.
+-- Where a request goes: the route its model picks (by priority, weight and health, health.lua)
+-- and that route's provider (catalog.lua), and the proxied request pointed there, with the
+-- provider's key instead of the client's.
 local catalog = require "tollgate.catalog"
 local errors = require "tollgate.errors"
+local health = require "tollgate.health"
 
 local ngx_var = ngx.var
 local format = string.format
@@ -13,8 +15,92 @@ local unavailable = errors.unavailable
 
 local _M = {}
 
--- The model the client named (`model_name`, from the body), its provider and the model name the
--- provider knows; or nil after answering the error (400, 404, or 503 when Redis cannot say).
+local NONE = {} -- no route tried yet
+
+-- Lower priority numbers first, weighted at random among equals; `skip` the route ids left out,
+-- `usable(route)` whether a route may be chosen.
+local function choose(routes, skip, usable)
+    local best, total = nil, 0
+    for i = 1, #routes do
+        local r = routes[i]
+        if not skip[r.id] and usable(r) then
+            if not best or r.priority < best then
+                best, total = r.priority, 0
+            end
+            if r.priority == best then
+                total = total + r.weight
+            end
+        end
+    end
+    if not best then
+        return nil
+    end
+    local pick, last = random() * total, nil
+    for i = 1, #routes do
+        local r = routes[i]
+        if not skip[r.id] and r.priority == best and usable(r) then
+            last = r
+            pick = pick - r.weight
+            if pick <= 0 then
+                return r
+            end
+        end
+    end
+    return last
+end
+
+local function anything()
+    return true
+end
+
+-- The route to try next (none in `skip`, the ids tried): a healthy one, or a half-open one this
+-- request may trial (then `probe` is true); when every one is cooling, one of those all the same
+-- (a request is never refused for health alone). nil when none is left.
+function _M.pick(model, skip)
+    local routes = model.routes
+    if #routes == 1 then
+        return not skip[routes[1].id] and routes[1] or nil, false
+    end
+    local states = {}
+    for i = 1, #routes do
+        local id = routes[i].id
+        if not skip[id] then
+            states[id] = health.state(id)
+        end
+    end
+    local function not_cooling(r)
+        return states[r.id] ~= "cooling"
+    end
+    while true do
+        local r = choose(routes, skip, not_cooling)
+        if not r then
+            return choose(routes, skip, anything), false
+        end
+        if states[r.id] == "ok" then
+            return r, false
+        end
+        if health.take_probe(r.id) then
+            return r, true
+        end
+        states[r.id] = "cooling" -- another request is trying it
+    end
+end
+
+-- A route's provider, if it speaks `protocol`; else nil and why.
+function _M.provider(r, model_name, protocol)
+    local provider, err = catalog.provider(r.provider)
+    if not provider then
+        return nil, err or ("model " .. model_name .. " routes to unknown provider " .. r.provider)
+    end
+    if provider.protocol ~= protocol then
+        return nil, "wrong protocol", provider.protocol
+    end
+    return provider
+end
+
+-- The model the client named (`model_name`, from the body: a model or an alias of one), the
+-- first route to try, its provider and whether it is a half-open route's trial; or nil after
+-- answering the error (400, 404, or 503 when Redis cannot say).
 function _M.resolve(model_name, protocol)
     if type(model_name) ~= "string" or model_name == "" then
         return nil, fail("missing_model", protocol)
@@ -26,19 +112,18 @@ function _M.resolve(model_name, protocol)
     if not model then
         return nil, fail("model_not_found", protocol, { model = model_name })
     end
-    local route = catalog.pick_route(model)
-    local provider, perr = catalog.provider(route.provider)
+    local r, probe = _M.pick(model, NONE)
+    local provider, perr, spoken = _M.provider(r, model_name, protocol)
     if not provider then
-        return nil, unavailable(protocol, perr
-            or ("model " .. model_name .. " routes to unknown provider " .. route.provider))
-    end
-    if provider.protocol ~= protocol then
+        if not spoken then
+            return nil, unavailable(protocol, perr)
+        end
         return nil, fail("invalid_request", protocol, { detail = format(
             "The model '%s' is served over the %s protocol: call it through %s.", model_name,
-            provider.protocol == "anthropic" and "Anthropic" or "OpenAI",
-            provider.protocol == "anthropic" and "POST /v1/messages" or "the /v1/chat/completions family") })
+            spoken == "anthropic" and "Anthropic" or "OpenAI",
+            spoken == "anthropic" and "POST /v1/messages" or "the /v1/chat/completions family") })
     end
-    return model, provider, route.upstream_model or model_name
+    return model, r, provider, probe
 end
 
 -- The upstream URL (before the query string) of an endpoint at a provider, cached with the
