@@ -101,13 +101,17 @@ def test_route_add_refuses_a_provider_of_another_protocol(cli, model):
 
 
 def test_route_list_shows_each_nodes_view_of_a_route(cli, redis_client, model):
-    # 1_796_000_000_000 ms: 20,787 days (to 2026-11-30) and 3,200 s (00:53:20) after the epoch
+    # 4_102_444_800_000 ms: 2100-01-01T00:00:00Z; 1_796_000_000_000 ms: 20,787 days (to 2026-11-30)
+    # and 3,200 s (00:53:20) after the epoch, in the past: that node's cooldown is over (half-open)
     redis_client.hset(redis_keys.route_health("node-a"), str(model.route),
-                      json.dumps({"state": "cooling", "until_ms": 1_796_000_000_000, "fails": 3, "status": 503}))
+                      json.dumps({"state": "cooling", "until_ms": 4_102_444_800_000, "fails": 3, "status": 503}))
     redis_client.hset(redis_keys.route_health("node-b"), str(model.route),
-                      json.dumps({"state": "refused", "until_ms": 0, "fails": 1, "status": 401}))
-    redis_client.hset(redis_keys.route_health("node-c"), "99999", json.dumps({"state": "half_open"}))
-    state = "node-a: cooling until 2026-11-30T00:53:20.000Z (3 fails, last 503); node-b: refused (1 fails, last 401)"
+                      json.dumps({"state": "refused", "until_ms": 4_102_444_800_000, "fails": 1, "status": 401}))
+    redis_client.hset(redis_keys.route_health("node-c"), "99999", json.dumps({"state": "cooling"}))
+    redis_client.hset(redis_keys.route_health("node-d"), str(model.route),
+                      json.dumps({"state": "cooling", "until_ms": 1_796_000_000_000, "fails": 3, "status": 529}))
+    state = ("node-a: cooling until 2100-01-01T00:00:00.000Z (3 fails, last 503); "
+             "node-b: refused (1 fails, last 401); node-d: half_open (3 fails, last 529)")
     assert cli("route", "list", "m").stdout.splitlines()[1].endswith(state)
     [item] = json.loads(cli("route", "list", "m", "--json").stdout)
     assert item == {
@@ -117,8 +121,9 @@ def test_route_list_shows_each_nodes_view_of_a_route(cli, redis_client, model):
         "cost_nano": {"input": 1_000_000_000, "cached_input": 1_000_000_000, "cache_write": 1_000_000_000,
                       "cache_write_1h": 1_000_000_000, "output": 4_000_000_000, "reasoning": 4_000_000_000},
         "state": state,
-        "nodes": [{"node": "node-a", "state": "cooling", "until_ms": 1_796_000_000_000, "fails": 3, "status": 503},
-                  {"node": "node-b", "state": "refused", "until_ms": 0, "fails": 1, "status": 401}]}
+        "nodes": [{"node": "node-a", "state": "cooling", "until_ms": 4_102_444_800_000, "fails": 3, "status": 503},
+                  {"node": "node-b", "state": "refused", "until_ms": 4_102_444_800_000, "fails": 1, "status": 401},
+                  {"node": "node-d", "state": "half_open", "until_ms": 1_796_000_000_000, "fails": 3, "status": 529}]}
 
 
 def test_route_list_of_an_unknown_model_is_status_2(cli):
