@@ -112,7 +112,7 @@ def test_a_failing_first_route_falls_back_and_bills_the_route_that_served(gatewa
     if failure != "refused":
         first.enqueue(body=PROVIDER_ERROR, status=failure)
     second.enqueue("openai_chat_stream" if stream else "openai_chat")
-    email, key = new_customer(gateway)
+    _email, key = new_customer(gateway)
     before = balance_nano(gateway, key)
 
     status, _headers, body = chat(gateway, key, model, stream)

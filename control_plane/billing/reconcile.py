@@ -3,9 +3,10 @@
 Drift: Redis `bal` must equal the SQL balance of the transactions already applied to Redis, minus
 the usage Redis debited that SQL has not recorded yet (records still in the usage streams), minus
 the cost of the account's quarantined records (Redis debited them when it settled them; SQL has no
-usage row for them). A key's Redis `spent` must equal Σ cost of its usage, the same way. Each shard's hot state and stream are read in one Redis script — one atomic
-snapshot — and SQL after it, in a new transaction, one statement per account; records the worker
-drains in between are found in SQL by request id, so a live gateway reconciles exactly.
+usage row for them). A key's Redis `spent` must equal Σ cost of its usage, the same way. Each
+shard's hot state and stream are read in one Redis script — one atomic snapshot — and SQL after
+it, in a new transaction, one statement per account and key; records the worker drains in
+between are found in SQL by request id, so a live gateway reconciles exactly.
 
 Besides drift, each invariant that does not hold is a Violation: a balance below zero (Redis,
 SQL), `held` below zero (account, key, a node's lease), a key spent above its limit (Redis

@@ -69,7 +69,8 @@ def model() -> None:
 @model.command("add")
 @click.argument("name")
 @click.option("--provider", "provider_name", required=True)
-@click.option("--upstream-model", help="The provider's name for it (default: NAME, or the model's route's to PROVIDER).")
+@click.option("--upstream-model",
+              help="The provider's name for it (default: NAME, or the model's route's to PROVIDER).")
 @price_options()
 @click.option("--max-output", type=click.IntRange(min=1), help="Most output tokens a request may ask for.")
 @click.option("--max-input", type=click.IntRange(min=1),
@@ -151,7 +152,8 @@ def route_list(settings: Settings, model_name: str, as_json: bool) -> None:
     that does not see them healthy."""
     with db.session_scope(settings) as session:
         model_id = upstreams.require_model(session, model_name).id
-        listed = [(route, upstreams.current_cost(session, route.id)) for route in upstreams.routes_of(session, model_id)]
+        listed = [(route, upstreams.current_cost(session, route.id))
+                  for route in upstreams.routes_of(session, model_id)]
         providers = {route.id: route.provider.name for route, _cost in listed}
     try:
         views = route_health.route_views(settings, [route.id for route, _cost in listed])
