@@ -1,10 +1,9 @@
-"""A real local EVM node for the deposit tests: anvil (npm @foundry-rs/anvil, installed by `npm ci`
-in tests/evm on first use), the test USDT deployed on it, and an RPC proxy that plays a
+"""A real local EVM node for the deposit tests: anvil (npm @foundry-rs/anvil, installed from
+tests/evm on first use, helpers.npm_binary), the test USDT deployed on it, and an RPC proxy that plays a
 provider's failures (429s, refused ranges, no `finalized` tag) in front of it."""
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import subprocess
 import threading
@@ -14,6 +13,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from helpers import npm_binary
 from web3 import Web3
 
 EVM_DIR = Path(__file__).resolve().parent / "evm"
@@ -29,18 +29,6 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def anvil_binary() -> Path:
-    binary = EVM_DIR / "node_modules" / ".bin" / "anvil"
-    if not binary.exists():
-        npm = shutil.which("npm")
-        if npm is None:
-            raise RuntimeError("the EVM deposit tests need node and npm (to install anvil from the npm registry)")
-        # --ignore-scripts: anvil's binary comes in its platform package from the npm registry itself.
-        subprocess.run([npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund"], cwd=EVM_DIR, check=True,
-                       stdout=subprocess.DEVNULL)
-    return binary
-
-
 class AnvilNode:
     """anvil on a free loopback port, mining a block per transaction (and on demand)."""
 
@@ -48,7 +36,7 @@ class AnvilNode:
         self.url = f"http://127.0.0.1:{_free_port()}"
         port = self.url.rsplit(":", 1)[1]
         self.process = subprocess.Popen(
-            [str(anvil_binary()), "--host", "127.0.0.1", "--port", port, "--silent",
+            [str(npm_binary(EVM_DIR, ".bin/anvil")), "--host", "127.0.0.1", "--port", port, "--silent",
              "--slots-in-an-epoch", str(SLOTS_IN_AN_EPOCH)],
             stdout=subprocess.DEVNULL, start_new_session=True,
         )

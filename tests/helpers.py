@@ -5,17 +5,36 @@ from __future__ import annotations
 
 import http.client
 import json
+import shutil
 import socket
+import subprocess
 import time
 import urllib.error
 import urllib.request
 import uuid
+from pathlib import Path
 
 from control_plane import db
 from control_plane.billing import ledger
 from control_plane.hot import redis_keys
 from control_plane.hot.usage_records import RECORD_FIELDS
 from control_plane.models import Account
+
+# -- tools from the npm registry ------------------------------------------------------------------
+
+def npm_binary(directory: Path, path: str) -> Path:
+    """The command at `path` under node_modules of the npm packages locked in `directory`
+    (tests/evm, tests/claude_code), installed by `npm ci` on first use. --ignore-scripts: the
+    binaries come in their platform packages from the npm registry itself."""
+    binary = directory / "node_modules" / path
+    if not binary.exists():
+        npm = shutil.which("npm")
+        if npm is None:
+            raise RuntimeError(f"{path} is installed from the npm registry: these tests need node and npm")
+        subprocess.run([npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund"], cwd=directory, check=True,
+                       stdout=subprocess.DEVNULL)
+    return binary
+
 
 # -- balances --------------------------------------------------------------------------------------
 
