@@ -218,3 +218,19 @@ def price_version(settings) -> PriceVersion:
         model = catalog.upsert_model(session, "test-chat", "test", prices)
         return catalog.current_cost(session, catalog.routes_of(session, model.id)[0].id)
 pytest_plugins = ["gateway_fixtures", "evm_fixtures"]
+
+
+@pytest.fixture(params=DATABASES)
+def empty_database(request, tmp_path):
+    """The URL of a new, empty database (SQLite; PostgreSQL too when configured), for migrations."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'migrate.db'}"
+        return
+    name = f"tollgate_migrate_{secrets.token_hex(4)}"
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
+    admin.dispose()

@@ -1,34 +1,14 @@
 """Revision 0006 turns each model into a fixed-price model with one route (its old provider and
 upstream model) whose cost version copies its current price, and takes it back again."""
-import secrets
 
-import pytest
 from alembic import command
 from alembic.config import Config
-from conftest import DATABASES, POSTGRES_URL
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from control_plane import db
 from control_plane import settings as settings_module
 
 NOW = "2026-11-30 12:00:00.000000+00:00"
-
-
-@pytest.fixture(params=DATABASES)
-def empty_database(request, tmp_path):
-    """A database without tables: SQLite, and PostgreSQL when the tests have one."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'migrate.db'}"
-        return
-    name = f"tollgate_migrate_{secrets.token_hex(4)}"
-    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def test_models_become_fixed_price_models_with_one_route(tmp_path, empty_database):

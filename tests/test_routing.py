@@ -69,6 +69,16 @@ def two_route_model(gw: Gateway, first: Simulator, second: Simulator, first_url:
     return model
 
 
+def first_route_answering(gw: Gateway, sims, status: int, *key_args: str) -> tuple[str, str, int]:
+    """A two-route model whose first route answers the next request `status`, and a fresh key
+    (`tollgate key create` options `key_args`): (model, key, its balance)."""
+    first, second = sims
+    model = two_route_model(gw, first, second)
+    first.enqueue(body=PROVIDER_ERROR, status=status)
+    _email, key = new_customer(gw, "10", *key_args)
+    return model, key, balance_nano(gw, key)
+
+
 def route_list(gw: Gateway, model: str) -> list[dict]:
     return json.loads(gw.cli("route", "list", model, "--json").stdout)
 
@@ -134,11 +144,8 @@ def test_a_failing_first_route_falls_back_and_bills_the_route_that_served(gatewa
 
 @pytest.mark.parametrize("status", [400, 404, 413, 422])
 def test_a_client_error_is_not_retried_and_costs_nothing(gateway, sims, status):
-    first, second = sims
-    model = two_route_model(gateway, first, second)
-    first.enqueue(body=PROVIDER_ERROR, status=status)
-    _email, key = new_customer(gateway)
-    before = balance_nano(gateway, key)
+    model, key, before = first_route_answering(gateway, sims, status)
+    second = sims[1]
     answer_status, _headers, body = chat(gateway, key, model)
     assert answer_status == status  # the provider's own answer
     assert json.loads(body)["error"]
@@ -150,11 +157,8 @@ def test_a_client_error_is_not_retried_and_costs_nothing(gateway, sims, status):
 
 @pytest.mark.parametrize("status", [401, 403])
 def test_a_refused_provider_key_is_a_clear_502_and_marks_the_route(gateway, sims, status):
-    first, second = sims
-    model = two_route_model(gateway, first, second)
-    first.enqueue(body=PROVIDER_ERROR, status=status)
-    _email, key = new_customer(gateway)
-    before = balance_nano(gateway, key)
+    model, key, before = first_route_answering(gateway, sims, status)
+    second = sims[1]
     answer_status, _headers, body = chat(gateway, key, model)
     assert answer_status == 502
     error = json.loads(body)["error"]
@@ -224,14 +228,10 @@ def test_an_alias_is_served_and_billed_as_its_model(gateway, sims):
 
 
 def test_a_fixed_price_model_charges_its_price_and_records_the_route_cost(gateway, sims):
-    first, second = sims
-    model = two_route_model(gateway, first, second)
+    model, key, before = first_route_answering(gateway, sims, 503)
     gateway.cli("model", "price", model, "--input", "10", "--cached-input", "5", "--output", "20")
     time.sleep(1.2)
-    first.enqueue(body=PROVIDER_ERROR, status=503)
-    second.enqueue("openai_chat")
-    _email, key = new_customer(gateway)
-    before = balance_nano(gateway, key)
+    sims[1].enqueue("openai_chat")
     assert chat(gateway, key, model)[0] == 200
     row = only_row(gateway, key)
     # 5,561 × 10,000 + 6,784 × 5,000 + 809 × 20,000 + 1,536 × 20,000 = 136,430,000
@@ -241,12 +241,8 @@ def test_a_fixed_price_model_charges_its_price_and_records_the_route_cost(gatewa
 
 
 def test_a_key_capping_fallbacks_pays_at_most_the_first_routes_price(gateway, sims):
-    first, second = sims
-    model = two_route_model(gateway, first, second)
-    first.enqueue(body=PROVIDER_ERROR, status=503)
-    second.enqueue("openai_chat")
-    _email, key = new_customer(gateway, "10", "--cap-fallback-price")
-    before = balance_nano(gateway, key)
+    model, key, before = first_route_answering(gateway, sims, 503, "--cap-fallback-price")
+    sims[1].enqueue("openai_chat")
     assert chat(gateway, key, model)[0] == 200
     row = only_row(gateway, key)
     assert (row["cost_nano"], row["upstream_model"]) == (CHAT_CHEAP, "up-second")

@@ -2,17 +2,14 @@
 and never holds up the records next to it in its stream entry."""
 import json
 import logging
-import secrets
 import time
 from datetime import UTC, datetime
 
 import pytest
 from alembic import command
 from alembic.config import Config
-from conftest import DATABASES, POSTGRES_URL
 from helpers import COST, drain_all, packed_record, reconcile_report, usage_entry, usage_record
 from sqlalchemy import create_engine, inspect, select, text
-from sqlalchemy.engine import make_url
 
 from control_plane import db
 from control_plane import settings as settings_module
@@ -269,22 +266,6 @@ def test_admin_api_pages_the_quarantine_newest_first(settings, drain, client, cl
 def test_admin_quarantine_is_refused_to_customer_keys(client, alice):
     response = client.get("/api/v1/admin/quarantine", headers={"Authorization": f"Bearer {alice.plaintext}"})
     assert (response.status_code, response.json["error"]["code"]) == (403, "forbidden")
-
-
-@pytest.fixture(params=DATABASES)
-def empty_database(request, tmp_path):
-    """The URL of a new, empty database (SQLite; PostgreSQL too when configured)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'migrate.db'}"
-        return
-    name = f"tollgate_migrate_{secrets.token_hex(4)}"
-    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
-    admin.dispose()
 
 
 def test_revision_0004_adds_holds_and_the_quarantine_and_takes_them_away(tmp_path, empty_database):
