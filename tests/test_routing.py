@@ -331,3 +331,19 @@ def test_max_attempts_bounds_the_routes_tried(tmp_path, own_database):
             assert (row["attempts"], row["failed_statuses"], row["cost_nano"]) == (2, [500, 503], 0)
     finally:
         gw.stop()
+
+
+def test_a_route_that_does_not_answer_in_time_falls_back(tmp_path, own_database):
+    gw = Gateway(tmp_path / "gw", own_database, extra_env={"TOLLGATE_UPSTREAM_READ_TIMEOUT": "1"}).start()
+    try:
+        with Simulator() as first, Simulator() as second:
+            model = two_route_model(gw, first, second)
+            first.enqueue_hang()
+            second.enqueue("openai_chat")
+            _email, key = new_customer(gw)
+            assert chat(gw, key, model)[0] == 200
+            row = only_row(gw, key)
+            assert (row["upstream_model"], row["attempts"], row["failed_statuses"], row["cost_nano"]) == (
+                "up-second", 2, [504], CHAT_DEAR)
+    finally:
+        gw.stop()
