@@ -87,8 +87,10 @@ function _M.failed(id, status, retry_after, probe)
     if probe or fails >= conf.route_fails then
         seconds = conf.route_cooldown_seconds
     end
-    if status == 429 and retry_after and retry_after > seconds then
-        seconds = retry_after < MAX_RETRY_AFTER and retry_after or MAX_RETRY_AFTER
+    -- A provider's figure: only whole seconds of at least 1 count (an HTTP-date, "nan", a
+    -- negative or tiny figure is ignored), and at most an hour.
+    if status == 429 and retry_after and retry_after >= 1 and retry_after > seconds then
+        seconds = retry_after < MAX_RETRY_AFTER and math.floor(retry_after) or MAX_RETRY_AFTER
     end
     if seconds > 0 then
         cool(id, seconds, "cooling", status, fails)
