@@ -298,17 +298,25 @@ def test_a_failing_route_cools_then_one_request_tries_it(tmp_path, own_database)
         gw.stop()
 
 
-def test_retry_after_cools_the_route_at_least_that_long(tmp_path, own_database):
+@pytest.mark.parametrize("retry_after, cools", [("30", True), ("1e308", True), ("nan", False), ("-5", False)])
+def test_retry_after_cools_the_route_at_least_that_long(tmp_path, own_database, retry_after, cools):
     gw = Gateway(tmp_path / "gw", own_database, extra_env={"TOLLGATE_ROUTE_COOLDOWN_SECONDS": "1"}).start()
     try:
         with Simulator() as first, Simulator() as second:
             model = two_route_model(gw, first, second)
-            first.enqueue("errors/openai_rate_limit", status=429, headers={"retry-after": "30"})
+            first.enqueue("errors/openai_rate_limit", status=429, headers={"retry-after": retry_after})
             _email, key = new_customer(gw, "100")
-            assert [chat(gw, key, model)[0] for _ in range(4)] == [200] * 4
+            assert chat(gw, key, model)[0] == 200
+            if not cools:  # not a number of seconds: one failure of three, the route still serves
+                assert chat(gw, key, model)[0] == 200
+                assert (len(first.requests), len(second.requests)) == (2, 1)
+                return
+            assert [chat(gw, key, model)[0] for _ in range(3)] == [200] * 3
             time.sleep(1.5)  # longer than the cooldown, shorter than Retry-After
             assert chat(gw, key, model)[0] == 200
-            assert len(first.requests) == 1
+            assert (len(first.requests), len(second.requests)) == (1, 5)
+            [[view]] = [item["nodes"] for item in route_list(gw, model)[:1]]
+            assert view["state"] == "cooling" and view["until_ms"] <= time.time() * 1000 + 3_600_000  # an hour at most
     finally:
         gw.stop()
 
