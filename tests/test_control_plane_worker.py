@@ -117,6 +117,18 @@ def test_cost_mismatch_is_logged_and_the_charge_stands(settings, drain, stream, 
     assert usage_cost(settings) == 999
 
 
+def test_a_provider_cost_its_cost_version_does_not_give_is_logged(settings, drain, stream, redis_client, customer,
+                                                                  price_version, caplog):
+    redis_client.xadd(stream, usage_entry(usage_record(customer, price_version, "req-pcost", pcost="7")))
+    with caplog.at_level(logging.ERROR):
+        drain_all(drain)
+    assert [record.getMessage() for record in caplog.records] == [
+        f"usage req-pcost (provider): provider cost 7 nano, but cost version {price_version.id} gives 525000; "
+        f"recorded as reported"]
+    with db.session_scope(settings) as session:
+        assert session.scalar(select(Usage.provider_cost_nano)) == 7
+
+
 def test_provider_usage_above_the_hold_is_charged_the_hold_and_records_the_overage(
         settings, drain, stream, redis_client, customer, price_version, caplog):
     redis_client.xadd(stream, usage_entry(usage_record(customer, price_version, "req-over", cost="500000",
@@ -160,7 +172,7 @@ def test_estimate_above_its_hold_is_logged(settings, drain, stream, redis_client
 def test_invalid_provider_usage_is_charged_its_hold_with_the_clamped_figures(
         settings, drain, stream, redis_client, customer, price_version, caplog):
     redis_client.xadd(stream, usage_entry(usage_record(customer, price_version, "req-inv", basis="invalid",
-                                                       out="100000000", cost="600000")))
+                                                       pcost="0", out="100000000", cost="600000")))
     with caplog.at_level(logging.ERROR):
         drain_all(drain)
     assert caplog.records == []

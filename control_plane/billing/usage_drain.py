@@ -168,7 +168,7 @@ def _write(session: Session, lines: list[Line]) -> int:
         if record.cost_version_id is not None and record.cost_version_id not in versions:
             refused.append((line, f"unknown cost version {record.cost_version_id}"))
             continue
-        _check_cost(record, version)
+        _check_cost(record, version, versions.get(record.cost_version_id))
         seen.add(record.request_id)
         new.append(record)
     charged = [record for record in new if record.cost_nano]
@@ -226,12 +226,20 @@ def quarantine_item(row: UsageQuarantine) -> dict:
     }
 
 
-def _check_cost(record: UsageRecord, version: PriceVersion | None) -> None:
-    """Flag a charge its billing basis does not give; the charge stands (Redis made it)."""
+def _check_cost(record: UsageRecord, version: PriceVersion | None, cost_version: PriceVersion | None) -> None:
+    """Flag a charge its billing basis does not give, and a provider cost its route's cost version
+    does not give; both stand as recorded (Redis made the charge)."""
     expectation = _charge_rule_broken(record, version)
     if expectation:
         log.error("usage %s (%s): charged %s nano with overage %s, but %s; recorded as charged",
                   record.request_id, record.billing_basis, record.cost_nano, record.overage_nano, expectation)
+    counted = record.billing_basis in ("provider", "drained", "estimated")
+    if cost_version is not None:
+        provider_cost = pricing.cost_nano(record.tokens, cost_version) if counted else 0
+        if record.provider_cost_nano != provider_cost:
+            log.error("usage %s (%s): provider cost %s nano, but cost version %s gives %s; recorded as reported",
+                      record.request_id, record.billing_basis, record.provider_cost_nano, cost_version.id,
+                      provider_cost)
 
 
 def _charge_rule_broken(record: UsageRecord, version: PriceVersion | None) -> str | None:
