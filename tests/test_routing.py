@@ -1,6 +1,7 @@
 """Routing through the real gateway: several simulated providers behind one model, fallback
 before the first byte, cooldown and half-open, aliases, at-cost and fixed prices — each request
-billed exactly once, at the price promised."""
+billed exactly once, at the price promised. Routing is the hot path's alone: its tests run against
+the SQLite instance; those of the charges and of many requests at once against each database."""
 from __future__ import annotations
 
 import json
@@ -116,7 +117,8 @@ RETRIED = [429, 500, 502, 503, 504, 529]
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
 @pytest.mark.parametrize("failure", [*RETRIED, "refused"])
-def test_a_failing_first_route_falls_back_and_bills_the_route_that_served(gateway, sims, failure, stream):
+def test_a_failing_first_route_falls_back_and_bills_the_route_that_served(gateway, sims, failure, stream,
+                                                                         database_independent):
     first, second = sims
     model = two_route_model(gateway, first, second, first.url_unreachable if failure == "refused" else None)
     if failure != "refused":
@@ -143,7 +145,7 @@ def test_a_failing_first_route_falls_back_and_bills_the_route_that_served(gatewa
 
 
 @pytest.mark.parametrize("status", [400, 404, 413, 422])
-def test_a_client_error_is_not_retried_and_costs_nothing(gateway, sims, status):
+def test_a_client_error_is_not_retried_and_costs_nothing(gateway, sims, status, database_independent):
     model, key, before = first_route_answering(gateway, sims, status)
     second = sims[1]
     answer_status, _headers, body = chat(gateway, key, model)
@@ -156,7 +158,7 @@ def test_a_client_error_is_not_retried_and_costs_nothing(gateway, sims, status):
 
 
 @pytest.mark.parametrize("status", [401, 403])
-def test_a_refused_provider_key_is_a_clear_502_and_marks_the_route(gateway, sims, status):
+def test_a_refused_provider_key_is_a_clear_502_and_marks_the_route(gateway, sims, status, database_independent):
     model, key, before = first_route_answering(gateway, sims, status)
     second = sims[1]
     answer_status, _headers, body = chat(gateway, key, model)
@@ -169,7 +171,7 @@ def test_a_refused_provider_key_is_a_clear_502_and_marks_the_route(gateway, sims
     wait_for(lambda: node_states(gateway, model)[0] == ["refused"], 10, "the route shown refused")
 
 
-def test_no_fallback_once_a_byte_reached_the_client(gateway, sims):
+def test_no_fallback_once_a_byte_reached_the_client(gateway, sims, database_independent):
     first, second = sims
     model = two_route_model(gateway, first, second)
     first.enqueue("openai_chat_stream", chunking=[64] * 40, cut_after=3)
@@ -181,7 +183,7 @@ def test_no_fallback_once_a_byte_reached_the_client(gateway, sims):
     assert second.requests == []
 
 
-def test_every_route_failing_answers_the_last_failure_and_charges_nothing(gateway, sims):
+def test_every_route_failing_answers_the_last_failure_and_charges_nothing(gateway, sims, database_independent):
     first, second = sims
     model = two_route_model(gateway, first, second)
     first.enqueue(body=PROVIDER_ERROR, status=503)
@@ -196,7 +198,7 @@ def test_every_route_failing_answers_the_last_failure_and_charges_nothing(gatewa
     assert balance_nano(gateway, key) == before
 
 
-def test_weights_share_requests_three_to_one(gateway, sims):
+def test_weights_share_requests_three_to_one(gateway, sims, database_independent):
     first, second = sims
     model = two_route_model(gateway, first, second, weights=(3, 1))
     _email, key = new_customer(gateway, "100")
@@ -209,7 +211,7 @@ def test_weights_share_requests_three_to_one(gateway, sims):
     assert len(first.requests) + len(second.requests) == 400
 
 
-def test_an_alias_is_served_and_billed_as_its_model(gateway, sims):
+def test_an_alias_is_served_and_billed_as_its_model(gateway, sims, database_independent):
     first, second = sims
     model = two_route_model(gateway, first, second)
     alias = unique("alias")
@@ -270,7 +272,7 @@ def test_exactly_one_record_per_request_while_a_route_fails_half_its_requests(ga
     assert ok, report
 
 
-def test_a_failing_route_cools_then_one_request_tries_it(tmp_path, own_database):
+def test_a_failing_route_cools_then_one_request_tries_it(tmp_path, database_independent, own_database):
     gw = Gateway(tmp_path / "gw", own_database, extra_env={
         "TOLLGATE_ROUTE_FAILS": "2", "TOLLGATE_ROUTE_FAIL_WINDOW_SECONDS": "30",
         "TOLLGATE_ROUTE_COOLDOWN_SECONDS": "3"}).start()
@@ -299,7 +301,8 @@ def test_a_failing_route_cools_then_one_request_tries_it(tmp_path, own_database)
 
 
 @pytest.mark.parametrize("retry_after, cools", [("30", True), ("1e308", True), ("nan", False), ("-5", False)])
-def test_retry_after_cools_the_route_at_least_that_long(tmp_path, own_database, retry_after, cools):
+def test_retry_after_cools_the_route_at_least_that_long(tmp_path, database_independent, own_database, retry_after,
+                                                       cools):
     gw = Gateway(tmp_path / "gw", own_database, extra_env={"TOLLGATE_ROUTE_COOLDOWN_SECONDS": "1"}).start()
     try:
         with Simulator() as first, Simulator() as second:
@@ -321,7 +324,7 @@ def test_retry_after_cools_the_route_at_least_that_long(tmp_path, own_database, 
         gw.stop()
 
 
-def test_max_attempts_bounds_the_routes_tried(tmp_path, own_database):
+def test_max_attempts_bounds_the_routes_tried(tmp_path, database_independent, own_database):
     gw = Gateway(tmp_path / "gw", own_database, extra_env={"TOLLGATE_MAX_ATTEMPTS": "2"}).start()
     try:
         with Simulator() as first, Simulator() as second, Simulator() as third:
@@ -341,7 +344,7 @@ def test_max_attempts_bounds_the_routes_tried(tmp_path, own_database):
         gw.stop()
 
 
-def test_a_route_that_does_not_answer_in_time_falls_back(tmp_path, own_database):
+def test_a_route_that_does_not_answer_in_time_falls_back(tmp_path, database_independent, own_database):
     gw = Gateway(tmp_path / "gw", own_database, extra_env={"TOLLGATE_UPSTREAM_READ_TIMEOUT": "1"}).start()
     try:
         with Simulator() as first, Simulator() as second:
