@@ -272,89 +272,85 @@ def test_exactly_one_record_per_request_while_a_route_fails_half_its_requests(ga
     assert ok, report
 
 
-def test_a_failing_route_cools_then_one_request_tries_it(tmp_path, database_independent, own_database):
-    gw = Gateway(tmp_path / "gw", own_database, extra_env={
-        "TOLLGATE_ROUTE_FAILS": "2", "TOLLGATE_ROUTE_FAIL_WINDOW_SECONDS": "30",
-        "TOLLGATE_ROUTE_COOLDOWN_SECONDS": "3"}).start()
-    try:
-        with Simulator() as first, Simulator() as second:
-            model = two_route_model(gw, first, second)
-            first.answer_with(lambda request: failing(503))
-            _email, key = new_customer(gw, "100")
-            assert [chat(gw, key, model)[0] for _ in range(2)] == [200, 200]
-            assert len(first.requests) == 2  # two failures: cooling now
-            wait_for(lambda: node_states(gw, model)[0] == ["cooling"], 10, "the route shown cooling")
-            assert [chat(gw, key, model)[0] for _ in range(5)] == [200] * 5
-            assert len(first.requests) == 2  # skipped while it cools
-            time.sleep(3.2)
-            assert node_states(gw, model)[0] == ["half_open"]
-            first.answer_with(None)  # answers again
-            assert chat(gw, key, model)[0] == 200  # half-open: this one tries it, and it answers
-            assert len(first.requests) == 3
-            assert [chat(gw, key, model)[0] for _ in range(4)] == [200] * 4
-            assert len(first.requests) == 7  # healthy again: it takes all traffic (priority 0)
-            wait_for(lambda: route_list(gw, model)[0]["state"] == "healthy", 10, "the route shown healthy")
-            gw.wait_drained()
-            assert gw.reconciled()[0]
-    finally:
-        gw.stop()
+# The instance of the tests below: 2 failures within 30 s cool a route for 3 s; 2 attempts at
+# most; an answer within 1 s. Each test has models and routes of its own, so their health is too.
+TUNED = {"TOLLGATE_ROUTE_FAILS": "2", "TOLLGATE_ROUTE_FAIL_WINDOW_SECONDS": "30",
+         "TOLLGATE_ROUTE_COOLDOWN_SECONDS": "3", "TOLLGATE_MAX_ATTEMPTS": "2", "TOLLGATE_UPSTREAM_READ_TIMEOUT": "1"}
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    """A running instance with the TUNED settings (SQLite: the tests using it are the hot path's)."""
+    gw = Gateway(tmp_path_factory.mktemp("tuned") / "gw", None, extra_env=TUNED).start()
+    yield gw
+    gw.stop()
+
+
+def test_a_failing_route_cools_then_one_request_tries_it(database_independent, tuned):
+    gw = tuned
+    with Simulator() as first, Simulator() as second:
+        model = two_route_model(gw, first, second)
+        first.answer_with(lambda request: failing(503))
+        _email, key = new_customer(gw, "100")
+        assert [chat(gw, key, model)[0] for _ in range(2)] == [200, 200]
+        assert len(first.requests) == 2  # two failures: cooling now
+        wait_for(lambda: node_states(gw, model)[0] == ["cooling"], 10, "the route shown cooling")
+        assert [chat(gw, key, model)[0] for _ in range(5)] == [200] * 5
+        assert len(first.requests) == 2  # skipped while it cools
+        time.sleep(3.2)
+        assert node_states(gw, model)[0] == ["half_open"]
+        first.answer_with(None)  # answers again
+        assert chat(gw, key, model)[0] == 200  # half-open: this one tries it, and it answers
+        assert len(first.requests) == 3
+        assert [chat(gw, key, model)[0] for _ in range(4)] == [200] * 4
+        assert len(first.requests) == 7  # healthy again: it takes all traffic (priority 0)
+        wait_for(lambda: route_list(gw, model)[0]["state"] == "healthy", 10, "the route shown healthy")
 
 
 @pytest.mark.parametrize("retry_after, cools", [("30", True), ("1e308", True), ("nan", False), ("-5", False)])
-def test_retry_after_cools_the_route_at_least_that_long(tmp_path, database_independent, own_database, retry_after,
-                                                       cools):
-    gw = Gateway(tmp_path / "gw", own_database, extra_env={"TOLLGATE_ROUTE_COOLDOWN_SECONDS": "1"}).start()
-    try:
-        with Simulator() as first, Simulator() as second:
-            model = two_route_model(gw, first, second)
-            first.enqueue("errors/openai_rate_limit", status=429, headers={"retry-after": retry_after})
-            _email, key = new_customer(gw, "100")
+def test_retry_after_cools_the_route_at_least_that_long(database_independent, tuned, retry_after, cools):
+    gw = tuned
+    with Simulator() as first, Simulator() as second:
+        model = two_route_model(gw, first, second)
+        first.enqueue("errors/openai_rate_limit", status=429, headers={"retry-after": retry_after})
+        _email, key = new_customer(gw, "100")
+        assert chat(gw, key, model)[0] == 200
+        if not cools:  # not a number of seconds: one failure of two, the route still serves
             assert chat(gw, key, model)[0] == 200
-            if not cools:  # not a number of seconds: one failure of three, the route still serves
-                assert chat(gw, key, model)[0] == 200
-                assert (len(first.requests), len(second.requests)) == (2, 1)
-                return
-            assert [chat(gw, key, model)[0] for _ in range(3)] == [200] * 3
-            time.sleep(1.5)  # longer than the cooldown, shorter than Retry-After
-            assert chat(gw, key, model)[0] == 200
-            assert (len(first.requests), len(second.requests)) == (1, 5)
-            [[view]] = [item["nodes"] for item in route_list(gw, model)[:1]]
-            assert view["state"] == "cooling" and view["until_ms"] <= time.time() * 1000 + 3_600_000  # an hour at most
-    finally:
-        gw.stop()
+            assert (len(first.requests), len(second.requests)) == (2, 1)
+            return
+        assert [chat(gw, key, model)[0] for _ in range(3)] == [200] * 3
+        time.sleep(3.5)  # longer than the cooldown, shorter than Retry-After
+        assert chat(gw, key, model)[0] == 200
+        assert (len(first.requests), len(second.requests)) == (1, 5)
+        [[view]] = [item["nodes"] for item in route_list(gw, model)[:1]]
+        assert view["state"] == "cooling" and view["until_ms"] <= time.time() * 1000 + 3_600_000  # an hour at most
 
 
-def test_max_attempts_bounds_the_routes_tried(tmp_path, database_independent, own_database):
-    gw = Gateway(tmp_path / "gw", own_database, extra_env={"TOLLGATE_MAX_ATTEMPTS": "2"}).start()
-    try:
-        with Simulator() as first, Simulator() as second, Simulator() as third:
-            model = two_route_model(gw, first, second)
-            gw.cli("route", "add", model, "--provider", add_provider(gw, third, "key-third"), "--priority", "2",
-                   *DEAR)
-            time.sleep(1.2)
-            first.enqueue(body=PROVIDER_ERROR, status=500)
-            second.enqueue(body=PROVIDER_ERROR, status=503)
-            _email, key = new_customer(gw)
-            status, _headers, body = chat(gw, key, model)
-            assert status == 502 and json.loads(body)["error"]["code"] == "provider_error"
-            assert third.requests == []
-            row = only_row(gw, key)
-            assert (row["attempts"], row["failed_statuses"], row["cost_nano"]) == (2, [500, 503], 0)
-    finally:
-        gw.stop()
+def test_max_attempts_bounds_the_routes_tried(database_independent, tuned):
+    gw = tuned
+    with Simulator() as first, Simulator() as second, Simulator() as third:
+        model = two_route_model(gw, first, second)
+        gw.cli("route", "add", model, "--provider", add_provider(gw, third, "key-third"), "--priority", "2", *DEAR)
+        time.sleep(1.2)
+        first.enqueue(body=PROVIDER_ERROR, status=500)
+        second.enqueue(body=PROVIDER_ERROR, status=503)
+        _email, key = new_customer(gw)
+        status, _headers, body = chat(gw, key, model)
+        assert status == 502 and json.loads(body)["error"]["code"] == "provider_error"
+        assert third.requests == []
+        row = only_row(gw, key)
+        assert (row["attempts"], row["failed_statuses"], row["cost_nano"]) == (2, [500, 503], 0)
 
 
-def test_a_route_that_does_not_answer_in_time_falls_back(tmp_path, database_independent, own_database):
-    gw = Gateway(tmp_path / "gw", own_database, extra_env={"TOLLGATE_UPSTREAM_READ_TIMEOUT": "1"}).start()
-    try:
-        with Simulator() as first, Simulator() as second:
-            model = two_route_model(gw, first, second)
-            first.enqueue_hang()
-            second.enqueue("openai_chat")
-            _email, key = new_customer(gw)
-            assert chat(gw, key, model)[0] == 200
-            row = only_row(gw, key)
-            assert (row["upstream_model"], row["attempts"], row["failed_statuses"], row["cost_nano"]) == (
-                "up-second", 2, [504], CHAT_DEAR)
-    finally:
-        gw.stop()
+def test_a_route_that_does_not_answer_in_time_falls_back(database_independent, tuned):
+    gw = tuned
+    with Simulator() as first, Simulator() as second:
+        model = two_route_model(gw, first, second)
+        first.enqueue_hang()
+        second.enqueue("openai_chat")
+        _email, key = new_customer(gw)
+        assert chat(gw, key, model)[0] == 200
+        row = only_row(gw, key)
+        assert (row["upstream_model"], row["attempts"], row["failed_statuses"], row["cost_nano"]) == (
+            "up-second", 2, [504], CHAT_DEAR)
