@@ -7,8 +7,6 @@ from __future__ import annotations
 from contextlib import contextmanager
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import BigInteger, cast, create_engine, event, func
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session
@@ -78,7 +76,11 @@ def read_session(settings: Settings) -> Session:
 
 
 def upgrade(settings: Settings, revision: str = "head") -> None:
-    """`alembic upgrade head` against settings.database_url."""
+    """`alembic upgrade head` against settings.database_url. (Alembic is imported here: every
+    command and gunicorn worker imports this module, and only start-up migrates.)"""
+    from alembic import command
+    from alembic.config import Config
+
     config = Config(str(ALEMBIC_INI))
     config.attributes["settings"] = settings
     command.upgrade(config, revision)
