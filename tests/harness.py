@@ -194,6 +194,6 @@ class Gateway:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             time.sleep(0.05)
-            if all(r.xlen(k) == 0 for k in r.scan_iter("tg:{*}:usage")):
+            if all(r.xlen(k) == 0 for k in r.scan_iter("tg:{*}:usage", count=10_000)):
                 return
         raise AssertionError("usage streams were not drained in time")

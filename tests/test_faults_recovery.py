@@ -46,7 +46,7 @@ def chats(gw: Gateway, key: str, count: int) -> list[int]:
 def pending_entries(gw: Gateway) -> int:
     """Usage entries delivered to a worker and not acknowledged, over every shard."""
     r = gw.redis()
-    return sum(r.xpending(stream, CONSUMER_GROUP)["pending"] for stream in r.scan_iter("tg:{*}:usage"))
+    return sum(r.xpending(stream, CONSUMER_GROUP)["pending"] for stream in r.scan_iter("tg:{*}:usage", count=10_000))
 
 
 def sql_balance_nano(gw: Gateway, email: str) -> int:
@@ -153,7 +153,7 @@ def test_redis_restarted_without_its_last_writes_agrees_with_sql_again(own_gatew
     restarted("redis", old_pid, lambda: redis_pid(gw))
 
     wait_for(lambda: gw.balance_nano(EMAIL) == start - 148_800, 30, "the worker to correct the balance")
-    spent = [int(gw.redis().hget(name, "spent")) for name in gw.redis().scan_iter("tg:{*}:key:*")]
+    spent = [int(gw.redis().hget(name, "spent")) for name in gw.redis().scan_iter("tg:{*}:key:*", count=10_000)]
     assert sorted(spent) == [0, 148_800]  # the demo key's, this key's
     assert chats(gw, key, 2) == [200] * 2  # + 19,350 + 17,850
     assert_billed_exactly_once(gw, key, start, 10)
@@ -187,7 +187,7 @@ def test_usage_worker_killed_mid_batch_records_everything_once(own_gateway):
 
 def undrained_records(r):
     """Usage records in the streams (an entry holds a settlement batch's records, one a line)."""
-    return sum(fields["r"].count("\n") + 1 for stream in r.scan_iter("tg:{*}:usage")
+    return sum(fields["r"].count("\n") + 1 for stream in r.scan_iter("tg:{*}:usage", count=10_000)
                for _id, fields in r.xrange(stream))
 
 
@@ -203,7 +203,8 @@ def test_a_usage_record_delivered_twice_is_billed_once(own_gateway):
         served = chats(gw, key, 10)
         assert served == [200] * 10, served
         wait_for(lambda: undrained_records(r) >= 10, 10, "the settlements")
-        entries = [(stream, fields) for stream in r.scan_iter("tg:{*}:usage") for _id, fields in r.xrange(stream)]
+        entries = [(stream, fields) for stream in r.scan_iter("tg:{*}:usage", count=10_000)
+                   for _id, fields in r.xrange(stream)]
         for stream, fields in entries:
             r.xadd(stream, fields)  # each record twice in the stream, in one backlog
     finally:

@@ -39,12 +39,12 @@ def test_concurrent_streams_never_overdraw_and_charge_exactly(gateway):
     exact = admitted * COST
     final = gateway.balance_nano(email)
     hot = {name: r.hgetall(name) for pattern in ("tg:{*}:acct:*", "tg:{*}:key:*", "tg:{*}:lease:*")
-           for name in r.scan_iter(pattern)}
+           for name in r.scan_iter(pattern, count=10_000)}
     assert final >= 0, (final, start_nano, exact, [(row["billing_basis"], row["cost_nano"]) for row in rows], hot)
     assert start_nano - final == exact
 
     # Every hold and lease returns once the key is idle.
-    account = next(k for k in r.scan_iter("tg:{*}:acct:*") if r.hget(k, "bal") == str(final))
+    account = next(k for k in r.scan_iter("tg:{*}:acct:*", count=10_000) if r.hget(k, "bal") == str(final))
     deadline = time.monotonic() + 10
     while int(r.hget(account, "held")) != 0 and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -128,7 +128,7 @@ def assert_books_hold(gw, email: str, key: str) -> None:
     for row in gw.usage_rows(key):
         assert_sane_row(row)
     r = gw.redis()
-    assert all(int(r.hget(k, "held") or 0) >= 0 for k in r.scan_iter("tg:{*}:acct:*"))
+    assert all(int(r.hget(k, "held") or 0) >= 0 for k in r.scan_iter("tg:{*}:acct:*", count=10_000))
     ok, report = gw.reconciled()
     assert ok, report
 

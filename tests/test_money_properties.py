@@ -240,6 +240,6 @@ def test_money_holds_against_a_hostile_client_and_a_hostile_provider_at_once(gat
         assert conn.execute(sa.text("SELECT COALESCE(SUM(amount), 0) FROM ledger_entries")).scalar() == 0
     engine.dispose()
     r = gateway.redis()
-    assert all(int(r.hget(k, "held") or 0) >= 0 for k in r.scan_iter("tg:{*}:acct:*"))
+    assert all(int(r.hget(k, "held") or 0) >= 0 for k in r.scan_iter("tg:{*}:acct:*", count=10_000))
     ok, report = gateway.reconciled()
     assert ok, report

@@ -13,7 +13,7 @@ from openai import OpenAI
 
 def everything_in_redis(r) -> str:
     parts = []
-    for key in r.scan_iter("*"):
+    for key in r.scan_iter("*", count=10_000):
         kind = r.type(key)
         parts.append(key)
         if kind == "string":
