@@ -211,8 +211,6 @@ local function start_answer(st)
     return response.new(st.ep.usage, is_sse, st.strip, declared)
 end
 
--- Streams: once the client has gone, the rest of the answer is swallowed (not written, so
--- nginx keeps reading the provider) until the provider's usage arrives or the drain limit.
 -- The provider refused the gateway's key for it (401, 403): the client gets a 502 that says so,
 -- not the provider's answer, which its SDK would take for a bad Tollgate key; the route cools.
 function _M.header_filter()
@@ -233,6 +231,8 @@ function _M.header_filter()
     headers.filter()
 end
 
+-- Streams: once the client has gone, the rest of the answer is swallowed (not written, so
+-- nginx keeps reading the provider) until the provider's usage arrives or the drain limit.
 function _M.body_filter()
     local st = inflight[request_key()]
     if not st then

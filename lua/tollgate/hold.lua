@@ -77,8 +77,7 @@ end
 -- provider charges the operator for the tokens); the rest of the hold returns to the key's lease.
 function _M.close(st)
     local hold = st.hold
-    local tokens, basis, charge, over, provider_cost = nil, "none", 0, 0, 0
-    local price = charge_price(st, nil)
+    local tokens, basis, charge, over, provider_cost, price = nil, "none", 0, 0, 0, nil
     local parser = st.parser
     if parser then
         local final, invalid
@@ -113,6 +112,7 @@ function _M.close(st)
         end
     end
     lease.finish(st.key.id, hold, charge)
+    price = price or charge_price(st, nil) -- nothing priced: the version the request would have been charged at
     return tokens, basis, charge, over, price.version, provider_cost
 end
 
