@@ -2,7 +2,9 @@
 # missing first (Debian packages as root, then the Python venv).
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DEB_PACKAGES := nginx libnginx-mod-http-lua lua-resty-core lua-nginx-redis lua-cjson redis-server wrk
+DEB_PACKAGES := nginx libnginx-mod-http-lua lua-resty-core lua-nginx-redis lua-cjson redis-server wrk libjs-chart.js
+# The console's browser tests drive Debian's Chromium.
+TEST_DEB_PACKAGES := chromium
 STAMP := $(VENV)/.installed
 
 .PHONY: run test bench install deps venv clean
@@ -11,6 +13,7 @@ run: install
 	$(VENV)/bin/tollgate up
 
 test: install
+	@bash scripts/install-debian-packages.sh $(TEST_DEB_PACKAGES)
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
 bench: install

@@ -5,7 +5,7 @@ from flask import Flask
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import api, exact_json, logs
+from . import api, console, exact_json, logs
 from . import settings as settings_module
 from .deposits import api as deposits_api
 
@@ -41,5 +41,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(api.api)  # /api/healthz, /api/v1/…
     app.register_blueprint(deposits_api.topups, url_prefix="/api/v1")
     app.register_blueprint(deposits_api.webhooks, url_prefix="/api/v1/webhooks")
+    console.register(app)  # /console/…, /models
     api.handle_errors(app)
     return app

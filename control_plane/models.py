@@ -5,12 +5,13 @@ revision under migrations/versions.
 """
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -98,6 +99,11 @@ class Account(Base):
     rpm: Mapped[int | None] = mapped_column(Integer)
     tpm: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # None until the owner followed the link mailed to the address (accounts an operator made
+    # count as verified).
+    email_verified_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # Deleted by its owner: keys revoked, login closed; the row and its ledger stay.
+    deleted_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
     @validates("email")
     def _normalize_email(self, _key, email: str) -> str:
@@ -119,11 +125,29 @@ class ApiKey(Base):
     # Requests and tokens per minute (None: no rate limit).
     rpm: Mapped[int | None] = mapped_column(Integer)
     tpm: Mapped[int | None] = mapped_column(Integer)
+    # A JSON array of the model names (or aliases) the key may call; None: every model.
+    allowed_models: Mapped[str | None] = mapped_column(Text)
+    # The key is refused from this moment on (None: never expires).
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     status: Mapped[str] = mapped_column(String(16), default="active")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # Last given a new secret (same id, limits and history).
+    rotated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
     account: Mapped[Account] = relationship()
+
+
+class ConsoleSession(Base):
+    """A signed-in browser: its cookie carries a random token, this row the token's SHA-256. Log
+    out deletes it; a password change deletes the account's others."""
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class Provider(Base):
@@ -320,10 +344,31 @@ class Usage(Base):
     overage_nano: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     latency_ms: Mapped[int | None] = mapped_column(Integer)
     ttfb_ms: Mapped[int | None] = mapped_column(Integer)
+    # A failed request's error as its client got it: the catalogue code of the gateway's error,
+    # or the provider's own code (or type), and its message cut to 500 characters; "" for none.
+    error_code: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    error_message: Mapped[str] = mapped_column(String(500), default="", server_default="")
     node: Mapped[str] = mapped_column(String(100), default="")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     # None when the request cost nothing (no ledger movement).
     transaction_id: Mapped[int | None] = mapped_column(ForeignKey("ledger_transactions.id"))
+
+
+class UsageDaily(Base):
+    """An account's usage of a model on a UTC day, added to with each usage row in the same SQL
+    transaction: the dashboard's totals and chart, without a scan of the usage table. The ids of
+    the day's first and last rows bound a date range's rows for the request log."""
+
+    __tablename__ = "usage_daily"
+
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    requests: Mapped[int] = mapped_column(BigInteger)
+    errors: Mapped[int] = mapped_column(BigInteger)  # rows with a status of 400 or more
+    cost_nano: Mapped[int] = mapped_column(BigInteger)
+    first_usage_id: Mapped[int] = mapped_column(BigInteger)
+    last_usage_id: Mapped[int] = mapped_column(BigInteger)
 
 
 class UsageQuarantine(Base):

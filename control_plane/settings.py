@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from .money import usd_to_nano
 
@@ -114,6 +115,28 @@ def _url(env, name, default):
     return raw
 
 
+def _choice(env, name, default, choices):
+    raw = _raw(env, name, default).strip().lower()
+    if raw not in choices:
+        raise SettingsError(f"{name} must be {' or '.join(choices)}, got {raw!r}")
+    return raw
+
+
+def _smtp_url(env, name):
+    """smtp://[user:pass@]host[:port][?starttls=1] or smtps://…; None when unset."""
+    raw = _raw(env, name, None)
+    if raw is None:
+        return None
+    parsed = urlsplit(raw)
+    try:
+        parsed.port  # noqa: B018 (raises on a port that is not a number)
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.scheme not in ("smtp", "smtps") or not parsed.hostname:
+        raise SettingsError(f"{name} must look like smtp://[user:pass@]host:port[?starttls=1] or smtps://…")
+    return raw
+
+
 def _tron_address(env, name, default):
     """A base58 TRON address (T…, 34 characters); its checksum is checked where it is used."""
     raw = _raw(env, name, default)
@@ -207,6 +230,20 @@ class Settings:
     tron_poll_seconds: int  # TRON scans cost TronGrid requests (a quota); solidity takes ~1 min
     evm_chains: tuple[EvmChainSettings, ...]
     chain_poll_seconds: int  # how often `tollgate chain watch` scans each watched chain
+    # The console (control_plane/console): who may sign up, and the mail its links go out in.
+    signup_open: bool
+    smtp_url: str | None = field(repr=False)  # may carry a password, so never printed; None: the outbox
+    mail_from: str
+    public_url: str | None  # the base of links in mails; None: base_url
+
+    @property
+    def console_base_url(self) -> str:
+        """Where customers reach this instance: TOLLGATE_PUBLIC_URL, else the local gateway URL."""
+        return self.public_url or self.base_url
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.home / "outbox"
 
     def evm_chain(self, chain: str) -> EvmChainSettings:
         for settings in self.evm_chains:
@@ -301,4 +338,8 @@ def load(env=None) -> Settings:
         tron_poll_seconds=_int(env, "TOLLGATE_TRON_POLL_SECONDS", 30, 1, 3600),
         evm_chains=_evm_chains(env),
         chain_poll_seconds=_int(env, "TOLLGATE_CHAIN_POLL_SECONDS", 2, 1, 3600),
+        signup_open=_choice(env, "TOLLGATE_SIGNUP", "open", ("open", "closed")) == "open",
+        smtp_url=_smtp_url(env, "TOLLGATE_SMTP_URL"),
+        mail_from=_raw(env, "TOLLGATE_MAIL_FROM", "Tollgate <tollgate@localhost>"),
+        public_url=_raw(env, "TOLLGATE_PUBLIC_URL", None) and _url(env, "TOLLGATE_PUBLIC_URL", None),
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 from flask import Blueprint, Flask, g, request
 from werkzeug.exceptions import HTTPException
 
+from ..console import error_page, is_page_request
 from .errors import ApiError
 from .health import healthz
 from .v1 import v1
@@ -29,9 +30,18 @@ HTTP_ERRORS = {404: "path_not_found", 405: "method_not_allowed", 500: "internal_
 IMPLICIT_METHODS = {"HEAD", "OPTIONS"}
 
 
+# What a console page says for each status Werkzeug raises there.
+PAGE_ERRORS = {404: ("Not found", "There is no such page, or it is not yours."),
+               405: ("Not allowed", "This page cannot be used that way."),
+               500: ("Something went wrong", "The console could not answer. Try again in a moment.")}
+
+
 def _http_error(error: HTTPException):
-    """Werkzeug's errors from the catalogue too: the control plane serves no HTML page yet, so no
-    answer of it is an HTML error page. The request id is the one nginx gives every request."""
+    """Werkzeug's errors from the catalogue too, as JSON; a console page's as an HTML page. The
+    request id is the one nginx gives every request."""
+    if is_page_request():
+        title, message = PAGE_ERRORS.get(error.code, PAGE_ERRORS[500])
+        return error_page(error.code if error.code in PAGE_ERRORS else 500, title, message)
     # A 405 names the methods its route takes.
     allowed = sorted(set(getattr(error, "valid_methods", None) or ()) - IMPLICIT_METHODS)
     return ApiError(HTTP_ERRORS.get(error.code, "internal_error"), method=request.method, path=request.path,

@@ -23,7 +23,7 @@ from ..hot import connection, redis_keys, usage_records
 from ..hot.usage_records import UsageRecord
 from ..models import ApiKey, PriceVersion, Usage, UsageQuarantine, utc_timestamp
 from ..settings import Settings
-from . import ledger
+from . import daily_usage, ledger
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,9 @@ def _write(session: Session, lines: list[Line]) -> int:
     )
     transaction_ids = {record.request_id: tx_id for record, tx_id in zip(charged, posted, strict=True)}
     if new:
-        session.execute(insert(Usage), [record.row_values(transaction_ids.get(record.request_id)) for record in new])
+        rows = [record.row_values(transaction_ids.get(record.request_id)) for record in new]
+        ids = session.scalars(insert(Usage).returning(Usage.id, sort_by_parameter_order=True), rows).all()
+        daily_usage.add(session, [{**row, "id": usage_id} for row, usage_id in zip(rows, ids, strict=True)])
     _quarantine(session, refused)
     return len(new)
 

@@ -1,0 +1,2 @@
+"""Keys /console/keys: create, rotate, revoke."""
+from __future__ import annotations

@@ -1,0 +1,2 @@
+"""Transactions /console/transactions: the account's ledger rows, newest first."""
+from __future__ import annotations
