@@ -8,6 +8,7 @@ import uuid
 import pytest
 from harness import Gateway
 from helpers import balance_nano, new_customer
+from mail_server import MailServer
 
 SQLITE = "sqlite"
 POSTGRES = "postgresql"
@@ -81,9 +82,19 @@ def own_gateway(tmp_path, own_database):
 
 
 @pytest.fixture(scope="session")
-def gateway(gateway_database, tmp_path_factory):
-    """One running instance shared by the tests of a session (each test uses its own account)."""
-    gw = Gateway(tmp_path_factory.mktemp("gateway"), gateway_database).start()
+def mail_server():
+    """A real SMTP server the shared instance sends the console's mail to."""
+    server = MailServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway(gateway_database, tmp_path_factory, mail_server):
+    """One running instance shared by the tests of a session (each test uses its own account).
+    Its console mails through mail_server."""
+    gw = Gateway(tmp_path_factory.mktemp("gateway"), gateway_database,
+                 {"TOLLGATE_SMTP_URL": mail_server.url}).start()
     yield gw
     gw.stop()
 
