@@ -217,7 +217,7 @@ def price_version(settings) -> PriceVersion:
         prices = {"input": usd_to_nano("0.15"), "cached_input": usd_to_nano("0.075"), "output": usd_to_nano("0.60")}
         model = catalog.upsert_model(session, "test-chat", "test", prices)
         return catalog.current_cost(session, catalog.routes_of(session, model.id)[0].id)
-pytest_plugins = ["gateway_fixtures", "evm_fixtures"]
+pytest_plugins = ["gateway_fixtures", "evm_fixtures", "browser"]
 
 
 @pytest.fixture(params=DATABASES)
