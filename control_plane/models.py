@@ -304,7 +304,17 @@ class Usage(Base):
     __tablename__ = "usage"
     __table_args__ = (
         Index("ix_usage_account_newest", "account_id", "id"),
-        Index("ix_usage_key_id", "key_id"),
+        # The request log's filters, each newest first (migration 0008, bench/console_logs.py).
+        Index("ix_usage_key_newest", "key_id", "id"),
+        Index("ix_usage_account_model_newest", "account_id", "model", "id"),
+        Index("ix_usage_account_status_newest", "account_id", "status", "id"),
+        Index(
+            "ix_usage_account_errors_newest",
+            "account_id",
+            "id",
+            postgresql_where=text("status >= 400"),
+            sqlite_where=text("status >= 400"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
