@@ -5,11 +5,11 @@ import click
 from sqlalchemy import select
 
 from .. import db, exact_json
-from ..accounts import accounts, api_keys
+from ..accounts import accounts, api_keys, links
 from ..accounts.balances import balance_document, current_balance_nano
 from ..billing import ledger
 from ..hot import credits, publish
-from ..models import ApiKey, LedgerTransaction
+from ..models import ApiKey, LedgerTransaction, utcnow
 from ..money import format_usd, nano_to_decimal
 from ..settings import Settings
 from .common import REPUBLISH_HINT, USD, WORKER_HINT, UserMistake, publish_after
@@ -25,10 +25,15 @@ def account() -> None:
 @click.option("--admin", is_flag=True, help="May use the admin console.")
 @click.pass_obj
 def account_create(settings: Settings, email: str, admin: bool) -> None:
+    """Create an account (its email counts as verified) and print a link to set its password."""
     with db.session_scope(settings) as session:
         created = accounts.create_account(session, email, is_admin=admin)
+        created.email_verified_at = utcnow()
+        set_password = links.make_link(settings, links.SET_PASSWORD, created)
     publish_after(settings, lambda session: publish.publish_account(session, settings, created.id), REPUBLISH_HINT)
     click.echo(f"created {'admin ' if admin else ''}account {created.id} ({created.email})")
+    days = links.SET_PASSWORD.max_age // 86400
+    click.echo(f"its owner sets a console password at (works once, within {days} days): {set_password}")
 
 
 @account.command("limits")
@@ -65,17 +70,21 @@ def key() -> None:
 @click.option("--limit-usd", type=USD, help="Most the key may ever spend, in USD.")
 @click.option("--rpm", type=click.IntRange(min=1), help="Requests per minute it may make.")
 @click.option("--tpm", type=click.IntRange(min=1), help="Tokens per minute it may use.")
+@click.option("--models", help="The only model and alias names it may call, comma-separated (default: every model).")
+@click.option("--expires", help="When it stops working: YYYY-MM-DD (00:00 UTC) or YYYY-MM-DDTHH:MM (UTC).")
 @click.option("--cap-fallback-price", is_flag=True,
               help="Charge its requests to models charged at cost, when a fallback route serves them, at most "
                    "what the model's first route costs (the operator pays the difference).")
 @click.pass_obj
 def key_create(settings: Settings, email: str, name: str, limit_usd: int | None, rpm: int | None,
-               tpm: int | None, cap_fallback_price: bool) -> None:
+               tpm: int | None, models: str | None, expires: str | None, cap_fallback_price: bool) -> None:
     """Create a key; it is printed once, alone on the last line."""
+    allowed = None if models is None else tuple(filter(None, (part.strip() for part in models.split(","))))
+    expires_at = None if expires is None else api_keys.parse_expiry(expires)
     with db.session_scope(settings) as session:
         owner = accounts.require_by_email(session, email)
-        created, plaintext = api_keys.create_key(session, owner, name, api_keys.KeyLimits(limit_usd, rpm, tpm),
-                                                 cap_fallback_price)
+        created, plaintext = api_keys.create_key(
+            session, owner, name, api_keys.KeyLimits(limit_usd, rpm, tpm, allowed, expires_at), cap_fallback_price)
     publish_after(settings, lambda session: publish.publish_key(session, settings, created), REPUBLISH_HINT)
     limit = "no spend limit" if limit_usd is None else f"spend limit {format_usd(limit_usd)}"
     capped = ", fallback prices capped" if cap_fallback_price else ""
@@ -92,6 +101,23 @@ def key_revoke(settings: Settings, key_id: int) -> None:
         revoked = api_keys.revoke_key(session, key_id)
     publish_after(settings, lambda _session: publish.revoke_key(settings, revoked), REPUBLISH_HINT)
     click.echo(f"revoked key {revoked.id} ({revoked.prefix}…)")
+
+
+@key.command("rotate")
+@click.argument("key_id", type=int)
+@click.pass_obj
+def key_rotate(settings: Settings, key_id: int) -> None:
+    """Give a key a new secret (same id, limits, spend and history); the old one stops working
+    within 2 s. The new secret is printed once, alone on the last line."""
+    with db.session_scope(settings) as session:
+        rotated = session.get(ApiKey, key_id)
+        if rotated is None:
+            raise UserMistake(f"no key with id {key_id}")
+        plaintext, old_hash = api_keys.rotate_key(session, rotated)
+    publish_after(settings, lambda session: publish.rotate_key(session, settings, rotated, old_hash), REPUBLISH_HINT)
+    click.echo(f"rotated key {rotated.id} ({rotated.prefix}…)")
+    click.echo("Store it now; it is not shown again:")
+    click.echo(plaintext)
 
 
 @key.command("list")
@@ -111,9 +137,12 @@ def key_list(settings: Settings, email: str) -> None:
                 "limit_nano": item.limit_nano,
                 "rpm": item.rpm,
                 "tpm": item.tpm,
+                "models": api_keys.allowed_models(item),
+                "expires_at": item.expires_at and item.expires_at.isoformat(),
                 "cap_fallback_price": item.cap_fallback_price,
                 "created_at": item.created_at.isoformat(),
                 "revoked_at": item.revoked_at and item.revoked_at.isoformat(),
+                "rotated_at": item.rotated_at and item.rotated_at.isoformat(),
             }
             for item in api_keys.list_keys(session, owner.id)
         ]
