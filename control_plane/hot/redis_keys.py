@@ -45,6 +45,16 @@ def restart_repair(run_id: str) -> str:
     return f"{PREFIX}restart_repair:{run_id}"
 
 
+def login_failures_of_email(email_hash: str) -> str:
+    """Failed console logins to one email (its SHA-256) in the current window (expires with it)."""
+    return f"{PREFIX}login_fail:email:{email_hash}"
+
+
+def login_failures_of_ip(ip: str) -> str:
+    """Failed console logins from one client address in the current window."""
+    return f"{PREFIX}login_fail:ip:{ip}"
+
+
 def account(shard: int, account_id: int) -> str:
     return f"{tag(shard)}acct:{account_id}"
 
