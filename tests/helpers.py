@@ -67,7 +67,7 @@ def usage_record(customer, price_version, rid: str, **overrides: str) -> dict[st
     """A usage record's values by name: a provider-billed stream of the customer's key at the
     price version (None: the record names none; else conftest's at-cost model, so also its route
     and cost version, the provider's cost COST), TOKENS for COST within HOLD, served at the
-    first attempt; `overrides` replace values."""
+    first attempt, without error; `overrides` replace values."""
     version = "" if price_version is None else str(price_version.id)
     route = "0" if price_version is None else str(price_version.route_id or 0)
     return {
@@ -76,7 +76,8 @@ def usage_record(customer, price_version, rid: str, **overrides: str) -> dict[st
         "pv": version, "ep": "chat.completions", "stream": "1",
         "status": "200", "basis": "provider", **TOKENS, "cost": str(COST), "ms": "850", "ttfb": "120",
         "node": "node-a", "hold": str(HOLD), "over": "0", "asked": "test-chat", "route": route,
-        "cv": version or "0", "pcost": str(COST) if version else "0", "tries": "1", "failed": "", **overrides,
+        "cv": version or "0", "pcost": str(COST) if version else "0", "tries": "1", "failed": "",
+        "ecode": "", "emsg": "", **overrides,
     }
 
 

@@ -170,7 +170,7 @@ def test_a_record_of_an_unknown_price_version_is_quarantined(settings, drain, re
     ({"hold": "-1"}, "hold: not an integer from 0 to 9007199254740992"),
     ({"in": "100000001"}, "in: not an integer from 0 to 100000000"),
     ({"rsn": "1e12"}, "rsn: not an integer from 0 to 100000000"),
-    ({"basis": "guessed"}, "basis: not one of provider, drained, estimated, invalid, none"),
+    ({"basis": "guessed"}, "basis: not one of provider, drained, estimated, invalid, none, refused"),
     ({"ts": "253402300800000"}, "ts: not an integer from 0 to 253402300799999"),
     ({"node": "node\0a"}, "node: contains a NUL character"),
 ])
@@ -186,7 +186,7 @@ def test_a_line_of_the_wrong_value_count_is_quarantined_with_nothing_read(settin
     settle(redis_client, [usage_record(alice, price_version, "req-ok"), "req-x\t17\tjunk"], [])
     assert drain_all(drain) == 1
     [row] = quarantined(settings)
-    assert (row.line, row.reason) == (2, "packed record has 3 values, expected 30 (or 24 or 22 of the older layouts)")
+    assert (row.line, row.reason) == (2, "packed record has 3 values, expected 32 (or 30 or 24 or 22 of the older layouts)")
     assert (row.request_id, row.account_id, row.key_id, row.cost_nano) == (None, None, None, None)
 
 
@@ -243,7 +243,7 @@ def test_a_journal_line_that_does_not_parse_is_skipped_and_the_others_replayed(s
     assert [fields for _entry_id, fields in redis_client.xrange(STREAM)] == [usage_entry(good)]
     assert redis_client.hget(redis_keys.account(0, alice.account.id), "bal") == str(TEN_USD - COST)
     assert [record.getMessage() for record in caplog.records] == [
-        "a usage journal line does not parse (packed record has 1 values, expected 30 (or 24 or 22 of the older "
+        "a usage journal line does not parse (packed record has 1 values, expected 32 (or 30 or 24 or 22 of the older "
         "layouts)); not replayed"]
 
 

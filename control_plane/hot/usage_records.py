@@ -13,11 +13,14 @@ ALWAYS_DESCRIBED = ("in", "out")
 # entry's one field `r` and into the usage journal: lua/tollgate/record.lua FIELDS.
 RECORD_FIELDS = ("rid", "ts", "acct", "key", "model", "umodel", "provider", "pv", "ep", "stream", "status",
                  "basis", *usage_classes.RECORD_FIELDS, "cost", "ms", "ttfb", "node", "hold", "over",
-                 "asked", "route", "cv", "pcost", "tries", "failed")
-# The values of records packed before routes (asked = model, no route or cost version, provider
-# cost 0, one attempt, none failed), and before `hold` and `over` too (hold = cost, over = 0).
-OLDER_FIELD_COUNTS = (24, 22)
-BASES = ("provider", "drained", "estimated", "invalid", "none")
+                 "asked", "route", "cv", "pcost", "tries", "failed", "ecode", "emsg")
+# The values of records packed before the errors of failed requests (no error code or message),
+# before routes (asked = model, no route or cost version, provider cost 0, one attempt, none
+# failed), and before `hold` and `over` too (hold = cost, over = 0).
+OLDER_FIELD_COUNTS = (30, 24, 22)
+# "refused": the gateway refused the request after authenticating its key, before holding
+# anything (no provider was asked); "none": admitted, nothing to bill (e.g. the provider failed).
+BASES = ("provider", "drained", "estimated", "invalid", "none", "refused")
 MAX_NANO = 2**53  # cost, hold, overage and provider cost of one record
 MAX_TRIES = 10  # provider attempts of one request
 MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last moment a datetime holds
@@ -51,6 +54,8 @@ class UsageRecord:
     provider_cost_nano: int  # the provider's price of the tokens at the cost version, uncapped
     attempts: int
     failed_statuses: str  # of the failed attempts, comma-separated ('' for none)
+    error_code: str  # the gateway's catalogue code, or the provider's error code or type ('' for none)
+    error_message: str  # the error message the client got ('' for none)
 
     def description(self) -> str:
         """'sandbox-chat: 12 input, 3 cached, 40 output, 2 reasoning tokens'."""
@@ -87,6 +92,8 @@ class UsageRecord:
             provider_cost_nano=self.provider_cost_nano,
             attempts=self.attempts,
             failed_statuses=self.failed_statuses,
+            error_code=self.error_code,
+            error_message=self.error_message,
             created_at=datetime.fromtimestamp(self.ts_ms // 1000, UTC).replace(microsecond=self.ts_ms % 1000 * 1000),
             transaction_id=transaction_id,
             **{usage.column: self.tokens[usage.field] for usage in usage_classes.USAGE_CLASSES},
@@ -128,7 +135,9 @@ def parse_packed(packed: str) -> UsageRecord:
 def parse(fields: dict[str, str]) -> UsageRecord:
     """A record from its named values; ValueError names the first bad field."""
     cost = _count(fields, "cost", MAX_NANO)
-    model = _text(fields, "model", required=True)
+    basis = _basis(fields)
+    refused = basis == "refused"
+    model = _text(fields, "model", required=not refused)  # a refused request may name none
     return UsageRecord(
         request_id=_text(fields, "rid", required=True),
         ts_ms=_count(fields, "ts", MAX_TS_MS),
@@ -141,7 +150,7 @@ def parse(fields: dict[str, str]) -> UsageRecord:
         endpoint=_text(fields, "ep"),
         stream=fields.get("stream") == "1",
         status=_count(fields, "status", INT32_MAX),
-        billing_basis=_basis(fields),
+        billing_basis=basis,
         tokens={field: _count(fields, field, money.MAX_TOKENS, default=0) for field in usage_classes.RECORD_FIELDS},
         cost_nano=cost,
         hold_nano=_count(fields, "hold", MAX_NANO, default=cost),
@@ -153,8 +162,10 @@ def parse(fields: dict[str, str]) -> UsageRecord:
         route_id=_count(fields, "route", INT32_MAX, default=0) or None,
         cost_version_id=_count(fields, "cv", INT32_MAX, default=0) or None,
         provider_cost_nano=_count(fields, "pcost", MAX_NANO, default=0),
-        attempts=_count(fields, "tries", MAX_TRIES, default=1, minimum=1),
+        attempts=_count(fields, "tries", MAX_TRIES, default=1, minimum=0 if refused else 1),
         failed_statuses=_statuses(fields),
+        error_code=_text(fields, "ecode", cut=True),
+        error_message=_text(fields, "emsg", cut=True),
     )
 
 
@@ -179,11 +190,14 @@ def _readable(read, fields):
 # to walk per record).
 _TEXT_LIMITS = {name: Usage.__table__.c[column].type.length for name, column in (
     ("rid", "request_id"), ("model", "model"), ("umodel", "upstream_model"), ("provider", "provider"),
-    ("ep", "endpoint"), ("node", "node"), ("asked", "requested_model"))}
+    ("ep", "endpoint"), ("node", "node"), ("asked", "requested_model"), ("ecode", "error_code"),
+    ("emsg", "error_message"))}
 
 
-def _text(fields, name, required=False) -> str:
-    """A text field that fits its Usage column (PostgreSQL's text takes no NUL)."""
+def _text(fields, name, required=False, cut=False) -> str:
+    """A text field that fits its Usage column (PostgreSQL's text takes no NUL): one that is
+    longer is refused, or cut to the column when `cut` (an error's code and message, which the
+    hot path already cuts)."""
     value = fields.get(name, "")
     if required and not value:
         raise ValueError(f"{name}: missing")
@@ -191,7 +205,9 @@ def _text(fields, name, required=False) -> str:
         raise ValueError(f"{name}: contains a NUL character")
     limit = _TEXT_LIMITS[name]
     if len(value) > limit:
-        raise ValueError(f"{name}: longer than {limit} characters")
+        if not cut:
+            raise ValueError(f"{name}: longer than {limit} characters")
+        value = value[:limit]
     return value
 
 

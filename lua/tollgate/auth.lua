@@ -4,6 +4,7 @@ local catalog = require "tollgate.catalog"
 local errors = require "tollgate.errors"
 
 local ngx_var = ngx.var
+local ngx_now = ngx.now
 local byte = string.byte
 local sub = string.sub
 local lower = string.lower
@@ -62,7 +63,8 @@ local function client_token()
     return nil
 end
 
--- The active key record, or nil after answering 401 (or 503 when Redis is unreachable).
+-- The active key record, or nil after answering 401 (also for a key past its expiry; 503 when
+-- Redis is unreachable).
 function _M.authenticate(protocol)
     local token = client_token()
     if not token then
@@ -74,6 +76,10 @@ function _M.authenticate(protocol)
     end
     if not key or not key.active then
         return nil, errors.fail("invalid_api_key", protocol)
+    end
+    local expires = key.expires
+    if expires and ngx_now() >= expires then
+        return nil, errors.fail("api_key_expired", protocol)
     end
     return key
 end

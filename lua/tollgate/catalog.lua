@@ -11,6 +11,7 @@ local usage_classes = require "tollgate.usage_classes"
 
 local ngx_null = ngx.null
 local tonumber = tonumber
+local type = type
 local floor = math.floor
 
 local _M = {}
@@ -41,9 +42,27 @@ local function cached(cache, name, fetch)
     return value
 end
 
+-- The set of names a key may use from its `models` field (a JSON array of names), or nil when the
+-- key may use every model. A list that is not one allows nothing.
+local function allowed_models(field)
+    if field == ngx_null then
+        return nil
+    end
+    local set = {}
+    local list = cjson.decode(field)
+    if type(list) == "table" then
+        for i = 1, #list do
+            if type(list[i]) == "string" then
+                set[list[i]] = true
+            end
+        end
+    end
+    return set
+end
+
 local function fetch_key(red, token)
     local res, err = red:hmget(redis_keys.apikey(hash.sha256_hex(token)), "id", "acct", "shard", "status",
-        "rpm", "tpm", "capfb")
+        "rpm", "tpm", "capfb", "models", "exp")
     if not res then
         return nil, "failed to read api key: " .. tostring(err)
     end
@@ -55,7 +74,16 @@ local function fetch_key(red, token)
         rpm = tonumber(res[5]) or 0, tpm = tonumber(res[6]) or 0,
         -- a fallback costs the key at most what the first route would have (hold.lua)
         cap_fallback = res[7] == "1",
+        models = allowed_models(res[8]), -- nil: every model
+        expires = tonumber(res[9]), -- unix seconds; nil: never
     }
+end
+
+-- Whether `key` may use the model asked for as `name`, which is `model_name` (the asked name or
+-- the model's must be in the key's list).
+function _M.allowed(key, name, model_name)
+    local models = key.models
+    return not models or models[name] == true or models[model_name] == true
 end
 
 local function fetch_json(redis_key)

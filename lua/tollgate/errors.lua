@@ -2,12 +2,12 @@
 local cjson = require "cjson.safe"
 local config = require "tollgate.config"
 local endpoints = require "tollgate.endpoints"
+local text = require "tollgate.text"
 
 local ngx = ngx
 local ngx_var = ngx.var
 local ngx_say = ngx.say
 local ngx_exit = ngx.exit
-local byte = string.byte
 local concat = table.concat
 local find = string.find
 local gsub = string.gsub
@@ -15,6 +15,9 @@ local match = string.match
 local sub = string.sub
 local tostring = tostring
 local type = type
+
+local REPLACEMENT = text.REPLACEMENT
+local sequence_at = text.sequence_at
 
 local _M = {}
 
@@ -33,47 +36,6 @@ end
 -- gateway's own sentences (`detail`, which may quote a model's name) get more room.
 local QUOTE_MAX = 256
 local DETAIL_MAX = 1024
-local REPLACEMENT = "\239\191\189" -- U+FFFD
-
--- The UTF-8 sequence at byte `i` of `s`: its length and whether it is well-formed (RFC 3629: no
--- overlong forms, no surrogates, nothing above U+10FFFF). An ill-formed one is its longest
--- well-formed beginning, at least one byte, which becomes one U+FFFD: the Unicode standard's
--- recommended practice, as Python's decode(errors="replace") does.
-local function sequence_at(s, i)
-    local c = byte(s, i)
-    if c < 0x80 then
-        return 1, true
-    end
-    local n, low, high
-    if c >= 0xC2 and c <= 0xDF then
-        n, low, high = 2, 0x80, 0xBF
-    elseif c == 0xE0 then
-        n, low, high = 3, 0xA0, 0xBF
-    elseif c == 0xED then
-        n, low, high = 3, 0x80, 0x9F
-    elseif c >= 0xE1 and c <= 0xEF then
-        n, low, high = 3, 0x80, 0xBF
-    elseif c == 0xF0 then
-        n, low, high = 4, 0x90, 0xBF
-    elseif c >= 0xF1 and c <= 0xF3 then
-        n, low, high = 4, 0x80, 0xBF
-    elseif c == 0xF4 then
-        n, low, high = 4, 0x80, 0x8F
-    else
-        return 1, false
-    end
-    local b = byte(s, i + 1)
-    if not b or b < low or b > high then
-        return 1, false
-    end
-    for k = 2, n - 1 do
-        b = byte(s, i + k)
-        if not b or b < 0x80 or b > 0xBF then
-            return k, false
-        end
-    end
-    return n, true
-end
 
 -- `value` as a message quotes it: valid UTF-8 (ill-formed bytes become U+FFFD) and at most
 -- `most` characters. Control characters are left to cjson, which escapes them. (A client's
@@ -111,7 +73,7 @@ local function render(template, vars)
     end))
 end
 
--- Body and status for `code` in `protocol` ("openai" or "anthropic").
+-- Status, body and message for `code` in `protocol` ("openai" or "anthropic").
 function _M.build(code, protocol, vars)
     local entry = catalogue[code]
     if not entry then
@@ -124,12 +86,21 @@ function _M.build(code, protocol, vars)
     else
         body = { error = { message = message, type = entry.openai_type, param = cjson.null, code = code } }
     end
-    return entry.status, cjson.encode(body)
+    return entry.status, cjson.encode(body), message
+end
+
+local noted = function() end
+
+-- `note(code, message)` is called with each error respond() answers, before it is sent: the
+-- gateway keeps a request's error for its usage record.
+function _M.on_respond(note)
+    noted = note
 end
 
 -- Sends the error and ends the request (content-generating phases: access, content).
 function _M.respond(code, protocol, vars, headers)
-    local status, body = _M.build(code, protocol, vars)
+    local status, body, message = _M.build(code, protocol, vars)
+    noted(code, message)
     ngx.status = status
     ngx.header["Content-Type"] = "application/json"
     if headers then

@@ -2,10 +2,12 @@
 -- picks the peer, the body filter reads the answer's usage, the log phase settles. Each step is
 -- its module's: request.lua reads the request, route.lua picks the provider, rewrite.lua edits
 -- the body, ratelimit.lua and hold.lua admit it, record.lua writes its usage record, settle.lua
--- settles it.
+-- settles it. Every request of a known, active key gets one usage record, the ones refused after
+-- authentication too (basis "refused", nothing charged), with the error the client got.
 local auth = require "tollgate.auth"
 local client = require "tollgate.client"
 local config = require "tollgate.config"
+local error_body = require "tollgate.error_body"
 local errors = require "tollgate.errors"
 local headers = require "tollgate.headers"
 local health = require "tollgate.health"
@@ -23,20 +25,23 @@ local settle = require "tollgate.settle"
 
 local ffi = require "ffi"
 local get_request = require("resty.core.base").get_request
+local new_table = require "table.new"
 
 local ngx = ngx
 local ngx_var = ngx.var
 local cast = ffi.cast
 local req = ngx.req
+local concat = table.concat
 local find = string.find
 local match = string.match
+local sub = string.sub
 local tonumber = tonumber
 
 local _M = {}
 
--- Requests between access and log, by the address of their ngx_http_request_t: cheaper than
--- ngx.ctx, and an error_page redirect to a named location (which clears ngx.ctx) keeps it, so
--- the log phase still settles the hold.
+-- Requests between authentication and log, by the address of their ngx_http_request_t: cheaper
+-- than ngx.ctx, and an error_page redirect to a named location (which clears ngx.ctx) keeps it,
+-- so the log phase still settles the hold and writes the record.
 local inflight = {}
 
 local uintptr = ffi.typeof("uintptr_t") -- parsed once, not at every cast
@@ -44,6 +49,16 @@ local uintptr = ffi.typeof("uintptr_t") -- parsed once, not at every cast
 local function request_key()
     return tonumber(cast(uintptr, get_request()))
 end
+
+-- The gateway's own error answered to a request in flight is its record's (record.lua).
+errors.on_respond(function(code, message)
+    local st = inflight[request_key()]
+    if st then
+        st.ecode, st.emsg = code, message
+    end
+end)
+
+local STATE_FIELDS = 32 -- room for every field a request's state gets, so none grows the table
 
 function _M.init(config_path)
     local conf = config.load(config_path)
@@ -75,18 +90,27 @@ function _M.access()
     if not key then
         return
     end
+    -- From here on the request has a record, also when a step below refuses it.
+    local rid = node.request_id()
+    ngx_var.tg_rid = rid
+    local st = new_table(0, STATE_FIELDS)
+    st.ep, st.key, st.rid = ep, key, rid
+    inflight[request_key()] = st
     local raw, parsed = request.read(protocol)
     if not raw then
         return
     end
-    local model, first, provider, probe = route.resolve(parsed.model, protocol)
+    st.asked = parsed.model
+    local model, first, provider, probe = route.resolve(parsed.model, protocol, key)
     if not model then
         return
     end
+    st.model = model
     local is_stream, per_choice, fan_out = request.decide(ep, parsed, model, protocol)
     if is_stream == nil then
         return
     end
+    st.stream = is_stream
     local sent, strip = rewrite.body(ep, raw, parsed, is_stream, first.upstream_model, protocol)
     if not sent then
         return
@@ -102,14 +126,9 @@ function _M.access()
     if sent ~= raw then
         req.set_body_data(sent)
     end
-    local rid = node.request_id()
-    ngx_var.tg_rid = rid
-    local st = {
-        ep = ep, key = key, hold = held, model = model, asked = parsed.model, route = first, first = first,
-        probe = probe, stream = is_stream, strip = strip, rid = rid, request_bytes = #raw, tries = 1,
-    }
+    st.hold, st.route, st.first, st.probe, st.strip, st.request_bytes, st.tries = held, first, first, probe,
+        strip, #raw, 1
     route.point(ep, provider, st)
-    inflight[request_key()] = st
     if #model.routes > 1 and config.get().max_attempts > 1 then
         -- Another route may serve if this one fails before its first byte: nginx.conf's @attempt.
         st.raw, st.parsed, st.sent, st.tried = raw, parsed, sent, { [first.id] = true }
@@ -189,13 +208,18 @@ function _M.balance()
 end
 
 -- At the answer's first body chunk: its status and time to first byte are noted, and its parser
--- made when it carries usage (a 2xx of a metered endpoint); false when it is not read. (A header
--- filter phase would cost every request a Lua call more.)
+-- made when it carries usage (a 2xx of a metered endpoint); false when it is not read. A
+-- provider's error answer (from 400 on, not the gateway's own: that one is noted already) is kept
+-- to read its code and message, up to error_body.MAX_BYTES. (A header filter phase would cost
+-- every request a Lua call more.)
 local function start_answer(st)
     st.ttfb = ngx.now() - ngx.req.start_time()
     local status = ngx.status
     st.status = status
     if status < 200 or status >= 300 then
+        if status >= 400 and not st.ecode then
+            st.error_body, st.error_bytes = {}, 0
+        end
         return false
     end
     if st.probe then
@@ -217,11 +241,12 @@ function _M.header_filter()
     local status = ngx.status
     if status == 401 or status == 403 then
         local st = inflight[request_key()]
-        if st then -- admitted: the answer is the provider's
+        if st and st.route and not st.ecode then -- admitted, not the gateway's own error: the provider's
             health.refused(st.route.id, status)
-            local code, body = errors.build("provider_credentials_refused", st.ep.protocol, {
+            local code, body, message = errors.build("provider_credentials_refused", st.ep.protocol, {
                 model = st.asked, status = status, request_id = st.rid })
             st.refusal = body .. "\n"
+            st.ecode, st.emsg = "provider_credentials_refused", message
             ngx.status = code
             ngx.header["Content-Type"] = "application/json"
             ngx.header["Content-Length"] = #st.refusal
@@ -251,6 +276,12 @@ function _M.body_filter()
         st.parser = parser
     end
     if not parser then
+        local kept = st.error_body
+        if kept and st.error_bytes < error_body.MAX_BYTES then
+            local chunk = ngx.arg[1]
+            kept[#kept + 1] = chunk
+            st.error_bytes = st.error_bytes + #chunk
+        end
         return
     end
     local chunk = ngx.arg[1]
@@ -293,11 +324,19 @@ function _M.log()
         return
     end
     local status = st.status or ngx.status
-    local tokens, basis, charge, over, pv, provider_cost = hold.close(st)
     local now = ngx.now()
+    local ms = (now - ngx.req.start_time()) * 1000
     local key = st.key
+    if not st.hold then -- refused before anything was held
+        return settle.push(key.shard, key.id, key.acct, 0, record.refused(st, status, now, ms))
+    end
+    local kept = st.error_body
+    if kept then
+        st.ecode, st.emsg = error_body.read(sub(concat(kept), 1, error_body.MAX_BYTES))
+    end
+    local tokens, basis, charge, over, pv, provider_cost = hold.close(st)
     settle.push(key.shard, key.id, key.acct, charge, record.pack(st, status, tokens, basis, charge,
-        over, pv, provider_cost, now, (now - ngx.req.start_time()) * 1000))
+        over, pv, provider_cost, now, ms))
 end
 
 return _M

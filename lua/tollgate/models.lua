@@ -3,6 +3,7 @@
 -- The OpenAI shape shows every model: it is the one catalogue (curl, scripts, the ids an error
 -- points to), and a model of the other protocol answers a 400 that names its endpoint. The
 -- Anthropic shape shows only the models POST /v1/messages serves: its clients can call no other.
+-- A key with allowed models sees only those (catalog.allowed: the name or its model's listed).
 local cjson = require "cjson.safe"
 local auth = require "tollgate.auth"
 local catalog = require "tollgate.catalog"
@@ -22,10 +23,13 @@ local function anthropic_model(name, model)
         created_at = os.date("!%Y-%m-%dT%H:%M:%SZ", model.created or 0) }
 end
 
--- The model `name` if the shape asked for shows it, else false; nil and an error when Redis
--- cannot say.
-local function shown(name, anthropic)
+-- The model `name` if the shape asked for shows it to `key`, else false; nil and an error when
+-- Redis cannot say.
+local function shown(key, name, anthropic)
     local model, err = catalog.model(name)
+    if model and not catalog.allowed(key, name, model.name) then
+        return false
+    end
     if not model or not anthropic then
         return model, err
     end
@@ -48,14 +52,15 @@ function _M.serve()
         return errors.fail("method_not_allowed", protocol,
             { path = ngx.var.uri, method = ngx.req.get_method(), allowed = "GET" })
     end
-    if not auth.authenticate(protocol) then
+    local key = auth.authenticate(protocol)
+    if not key then
         return
     end
     local shape = anthropic and anthropic_model or openai_model
     local id = ngx.var.uri:match("^/v1/models/(.+)$")
     if id then
         id = ngx.unescape_uri(id)
-        local model, err = shown(id, anthropic)
+        local model, err = shown(key, id, anthropic)
         if model == nil then
             return errors.unavailable(protocol, err)
         end
@@ -70,7 +75,7 @@ function _M.serve()
     end
     local data = {}
     for _, name in ipairs(names) do
-        local model, merr = shown(name, anthropic)
+        local model, merr = shown(key, name, anthropic)
         if model == nil then
             return errors.unavailable(protocol, merr)
         end

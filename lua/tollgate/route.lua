@@ -100,8 +100,9 @@ end
 
 -- The model the client named (`model_name`, from the body: a model or an alias of one), the
 -- first route to try, its provider and whether it is a half-open route's trial; or nil after
--- answering the error (400, 404, or 503 when Redis cannot say).
-function _M.resolve(model_name, protocol)
+-- answering the error (400, 404 also for a model `key` may not use, or 503 when Redis cannot
+-- say).
+function _M.resolve(model_name, protocol, key)
     if type(model_name) ~= "string" or model_name == "" then
         return nil, fail("missing_model", protocol)
     end
@@ -109,7 +110,7 @@ function _M.resolve(model_name, protocol)
     if model == nil then
         return nil, unavailable(protocol, merr)
     end
-    if not model then
+    if not model or not catalog.allowed(key, model_name, model.name) then
         return nil, fail("model_not_found", protocol, { model = model_name })
     end
     local r, probe = _M.pick(model, NONE)
