@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -90,14 +91,26 @@ def revoke_key(settings: Settings, key: ApiKey) -> None:
     client(settings).hset(redis_keys.apikey(key.key_hash), "status", key.status)
 
 
+def rotate_key(session: Session, settings: Settings, key: ApiKey, old_hash: str) -> None:
+    """A key given a new secret (its id, counters and limits stay): its new look-up hash is
+    published, then the old secret's is deleted, so nginx refuses the old secret once its 1 s
+    cache lets go of it."""
+    publish_key(session, settings, key)
+    client(settings).delete(redis_keys.apikey(old_hash))
+
+
 def _publish_key_lookup(settings: Settings, key: ApiKey, owner: Account) -> None:
     """id, acct, shard, status, rpm / tpm when the key, or else its account, has them (absent:
-    no limit), and capfb "1" when its fallback prices are capped (absent: not)."""
+    no limit), capfb "1" when its fallback prices are capped (absent: not), models (the JSON
+    array of the names it may use; absent: every model) and exp (its expiry in unix seconds,
+    rounded down so the key is never admitted after it; absent: never)."""
     name = redis_keys.apikey(key.key_hash)
     fields = {"id": key.id, "acct": key.account_id, "shard": shard(settings, key.account_id), "status": key.status}
     optional = {"rpm": key.rpm if key.rpm is not None else owner.rpm,
                 "tpm": key.tpm if key.tpm is not None else owner.tpm,
-                "capfb": 1 if key.cap_fallback_price else None}
+                "capfb": 1 if key.cap_fallback_price else None,
+                "models": key.allowed_models,
+                "exp": None if key.expires_at is None else math.floor(key.expires_at.timestamp())}
     fields.update({field: value for field, value in optional.items() if value is not None})
     pipe = client(settings).pipeline()
     pipe.hset(name, mapping=fields)
