@@ -9,6 +9,12 @@ from urllib.parse import urlsplit
 
 import httpx
 from mail_server import link_in
+from sqlalchemy.orm import Session
+
+from control_plane import db
+from control_plane import settings as settings_module
+from control_plane.accounts import accounts
+from control_plane.models import Account
 
 CSRF_FIELD = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
 # Signed in, this page offers forms (and so a token); signed out, it sends the client to the login form.
@@ -27,9 +33,17 @@ def path_of(url: str) -> str:
 
 
 class ConsoleClient:
-    def __init__(self, gateway):
+    """Against a running instance (gateway), or in-process against a Flask app (app, as if at
+    base_url: its client address comes from an X-Forwarded-For header, which only nginx sets
+    for a real instance)."""
+
+    def __init__(self, gateway=None, app=None, base_url: str = "http://console.test"):
         self.gateway = gateway
-        self.http = httpx.Client(base_url=gateway.url, follow_redirects=True, timeout=30)
+        if app is not None:
+            self.http = httpx.Client(transport=httpx.WSGITransport(app=app), base_url=base_url,
+                                     follow_redirects=True)
+        else:
+            self.http = httpx.Client(base_url=gateway.url, follow_redirects=True, timeout=30)
         self.csrf_token: str | None = None
         self.email: str | None = None
         self.password: str | None = None
@@ -42,7 +56,8 @@ class ConsoleClient:
         self._remember(response)
         return response
 
-    def post_form(self, path: str, fields: dict, csrf: bool = True, follow: bool = True) -> httpx.Response:
+    def post_form(self, path: str, fields: dict, csrf: bool = True, follow: bool = True,
+                  headers: dict | None = None) -> httpx.Response:
         """POST fields as a form, with the CSRF token of the last page read (or of `path`'s page,
         else of a page that has one) unless csrf is False."""
         data = dict(fields)
@@ -50,7 +65,7 @@ class ConsoleClient:
             data["csrf_token"] = self.csrf_token or self._fresh_token(path)
         # Signing in or out starts a new session, whose tokens differ: the next form reads a new one.
         self.csrf_token = None
-        response = self.http.post(path, data=data, follow_redirects=follow)
+        response = self.http.post(path, data=data, follow_redirects=follow, headers=headers)
         self._remember(response)
         return response
 
@@ -99,3 +114,16 @@ def signed_in_client(gateway, mail_server, email: str | None = None, password: s
     client.sign_up_and_verify(email, password, mail_server)
     client.log_in(email, password)
     return client
+
+
+def settings_of(gateway) -> settings_module.Settings:
+    """The instance's settings, as its processes load them (its secret, so its links, included)."""
+    return settings_module.load({name: value for name, value in gateway.env.items() if name.startswith("TOLLGATE_")})
+
+
+def account_row(gateway, email: str) -> Account:
+    """The account's SQL row as it is now (detached: read its columns)."""
+    with Session(db.engine_for(gateway.database_url), expire_on_commit=False) as session:
+        account = accounts.find_by_email(session, email)
+        assert account is not None, email
+        return account
