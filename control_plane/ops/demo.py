@@ -12,10 +12,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .. import crypto
-from ..accounts import accounts, api_keys
+from ..accounts import accounts, api_keys, links
 from ..billing import ledger
 from ..catalog import upstreams
-from ..models import ApiKey
+from ..models import ApiKey, utcnow
 from ..money import usd_to_nano
 from ..settings import Settings
 
@@ -65,7 +65,10 @@ def sandbox_key(settings: Settings, provider: str) -> str:
 
 def ensure_demo(session: Session, settings: Settings, base_url: str) -> str:
     """Create or update the demo data; returns the demo key."""
-    account = accounts.find_by_email(session, DEMO_EMAIL) or accounts.create_account(session, DEMO_EMAIL)
+    account = accounts.find_by_email(session, DEMO_EMAIL)
+    if account is None:
+        account = accounts.create_account(session, DEMO_EMAIL)
+        account.email_verified_at = utcnow()
     ledger.credit(session, "bonus", account.id, usd_to_nano(DEMO_CREDIT_USD), "demo:credit", "Demo credit")
     for name, protocol, path in SANDBOX_PROVIDERS:
         upstreams.upsert_provider(
@@ -81,3 +84,11 @@ def ensure_demo(session: Session, settings: Settings, base_url: str) -> str:
     if session.scalar(select(ApiKey.id).where(ApiKey.key_hash == api_keys.hash_key(plaintext))) is None:
         api_keys.add_key(session, account, plaintext, name="demo")
     return plaintext
+
+
+def set_password_link(session: Session, settings: Settings) -> str | None:
+    """A link to give the demo account its console password, while it has none."""
+    account = accounts.find_by_email(session, DEMO_EMAIL)
+    if account is None or account.password_hash is not None:
+        return None
+    return links.make_link(settings, links.SET_PASSWORD, account)

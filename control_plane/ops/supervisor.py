@@ -137,26 +137,32 @@ def check_nginx(conf_path: Path, settings: Settings) -> None:
         raise RuntimeError(f"nginx rejected {conf_path}:\n{result.stderr.strip()}")
 
 
-def prepare(settings: Settings) -> str | None:
-    """Migrates, publishes the configuration to Redis, ensures the demo data; returns the demo key."""
+def prepare(settings: Settings) -> tuple[str | None, str | None]:
+    """Migrates, publishes the configuration to Redis, ensures the demo data; returns the demo key
+    and the link that sets the demo account's console password (None without the demo, or once
+    it has one)."""
     from .. import db
     from ..hot import republish
     from . import demo
 
     db.upgrade(settings)
+    demo_key = demo_link = None
     with db.session_scope(settings) as session:
-        demo_key = demo.ensure_demo(session, settings, settings.base_url) if settings.demo else None
+        if settings.demo:
+            demo_key = demo.ensure_demo(session, settings, settings.base_url)
+            demo_link = demo.set_password_link(session, settings)
     with db.session_scope(settings) as session:
         republish.publish_all(session, settings)
-    return demo_key
+    return demo_key, demo_link
 
 
-def banner(settings: Settings, demo_key: str | None) -> str:
+def banner(settings: Settings, demo_key: str | None, demo_link: str | None = None) -> str:
     lines = [
         "",
         f"  Tollgate is running at {settings.base_url}",
         f"    OpenAI protocol:    base_url = {settings.base_url}/v1",
         f"    Anthropic protocol: base_url = {settings.base_url}",
+        f"    Console:            {settings.console_base_url}/console/",
         f"    state: {settings.home}   logs: {settings.log_dir}",
     ]
     if demo_key:
@@ -167,6 +173,11 @@ def banner(settings: Settings, demo_key: str | None) -> str:
             "      -H 'Content-Type: application/json' \\",
             "      -d '{\"model\": \"sandbox-chat\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]}'",
         ]
+    if demo_link:
+        from .demo import DEMO_EMAIL
+
+        lines += ["", f"  Console: log in as {DEMO_EMAIL} after setting its password (this link works once):",
+                  f"    {demo_link}"]
     lines += ["", "  Ctrl-C stops everything.", ""]
     return "\n".join(lines)
 
@@ -248,11 +259,11 @@ class Supervisor:
                 wait_for_redis(settings, self.children[0].proc)
             else:
                 wait_for_redis(settings, None)
-            demo_key = prepare(settings)
+            demo_key, demo_link = prepare(settings)
             for child in self.children:
                 if child.proc is None:
                     child.start()
-            print(banner(settings, demo_key), flush=True)
+            print(banner(settings, demo_key, demo_link), flush=True)
             self._watch()
         finally:
             log("stopping")
