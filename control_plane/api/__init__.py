@@ -7,6 +7,7 @@ from flask import Blueprint, Flask, g, request
 from werkzeug.exceptions import HTTPException
 
 from ..console import error_page, is_page_request
+from . import keys  # noqa: F401 (its views attach to v1: /api/v1/keys)
 from .errors import ApiError
 from .health import healthz
 from .v1 import v1
