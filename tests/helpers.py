@@ -14,11 +14,15 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from control_plane import db
+from control_plane.accounts import api_keys
 from control_plane.billing import ledger
 from control_plane.hot import redis_keys
 from control_plane.hot.usage_records import RECORD_FIELDS
-from control_plane.models import Account
+from control_plane.models import Account, ApiKey, Usage
 
 # -- tools from the npm registry ------------------------------------------------------------------
 
@@ -241,6 +245,22 @@ def rows_of(gateway, key: str, count: int, timeout: float = 20) -> list[dict]:
         rows = gateway.usage_rows(key)
         if len(rows) >= count or time.monotonic() > deadline:
             assert len(rows) == count, rows
+            return rows
+        time.sleep(0.05)
+
+
+def usage_in_sql(gateway, key: str, count: int, timeout: float = 20) -> list[Usage]:
+    """The key's usage rows as SQL holds them (every column, error_code and error_message too),
+    oldest first, once there are `count` of them."""
+    engine = db.engine_for(gateway.database_url)
+    query = (select(Usage).join(ApiKey, ApiKey.id == Usage.key_id)
+             .where(ApiKey.key_hash == api_keys.hash_key(key)).order_by(Usage.id))
+    deadline = time.monotonic() + timeout
+    while True:
+        with Session(engine, expire_on_commit=False) as session:
+            rows = list(session.scalars(query))
+        if len(rows) >= count or time.monotonic() > deadline:
+            assert len(rows) == count, [(row.status, row.error_code) for row in rows]
             return rows
         time.sleep(0.05)
 
