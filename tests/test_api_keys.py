@@ -135,7 +135,7 @@ def test_a_revoked_key_cannot_be_rotated(gateway, api_customer):
 
 def test_another_accounts_key_is_not_found_as_an_unknown_one_is(gateway, api_customer):
     _email, key = api_customer
-    other_email, other_key = new_customer(gateway)
+    _other_email, other_key = new_customer(gateway)
     _status, theirs = keys_api(gateway, other_key)
     their_id = theirs["data"][0]["id"]
     unknown_id = 2**62

@@ -27,6 +27,7 @@ DISPLAY_PREFIX_LENGTH = 10
 MAX_NAME = ApiKey.__table__.c.name.type.length
 MAX_RATE = 2**31 - 1  # rpm and tpm are 32-bit integer columns
 MAX_LIMIT_NANO = 2**63 - 1
+MAX_ID = 2**31 - 1  # api_keys.id is a 32-bit integer column
 
 
 def generate_key() -> str:
@@ -153,6 +154,8 @@ def list_keys(session: Session, account_id: int) -> list[ApiKey]:
 
 def owned_key(session: Session, account_id: int, key_id: int) -> ApiKey | None:
     """The account's key with this id; None for an unknown id and for another account's alike."""
+    if not 0 < key_id <= MAX_ID:  # beyond the 32-bit column: PostgreSQL would refuse to compare
+        return None
     key = session.get(ApiKey, key_id)
     return key if key is not None and key.account_id == account_id else None
 
