@@ -1,0 +1,150 @@
+"""An account's request log, filtered: the one query behind the console's Logs page, its CSV and
+/api/v1/usage, so the three always list the same rows.
+
+Filters (the query parameters of all three): `key_id`, `model` (the model billed), `status`
+(`ok` = below 400, `error` = 400 or more, or an exact HTTP status), `from` / `to` (UTC dates,
+both included) and `request_id` (exact). Rows come newest first by id, read by keyset (`id <`
+the last one seen), never by offset, from the indexes of migration 0008; a date range is first
+turned into an id range by usage_daily's first/last usage ids of its days (each day's rows lie
+within them), then checked on created_at exactly, so a range far in the past reads no usage
+rows at all (bench/console_logs.py measures each).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+
+from sqlalchemy import Select, false, func, select
+from sqlalchemy.orm import Session
+
+from ..models import Usage, UsageDaily
+
+USAGE = Usage.__table__
+FILTER_NAMES = ("key_id", "model", "status", "from", "to", "request_id")
+STATUS_CHOICES = ("ok", "error")
+CSV_BATCH = 5000
+
+
+class FilterError(ValueError):
+    """A filter parameter that is not valid: its name and what it must be."""
+
+    def __init__(self, name: str, requirement: str):
+        super().__init__(f"'{name}' must be {requirement}.")
+        self.name = name
+        self.requirement = requirement
+
+
+@dataclass(frozen=True)
+class UsageFilters:
+    key_id: int | None = None
+    model: str = ""
+    status: str = ""  # "", "ok", "error" or an HTTP status such as "429"
+    date_from: date | None = None
+    date_to: date | None = None
+    request_id: str = ""
+
+    def params(self) -> dict[str, str]:
+        """The filters as query parameters (only those set), for links that keep them."""
+        values = {"key_id": "" if self.key_id is None else str(self.key_id), "model": self.model,
+                  "status": self.status, "from": self.date_from.isoformat() if self.date_from else "",
+                  "to": self.date_to.isoformat() if self.date_to else "", "request_id": self.request_id}
+        return {name: value for name, value in values.items() if value}
+
+
+def parse(args: Mapping[str, str]) -> UsageFilters:
+    """The filters of a request's query parameters (empty ones are unset); FilterError if one is
+    not valid."""
+    def arg(name: str) -> str:
+        return (args.get(name) or "").strip()
+
+    key_id = arg("key_id")
+    if key_id and not (key_id.isascii() and key_id.isdigit() and int(key_id) < 2**31):
+        raise FilterError("key_id", "a key id (an integer)")
+    status = arg("status").lower()
+    if status and status not in STATUS_CHOICES and not (status.isascii() and status.isdigit()
+                                                        and 100 <= int(status) <= 599):
+        raise FilterError("status", "ok, error or an HTTP status from 100 to 599")
+    date_from, date_to = _date(arg("from"), "from"), _date(arg("to"), "to")
+    if date_from and date_to and date_from > date_to:
+        raise FilterError("to", "the same day as 'from' or later")
+    request_id = arg("request_id")
+    if len(request_id) > 64:
+        raise FilterError("request_id", "a request id (at most 64 characters)")
+    model = arg("model")
+    if len(model) > 200:
+        raise FilterError("model", "a model name (at most 200 characters)")
+    return UsageFilters(int(key_id) if key_id else None, model, status, date_from, date_to, request_id)
+
+
+def _date(text: str, name: str) -> date | None:
+    if not text:
+        return None
+    try:
+        if len(text) == 10:  # fromisoformat also takes 20250131 and week dates
+            return date.fromisoformat(text)
+    except ValueError:
+        pass
+    raise FilterError(name, "a UTC date as YYYY-MM-DD")
+
+
+def statement(session: Session, account_id: int, filters: UsageFilters) -> Select:
+    """The account's usage rows (every column of the usage table) that pass the filters; order
+    and limit are the caller's (page, batches)."""
+    query = select(USAGE).where(USAGE.c.account_id == account_id)
+    if filters.request_id:
+        query = query.where(USAGE.c.request_id == filters.request_id)
+    if filters.key_id is not None:
+        query = query.where(USAGE.c.key_id == filters.key_id)
+    if filters.model:
+        query = query.where(USAGE.c.model == filters.model)
+    if filters.status == "ok":
+        query = query.where(USAGE.c.status < 400)
+    elif filters.status == "error":
+        query = query.where(USAGE.c.status >= 400)
+    elif filters.status:
+        query = query.where(USAGE.c.status == int(filters.status))
+    if filters.date_from or filters.date_to:
+        query = _in_dates(session, account_id, filters, query)
+    return query
+
+
+def _in_dates(session: Session, account_id: int, filters: UsageFilters, query: Select) -> Select:
+    """The rows created within the date range: first narrowed to the ids usage_daily gives its
+    days (an index range instead of a scan of the account's rows), then on created_at exactly."""
+    days = select(func.min(UsageDaily.first_usage_id), func.max(UsageDaily.last_usage_id)).where(
+        UsageDaily.account_id == account_id)
+    if filters.date_from:
+        days = days.where(UsageDaily.day >= filters.date_from)
+        query = query.where(USAGE.c.created_at >= _midnight(filters.date_from))
+    if filters.date_to:
+        days = days.where(UsageDaily.day <= filters.date_to)
+        query = query.where(USAGE.c.created_at < _midnight(filters.date_to + timedelta(days=1)))
+    first, last = session.execute(days).one()
+    if first is None:
+        return query.where(false())
+    return query.where(USAGE.c.id >= first, USAGE.c.id <= last)
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time(), UTC)
+
+
+def newest_first(query: Select, limit: int, before: int | None = None) -> Select:
+    """`limit` rows of query, newest first, older than the id `before` (None: from the newest)."""
+    if before is not None:
+        query = query.where(USAGE.c.id < before)
+    return query.order_by(USAGE.c.id.desc()).limit(limit)
+
+
+def batches(session: Session, query: Select, size: int = CSV_BATCH) -> Iterator[list]:
+    """Every row of query, newest first, in lists of `size`, each list one keyset query: a CSV of
+    any length without holding it in memory or paging by offset."""
+    before = None
+    while True:
+        rows = session.execute(newest_first(query, size, before)).all()
+        if rows:
+            yield rows
+        if len(rows) < size:
+            return
+        before = rows[-1].id
