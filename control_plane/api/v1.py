@@ -1,16 +1,17 @@
 """/api/v1: what a customer's API key may read about its own account."""
 from __future__ import annotations
 
-from flask import Blueprint, g
+from flask import Blueprint, g, request
 from sqlalchemy import select
 
 from ..accounts.balances import balance_document, current_balance_nano
-from ..billing import reconcile
+from ..billing import reconcile, usage_log, wallet_history
 from ..billing.usage_drain import quarantine_item
-from ..models import Account, LedgerAccount, LedgerEntry, LedgerTransaction, Usage, UsageQuarantine, utc_timestamp
+from ..models import Account, UsageQuarantine, utc_timestamp
 from ..money import nano_to_decimal
 from ..usage_classes import USAGE_CLASSES
 from . import context
+from .errors import bad_parameter
 
 v1 = Blueprint("v1", __name__, url_prefix="/v1")
 v1.before_request(context.authenticate)
@@ -24,13 +25,8 @@ def balance():
 
 @v1.get("/transactions")
 def transactions():
-    wallet = select(LedgerAccount.id).where(LedgerAccount.account_id == g.account.id).scalar_subquery()
-    statement = (
-        select(LedgerTransaction, LedgerEntry.amount)
-        .join(LedgerEntry, LedgerEntry.transaction_id == LedgerTransaction.id)
-        .where(LedgerEntry.ledger_account_id == wallet)
-    )
-    rows, has_more, next_before = context.page(statement, LedgerEntry.transaction_id)
+    """The account's ledger rows, newest first (as the console's Transactions page)."""
+    rows, has_more, next_before = context.page(wallet_history.wallet_entries(g.account.id), wallet_history.CURSOR)
     items = [
         {
             "id": transaction.id,
@@ -64,12 +60,20 @@ def admin_quarantine():
 
 @v1.get("/usage")
 def usage():
-    rows, has_more, next_before = context.page(select(Usage).where(Usage.account_id == g.account.id), Usage.id)
-    items = [_usage_item(row, g.account.is_admin) for row, _cursor in rows]
+    """The account's usage rows newest first, filtered as the console's Logs page filters them
+    (billing/usage_log.py): key_id, model, status (ok, error or an HTTP status), from and to (UTC
+    dates, included), request_id."""
+    try:
+        filters = usage_log.parse(request.args)
+    except usage_log.FilterError as exc:
+        raise bad_parameter(exc.name, exc.requirement) from None
+    query = usage_log.statement(context.session(), g.account.id, filters)
+    rows, has_more, next_before = context.page(query, usage_log.USAGE.c.id)
+    items = [_usage_item(row, g.account.is_admin) for row in rows]
     return {"data": items, "has_more": has_more, "next_before": next_before}
 
 
-def _usage_item(row: Usage, admin: bool) -> dict:
+def _usage_item(row, admin: bool) -> dict:
     """A usage row; what it cost the operator (its overage, the loss not charged; the provider's
     cost and its version, the margin's other half) only for admin accounts."""
     item = {
@@ -83,6 +87,8 @@ def _usage_item(row: Usage, admin: bool) -> dict:
         "endpoint": row.endpoint,
         "stream": row.stream,
         "status": row.status,
+        "error_code": row.error_code,
+        "error_message": row.error_message,
         "billing_basis": row.billing_basis,
         "tokens": {usage.price: getattr(row, usage.column) for usage in USAGE_CLASSES},
         "cost": nano_to_decimal(row.cost_nano),

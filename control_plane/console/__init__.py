@@ -14,7 +14,7 @@ from pathlib import Path
 from flask import Blueprint, Flask, current_app, g, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
-from .. import crypto
+from .. import crypto, money
 from ..settings import REPO_ROOT
 
 console = Blueprint("console", __name__, url_prefix="/console")
@@ -54,6 +54,8 @@ def register(app: Flask) -> None:
     )
     csrf.init_app(app)
     app.jinja_env.globals.update(static_url=static_url, chart_js_url=lambda: static_url(CHART_JS))
+    # {{ nano|usd }} → $0.000525 (exact); {{ moment|utc }} → 2025-01-31 12:00:00 UTC.
+    app.jinja_env.filters.update(usd=money.format_usd, utc=lambda moment: moment.strftime("%Y-%m-%d %H:%M:%S UTC"))
     app.context_processor(lambda: {"account": g.get("account")})
     app.register_blueprint(console)
     app.register_blueprint(public)
