@@ -27,6 +27,7 @@ from control_plane.accounts import links, passwords
 from control_plane.app import create_app
 from control_plane.hot import redis_keys
 from control_plane.models import Account
+from control_plane.ops import demo, supervisor
 
 CSRF_VALUE = re.compile(r'(name="csrf_token"[^>]*value=")[^"]+')
 
@@ -284,3 +285,14 @@ def test_account_create_prints_a_set_password_link(gateway, client):
     assert client.get(link).status_code == 400
     client.log_in(email, "operator made it")  # an operator's account counts as verified
     assert client.get("/console/settings").status_code == 200
+
+
+def test_tollgate_up_prints_the_console_and_the_demo_accounts_set_password_link(settings, app):
+    demo_key, demo_link = supervisor.prepare(settings)
+    printed = supervisor.banner(settings, demo_key, demo_link)
+    assert f"Console:            {settings.base_url}/console/" in printed
+    link = path_of(re.search(r"https?://\S+/console/set-password/\S+", printed).group(0))
+    client = ConsoleClient(app=app)
+    client.post_form(link, {"password": "the demo password", "confirm": "the demo password"})
+    client.log_in(demo.DEMO_EMAIL, "the demo password")
+    assert supervisor.prepare(settings)[1] is None  # it has a password now: no link
