@@ -265,6 +265,17 @@ def usage_in_sql(gateway, key: str, count: int, timeout: float = 20) -> list[Usa
         time.sleep(0.05)
 
 
+def key_hot_state(gateway, key: str) -> dict[str, str]:
+    """The key's hash in Redis (`limit`, `spent`, `held`): what the hot path admits it against."""
+    from console_client import settings_of
+
+    with Session(db.engine_for(gateway.database_url)) as session:
+        row = session.scalar(select(ApiKey).where(ApiKey.key_hash == api_keys.hash_key(key)))
+        account_id, key_id = row.account_id, row.id
+    shard = redis_keys.shard_of(account_id, settings_of(gateway).redis_shards)
+    return gateway.redis().hgetall(redis_keys.key_state(shard, key_id))
+
+
 def only_row(gateway, key: str, timeout: float = 20) -> dict:
     """The key's one usage row, once the worker moved it into SQL."""
     return rows_of(gateway, key, 1, timeout)[0]

@@ -9,30 +9,15 @@ from __future__ import annotations
 import json
 
 import pytest
-from console_client import settings_of
-from helpers import UPSTREAM_KEY, balance_nano, headers_for, new_customer, post_raw, usage_in_sql
+from helpers import UPSTREAM_KEY, balance_nano, headers_for, key_hot_state, new_customer, post_raw, usage_in_sql
 from simulator import module_simulator  # noqa: F401 (the module's `sim` fixture)
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 from test_hostile_provider import add_models
 
-from control_plane import db
-from control_plane.accounts import api_keys
-from control_plane.hot import redis_keys
-from control_plane.models import ApiKey, Usage
+from control_plane.models import Usage
 
 CANARY = "canary-7f3a9c-do-not-log"  # in every prompt: it must reach no usage column
 PROMPT = [{"role": "user", "content": f"Keep this secret: {CANARY}"}]
 PATH = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages"}
-
-
-def key_spent(gateway, key: str) -> int:
-    """The key's `spent` as Redis holds it (what the hot path has charged it)."""
-    with Session(db.engine_for(gateway.database_url)) as session:
-        row = session.scalar(select(ApiKey).where(ApiKey.key_hash == api_keys.hash_key(key)))
-        account_id, key_id = row.account_id, row.id
-    shard = redis_keys.shard_of(account_id, settings_of(gateway).redis_shards)
-    return int(gateway.redis().hget(redis_keys.key_state(shard, key_id), "spent"))
 
 
 def send(gateway, key: str, protocol: str, body: dict | bytes):
@@ -52,7 +37,7 @@ def nothing_of_the_prompt(row: Usage) -> None:
 
 
 def assert_no_money_moved(gateway, key: str, balance: int) -> None:
-    assert (balance_nano(gateway, key), key_spent(gateway, key)) == (balance, 0)
+    assert (balance_nano(gateway, key), key_hot_state(gateway, key)["spent"]) == (balance, "0")
 
 
 # -- refused by the gateway after authentication -----------------------------------------------------
