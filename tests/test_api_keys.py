@@ -156,3 +156,21 @@ def test_keys_need_an_active_key(gateway, api_customer):
     _status, created = keys_api(gateway, key, "POST", body={})
     keys_api(gateway, key, "DELETE", f"/{created['id']}")
     assert keys_api(gateway, created["key"])[0] == 401
+
+
+def test_the_cli_creates_keys_with_models_and_expiry_and_rotates_them(gateway, api_customer):
+    email, key = api_customer
+    made = gateway.create_key(email, None, "--models", "gpt-4o, sandbox-chat", "--expires", "2099-06-30T08:15")
+    _status, listed = keys_api(gateway, key)
+    item = next(entry for entry in listed["data"] if made.startswith(entry["prefix"]))
+    assert (item["models"], item["expires_at"]) == (["gpt-4o", "sandbox-chat"], "2099-06-30T08:15:00.000Z")
+    rotated = gateway.cli("key", "rotate", str(item["id"])).stdout.strip().splitlines()[-1]
+    assert rotated.startswith("sk-tg-") and rotated != made
+    assert refused_within(gateway, made) == 401
+    assert gateway.chat(rotated, CHAT) == 200
+    for args, message in ((("--models", "nope"), "no model or alias is named 'nope'"),
+                          (("--expires", "2001-01-01"), "the expiry must be in the future"),
+                          (("--expires", "someday"), "YYYY-MM-DD")):
+        refused = gateway.cli("key", "create", email, *args, check=False)
+        assert refused.returncode != 0 and message in refused.stdout + refused.stderr
+    assert gateway.cli("key", "rotate", "999999999", check=False).returncode == 2
