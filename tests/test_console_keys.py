@@ -45,7 +45,8 @@ def row_of(page: str, found_id: int) -> str:
 
 
 def test_a_new_key_is_shown_once_and_then_only_its_prefix(gateway, console):
-    secret, page = create_key(console, name="my app", limit="5.25", rpm="60", models=["sandbox-chat", "gpt-4o"])
+    secret, page = create_key(console, name="my app", limit="5.25", rpm="60", models=["sandbox-chat", "gpt-4o"],
+                              expires="2099-12-31")
     assert "Copy" in page and "copy.js" in page and "shown only this once" in page
     assert gateway.chat(secret, CHAT) == 200
     shown = console.get("/console/keys")
@@ -53,7 +54,7 @@ def test_a_new_key_is_shown_once_and_then_only_its_prefix(gateway, console):
     row = row_of(shown.text, key_id(console, secret))
     assert secret[:10] + "…" in row
     assert "my app" in row and "$5.25" in row and "gpt-4o, sandbox-chat" in row and ">60<" in row
-    assert "active" in row and "never" in row
+    assert "active" in row and "2099-12-31 00:00:00 UTC" in row
 
 
 def test_the_secret_page_is_not_kept_by_the_browser(console):
