@@ -307,7 +307,6 @@ class Usage(Base):
         # The request log's filters, each newest first (migration 0008, bench/console_logs.py).
         Index("ix_usage_key_newest", "key_id", "id"),
         Index("ix_usage_account_model_newest", "account_id", "model", "id"),
-        Index("ix_usage_account_status_newest", "account_id", "status", "id"),
         Index(
             "ix_usage_account_errors_newest",
             "account_id",

@@ -9,7 +9,7 @@ import io
 import json
 import re
 import urllib.error
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -83,7 +83,8 @@ def test_the_log_lists_every_request_newest_first_with_its_exact_cost(customer):
     ids = ids_of(customer.rows)
     assert page_ids(customer) == ids
     costs = [row["cost_nano"] for row in customer.rows]
-    assert costs == [0, 0, CHAT_COST, CHAT_COST, REASONER_COST, CHAT_COST]
+    # The failed ones were recorded last; the others in the order the instance's nginx workers flushed them.
+    assert costs[:2] == [0, 0] and sorted(costs[2:]) == [CHAT_COST, CHAT_COST, CHAT_COST, REASONER_COST]
     page = customer.client.get("/console/logs").text
     for figure in ("$0.00001725", "$0.000198", "main", "batch", "sandbox-reasoner", "rate_limit_exceeded",
                    "Too many requests: the key&#39;s rpm is 60.", "provider_unreachable", "2023-11-14 22:13:20 UTC"):
@@ -119,7 +120,7 @@ def test_the_csv_holds_every_figure_of_the_usage_api(customer):
     ("from=2023-11-14&to=2023-11-14", lambda row: row["created_at"].startswith("2023-11-14")),
     ("to=2023-11-13", lambda row: False),
     ("from=2000-01-01&to=2000-12-31", lambda row: False),
-    (f"from={date.today().isoformat()}", lambda row: row["created_at"] >= datetime.now(UTC).date().isoformat()),
+    (f"from={datetime.now(UTC).date().isoformat()}", lambda row: row["created_at"] >= datetime.now(UTC).date().isoformat()),
 ])
 def test_filters_select_the_same_rows_on_the_page_the_csv_and_the_api(customer, query, expected):
     wanted = [row["request_id"] for row in customer.rows if expected(row)]
