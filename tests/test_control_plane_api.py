@@ -136,7 +136,7 @@ def test_usage_has_the_documented_shape(settings, client, customer):
     assert body["data"] == [{
         "created_at": "2023-11-14T22:13:20.123Z", "request_id": "req-1", "key_id": customer.key.id, "model": "test-chat",
         "requested_model": "test-chat", "upstream_model": "up", "provider": "test", "endpoint": "chat.completions", "stream": False,
-        "status": 200, "billing_basis": "provider",
+        "status": 200, "error_code": "", "error_message": "", "billing_basis": "provider",
         "tokens": {"input": 10, "cached_input": 2, "cache_write": 3, "cache_write_1h": 4, "output": 5,
                    "reasoning": 6},
         "cost": 0.000123456, "cost_nano": 123456, "hold_nano": 123456, "price_version": None, "latency_ms": 900,

@@ -7,7 +7,8 @@ both included) and `request_id` (exact). Rows come newest first by id, read by k
 the last one seen), never by offset, from the indexes of migration 0008; a date range is first
 turned into an id range by usage_daily's first/last usage ids of its days (each day's rows lie
 within them), then checked on created_at exactly, so a range far in the past reads no usage
-rows at all (bench/console_logs.py measures each).
+rows at all; without a range the account's own first and last ids bound the rows read
+(bench/console_logs.py measures each).
 """
 from __future__ import annotations
 
@@ -100,9 +101,7 @@ def statement(session: Session, account_id: int, filters: UsageFilters) -> Selec
         query = query.where(USAGE.c.model == filters.model)
     if filters.status:
         query = query.where(*_status_terms(filters.status))
-    if filters.date_from or filters.date_to:
-        query = _in_dates(session, account_id, filters, query)
-    return query
+    return _within_ids(session, account_id, filters, query)
 
 
 def _status_terms(status: str) -> list:
@@ -120,9 +119,12 @@ def _status_terms(status: str) -> list:
     return [failed, USAGE.c.status == code] if code >= 400 else [USAGE.c.status + 0 == code]
 
 
-def _in_dates(session: Session, account_id: int, filters: UsageFilters, query: Select) -> Select:
-    """The rows created within the date range: first narrowed to the ids usage_daily gives its
-    days (an index range instead of a scan of the account's rows), then on created_at exactly."""
+def _within_ids(session: Session, account_id: int, filters: UsageFilters, query: Select) -> Select:
+    """The query narrowed to the ids usage_daily gives the account's rows (of the date range's
+    days, if any; each day's rows lie within its first and last ids), and to the range's rows
+    exactly on created_at. Without a range too: PostgreSQL would otherwise read an account's
+    newest rows backwards along the primary key from the table's newest row, through every
+    newer row of other accounts, when its statistics say the account has most of the rows."""
     days = select(func.min(UsageDaily.first_usage_id), func.max(UsageDaily.last_usage_id)).where(
         UsageDaily.account_id == account_id)
     if filters.date_from:
@@ -133,7 +135,8 @@ def _in_dates(session: Session, account_id: int, filters: UsageFilters, query: S
         query = query.where(USAGE.c.created_at < _midnight(filters.date_to + timedelta(days=1)))
     first, last = session.execute(days).one()
     if first is None:
-        return query.where(false())
+        # No usage_daily rows: none in the range, or (rows written without them) no bounds known.
+        return query.where(false()) if filters.date_from or filters.date_to else query
     return query.where(USAGE.c.id >= first, USAGE.c.id <= last)
 
 
