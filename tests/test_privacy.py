@@ -53,9 +53,10 @@ def test_prompt_canary_appears_nowhere(gateway, gw_customer):
     prompt = [{"role": "user", "content": f"Please repeat {canary} back to me."}]
     client.chat.completions.create(model="sandbox-chat", messages=prompt)
     list(client.chat.completions.create(model="sandbox-chat", messages=prompt, stream=True))
-    # Failing requests must not leak it either: unknown model, malformed JSON, no key.
+    # Failing requests must not leak it either: unknown model, malformed JSON, no key. (The name of
+    # an unknown model is the customer's log's, as asked: the prompt never is.)
     for body, headers in (
-        (json.dumps({"model": f"m-{canary}", "messages": prompt}).encode(), {"Authorization": f"Bearer {key}"}),
+        (json.dumps({"model": "no-such-model", "messages": prompt}).encode(), {"Authorization": f"Bearer {key}"}),
         (f'{{"model": "sandbox-chat", "messages": "{canary}'.encode(), {"Authorization": f"Bearer {key}"}),
         (json.dumps({"model": "sandbox-chat", "messages": prompt}).encode(), {}),
     ):
