@@ -6,9 +6,11 @@ provider's `error.code`, else `error.type`) and the message the client got, and 
 prompt. No money moves for any of them, and the books stay reconciled."""
 from __future__ import annotations
 
+import http.client
 import json
 
 import pytest
+from harness import Gateway
 from helpers import UPSTREAM_KEY, balance_nano, headers_for, key_hot_state, new_customer, post_raw, usage_in_sql
 from simulator import module_simulator  # noqa: F401 (the module's `sim` fixture)
 from test_hostile_provider import add_models
@@ -102,6 +104,27 @@ def test_a_rate_limited_request_is_recorded_after_the_one_admitted(gateway):
     assert (refused.status, refused.billing_basis, refused.error_code, refused.error_message,
             refused.request_id, refused.cost_nano, refused.model) == (
         429, "refused", "rate_limit_exceeded", message_of(answer), request_id, 0, "sandbox-chat")
+
+
+def test_a_chunked_body_too_large_of_a_known_key_has_its_row(tmp_path, own_database):
+    """nginx finds a chunked body too large only while the access phase reads it, after the key
+    was checked (a Content-Length too large is refused before, with no key known: no row)."""
+    gw = Gateway(tmp_path / "gw", own_database, {"TOLLGATE_MAX_BODY": "1k"}).start()
+    try:
+        _, key = new_customer(gw)
+        body = json.dumps({"model": "sandbox-chat", "messages": [{"role": "user", "content": "x" * 5000}]}).encode()
+        conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+        conn.request("POST", PATH["openai"], body=iter([body]), headers=headers_for("openai", key),
+                     encode_chunked=True)
+        answer = conn.getresponse()
+        status, request_id, message = answer.status, answer.getheader("x-request-id"), message_of(answer.read())
+        conn.close()
+        assert status == 413
+        [row] = usage_in_sql(gw, key, 1)
+        assert (row.status, row.error_code, row.error_message, row.request_id, row.billing_basis) == (
+            413, "body_too_large", message, request_id, "refused")
+    finally:
+        gw.stop()
 
 
 # -- answered with a provider's error -----------------------------------------------------------------
