@@ -56,7 +56,7 @@ def page(statement, cursor_column):
     """Newest first by cursor_column, `limit` rows (?limit=, ?before= the previous page's
     next_before). Each row ends with its cursor value; next_before is None on the last page."""
     limit = _int_arg("limit", DEFAULT_PAGE, 1, MAX_PAGE)
-    before = _int_arg("before", None, 1, MAX_ID)
+    before = before_arg()
     statement = statement.add_columns(cursor_column)
     if before is not None:
         statement = statement.where(cursor_column < before)
@@ -64,6 +64,11 @@ def page(statement, cursor_column):
     has_more = len(rows) > limit
     rows = rows[:limit]
     return rows, has_more, rows[-1][-1] if has_more else None
+
+
+def before_arg() -> int | None:
+    """?before=, the cursor of the page asked for (None: the newest), validated."""
+    return _int_arg("before", None, 1, MAX_ID)
 
 
 def _int_arg(name: str, default: int | None, minimum: int, maximum: int) -> int | None:

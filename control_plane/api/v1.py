@@ -67,7 +67,8 @@ def usage():
         filters = usage_log.parse(request.args)
     except usage_log.FilterError as exc:
         raise bad_parameter(exc.name, exc.requirement) from None
-    query = usage_log.statement(context.session(), g.account.id, filters)
+    # The cursor merged into the query's own id bounds (usage_log.UsageQuery); page() repeats it.
+    query = usage_log.UsageQuery(context.session(), g.account.id, filters).rows(before=context.before_arg())
     rows, has_more, next_before = context.page(query, usage_log.USAGE.c.id)
     items = [_usage_item(row, g.account.is_admin) for row in rows]
     return {"data": items, "has_more": has_more, "next_before": next_before}

@@ -89,19 +89,44 @@ def _date(text: str, name: str) -> date | None:
     raise FilterError(name, "a UTC date as YYYY-MM-DD")
 
 
-def statement(session: Session, account_id: int, filters: UsageFilters) -> Select:
-    """The account's usage rows (every column of the usage table) that pass the filters; order
-    and limit are the caller's (page, batches)."""
-    query = select(USAGE).where(USAGE.c.account_id == account_id)
-    if filters.request_id:
-        query = query.where(USAGE.c.request_id == filters.request_id)
-    if filters.key_id is not None:
-        query = query.where(USAGE.c.key_id == filters.key_id)
-    if filters.model:
-        query = query.where(USAGE.c.model == filters.model)
-    if filters.status:
-        query = query.where(*_status_terms(filters.status))
-    return _within_ids(session, account_id, filters, query)
+class UsageQuery:
+    """The account's usage rows that pass the filters, between the ids usage_daily bounds them by.
+
+    `rows(before, after)` is the query of one side of a keyset cursor, the cursor merged into
+    those bounds: SQLite ranges an index over the *first* upper (lower) bound term of a column and
+    only filters by the others, so a second `id < before` term would have every deep page (and
+    every CSV batch) read down from the top of the bounds.
+    """
+
+    def __init__(self, session: Session, account_id: int, filters: UsageFilters):
+        query = select(USAGE).where(USAGE.c.account_id == account_id)
+        if filters.request_id:
+            query = query.where(USAGE.c.request_id == filters.request_id)
+        if filters.key_id is not None:
+            query = query.where(USAGE.c.key_id == filters.key_id)
+        if filters.model:
+            query = query.where(USAGE.c.model == filters.model)
+        if filters.status:
+            query = query.where(*_status_terms(filters.status))
+        self.query, self.low, self.high, self.empty = _within_ids(session, account_id, filters, query)
+
+    def rows(self, before: int | None = None, after: int | None = None) -> Select:
+        """Every column of the rows with ids below `before` and above `after` (None: no such
+        limit); order and limit are the caller's."""
+        if self.empty:
+            return self.query.where(false())
+        high = _tightest(min, self.high, None if before is None else before - 1)
+        low = _tightest(max, self.low, None if after is None else after + 1)
+        query = self.query
+        if high is not None:
+            query = query.where(USAGE.c.id <= high)
+        if low is not None:
+            query = query.where(USAGE.c.id >= low)
+        return query
+
+
+def _tightest(pick, bound: int | None, cursor: int | None) -> int | None:
+    return bound if cursor is None else cursor if bound is None else pick(bound, cursor)
 
 
 def _status_terms(status: str) -> list:
@@ -119,12 +144,13 @@ def _status_terms(status: str) -> list:
     return [failed, USAGE.c.status == code] if code >= 400 else [USAGE.c.status + 0 == code]
 
 
-def _within_ids(session: Session, account_id: int, filters: UsageFilters, query: Select) -> Select:
-    """The query narrowed to the ids usage_daily gives the account's rows (of the date range's
-    days, if any; each day's rows lie within its first and last ids), and to the range's rows
-    exactly on created_at. Without a range too: PostgreSQL would otherwise read an account's
-    newest rows backwards along the primary key from the table's newest row, through every
-    newer row of other accounts, when its statistics say the account has most of the rows."""
+def _within_ids(session: Session, account_id: int, filters: UsageFilters, query: Select):
+    """(query, low, high, empty): the ids usage_daily gives the account's rows (of the date
+    range's days, if any; each day's rows lie within its first and last ids), and the query
+    narrowed to the range's rows exactly on created_at. Bounds without a range too: PostgreSQL
+    would otherwise read an account's newest rows backwards along the primary key from the
+    table's newest row, through every newer row of other accounts, when its statistics say the
+    account has most of the rows."""
     days = select(func.min(UsageDaily.first_usage_id), func.max(UsageDaily.last_usage_id)).where(
         UsageDaily.account_id == account_id)
     if filters.date_from:
@@ -134,31 +160,31 @@ def _within_ids(session: Session, account_id: int, filters: UsageFilters, query:
         days = days.where(UsageDaily.day <= filters.date_to)
         query = query.where(USAGE.c.created_at < _midnight(filters.date_to + timedelta(days=1)))
     first, last = session.execute(days).one()
-    if first is None:
-        # No usage_daily rows: none in the range, or (rows written without them) no bounds known.
-        return query.where(false()) if filters.date_from or filters.date_to else query
-    return query.where(USAGE.c.id >= first, USAGE.c.id <= last)
+    # No usage_daily rows: none in the range, or (rows written without them) no bounds known.
+    empty = first is None and bool(filters.date_from or filters.date_to)
+    return query, first, last, empty
 
 
 def _midnight(day: date) -> datetime:
     return datetime.combine(day, time(), UTC)
 
 
-def newest_first(query: Select, limit: int, before: int | None = None) -> Select:
-    """`limit` rows of query, newest first, older than the id `before` (None: from the newest)."""
-    if before is not None:
-        query = query.where(USAGE.c.id < before)
+def newest_first(query: Select, limit: int) -> Select:
     return query.order_by(USAGE.c.id.desc()).limit(limit)
 
 
-def batches(session: Session, query: Select, size: int = CSV_BATCH) -> Iterator[list]:
-    """Every row of query, newest first, in lists of `size`, each list one keyset query: a CSV of
-    any length without holding it in memory or paging by offset."""
+def batches(session: Session, usage: UsageQuery, columns=None, size: int = CSV_BATCH) -> Iterator[list]:
+    """Every row of the query (its `columns`, the first of them the id; default: all), newest
+    first, in lists of `size`, each list one keyset query: a CSV of any length without holding it
+    in memory or paging by offset."""
     before = None
     while True:
-        rows = session.execute(newest_first(query, size, before)).all()
+        query = usage.rows(before)
+        if columns is not None:
+            query = query.with_only_columns(*columns)
+        rows = session.execute(newest_first(query, size)).all()
         if rows:
             yield rows
         if len(rows) < size:
             return
-        before = rows[-1].id
+        before = rows[-1][0]

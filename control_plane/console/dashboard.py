@@ -69,7 +69,7 @@ def dashboard():
     ).all()
     chart = _chart(daily, first)
     last = session.execute(usage_log.newest_first(
-        usage_log.statement(session, g.account.id, usage_log.UsageFilters()), LAST_REQUESTS)).all()
+        usage_log.UsageQuery(session, g.account.id, usage_log.UsageFilters()).rows(), LAST_REQUESTS)).all()
     return render_template(
         "console/dashboard.html", nav="dashboard", balance_nano=current_balance_nano(context.settings(), g.account),
         periods=_periods(daily, today), chart=chart, chart_rows=_chart_rows(chart), last=last,

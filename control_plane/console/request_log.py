@@ -89,7 +89,7 @@ def logs():
         error = None
     page = None
     if error is None:
-        page = keyset_page(session, usage_log.statement(session, g.account.id, filters), USAGE.c.id)
+        page = keyset_page(session, usage_log.UsageQuery(session, g.account.id, filters).rows, USAGE.c.id)
     return render_template("console/logs.html", nav="logs", page=page, filters=filters, error=error,
                            keys=keys, models=_billed_models(session, g.account.id),
                            usage_classes=USAGE_CLASSES, args=request.args), 400 if error else 200
@@ -105,7 +105,7 @@ def logs_csv():
     except usage_log.FilterError as exc:
         return Response(f"{exc}\n", status=400, mimetype="text/plain")
     keys = {key_id: (key.name, key.prefix) for key_id, key in account_keys(session, g.account.id).items()}
-    query = usage_log.statement(session, g.account.id, filters)
+    query = usage_log.UsageQuery(session, g.account.id, filters)
     filename = f"tollgate-usage-{utcnow().date().isoformat()}.csv"
     return Response(stream_with_context(_csv_chunks(session, query, keys)), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="{filename}"',
@@ -119,7 +119,7 @@ def _csv_chunks(session, query, keys: dict[int, tuple[str, str]]):
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     no_key = ("", "")
-    for rows in usage_log.batches(session, query.with_only_columns(*_CSV_READ)):
+    for rows in usage_log.batches(session, query, _CSV_READ):
         for row in rows:
             writer.writerow((row[1], row[2], row[3], *keys.get(row[3], no_key), *row[4:_COST_AT],
                              _decimal_usd(row[_COST_AT]), *row[_COST_AT:]))
@@ -168,8 +168,8 @@ def charge_of(row, version: PriceVersion) -> Charge:
 @login_required
 def request_detail(request_id: str):
     session = read_session()
-    row = session.execute(usage_log.statement(session, g.account.id, usage_log.UsageFilters(request_id=request_id))
-                          ).first()
+    row = session.execute(usage_log.UsageQuery(session, g.account.id, usage_log.UsageFilters(request_id=request_id))
+                          .rows()).first()
     if row is None:
         abort(404)
     version = session.get(PriceVersion, row.price_version_id) if row.price_version_id else None

@@ -9,12 +9,13 @@ from flask import g, render_template
 
 from ..billing import wallet_history
 from . import console
-from .paging import keyset_page
+from .paging import below_above, keyset_page
 from .sessions import login_required, read_session
 
 
 @console.get("/transactions")
 @login_required
 def transactions():
-    page = keyset_page(read_session(), wallet_history.wallet_entries(g.account.id), wallet_history.CURSOR)
+    entries = below_above(wallet_history.wallet_entries(g.account.id), wallet_history.CURSOR)
+    page = keyset_page(read_session(), entries, wallet_history.CURSOR)
     return render_template("console/transactions.html", nav="transactions", page=page)
