@@ -178,6 +178,12 @@ def test_healthz_reports_database_and_redis(client):
 
 
 def test_a_path_the_control_plane_does_not_serve_is_a_json_404(client):
-    response = client.get("/console/nothing-here")
+    response = client.get("/api/nothing-here")
     assert response.status_code == 404
     assert response.get_json()["error"]["code"] == "path_not_found"
+
+
+def test_a_console_page_that_does_not_exist_is_an_html_404(client):
+    response = client.get("/console/nothing-here")
+    assert response.status_code == 404
+    assert response.mimetype == "text/html" and "Not found" in response.get_data(as_text=True)

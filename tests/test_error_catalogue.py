@@ -249,7 +249,7 @@ def test_a_template_is_filled_as_errors_lua_fills_it():
 
 
 @pytest.mark.parametrize("method, path, status, code, message", [
-    ("GET", "/console/nothing-here", 404, "path_not_found", "No endpoint at GET /console/nothing-here."),
+    ("GET", "/api/nothing-here", 404, "path_not_found", "No endpoint at GET /api/nothing-here."),
     ("POST", "/api/healthz", 405, "method_not_allowed", "/api/healthz does not accept POST; use GET."),
 ])
 def test_werkzeug_errors_are_answered_from_the_catalogue(client, method, path, status, code, message):

@@ -7,6 +7,7 @@ from sqlalchemy.orm import Session
 
 from .. import db
 from ..accounts import api_keys
+from ..models import utcnow
 from .errors import ApiError, bad_parameter
 
 DEFAULT_PAGE = 20
@@ -35,6 +36,9 @@ def authenticate() -> None:
     # Unknown, revoked, or of a disabled account: one answer, which tells a guesser nothing.
     if key is None or key.status != "active" or key.account.status != "active":
         raise ApiError("invalid_api_key")
+    # As the gateway answers it (lua/tollgate/auth.lua): the holder of the key learns it expired.
+    if key.expires_at is not None and key.expires_at <= utcnow():
+        raise ApiError("api_key_expired")
     g.account = key.account
 
 

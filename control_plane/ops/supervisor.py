@@ -97,6 +97,8 @@ def children(settings: Settings, nginx_conf_path: Path) -> list[Child]:
         Child("gunicorn", [
             _venv_bin("gunicorn"), "--bind", f"unix:{settings.gunicorn_socket}",
             "--workers", str(settings.gunicorn_workers), "--graceful-timeout", "10",
+            # A streamed CSV of the request log may take minutes: no worker timeout cuts it.
+            "--timeout", "0",
             "--control-socket", str(settings.run_dir / "gunicorn.ctl"),
             "--error-logfile", str(logs / "gunicorn.log"), "control_plane.app:create_app()",
         ], log_path=logs / "gunicorn.log"),
