@@ -33,7 +33,11 @@ def test_concurrent_streams_never_overdraw_and_charge_exactly(gateway):
     assert 0 < admitted < STREAMS, statuses
 
     gateway.wait_drained()
-    rows = api_get(gateway, key, f"/api/v1/usage?limit={STREAMS + 10}")["data"]
+    every = api_get(gateway, key, f"/api/v1/usage?limit={STREAMS + 10}")["data"]
+    # The refused requests have rows of their own: 402, nothing charged.
+    refused = [row for row in every if row["billing_basis"] == "refused"]
+    assert [(row["status"], row["cost_nano"]) for row in refused] == [(402, 0)] * (STREAMS - admitted)
+    rows = [row for row in every if row["billing_basis"] != "refused"]
     assert len(rows) == admitted
     assert [(tokens_of(row), row["cost_nano"]) for row in rows] == [(TOKENS, COST)] * admitted
     exact = admitted * COST

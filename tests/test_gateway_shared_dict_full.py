@@ -83,7 +83,9 @@ def test_a_new_key_is_refused_503_and_nothing_moves(full_dict, endpoint):
     assert lease == {}
     gw.wait_drained()
     assert gw.balance_nano(email) == balance
-    assert gw.usage_rows(key) == []
+    # Its one row says what the client got, and nothing was charged.
+    assert [(row["status"], row["billing_basis"], row["cost_nano"], row["error_code"])
+            for row in gw.usage_rows(key)] == [(503, "refused", 0, "gateway_unavailable")]
 
 
 def test_a_key_the_dict_holds_is_still_served(full_dict):
