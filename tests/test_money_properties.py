@@ -86,8 +86,11 @@ def test_money_never_leaks_under_concurrency(gateway, plan, limits, balance_nano
     assert set(statuses) <= {200, 402, None}, statuses
 
     gateway.wait_drained()
-    rows = gateway.usage_rows(keys[0])
-    assert len(rows) == len({row["request_id"] for row in rows})  # none twice
+    every = gateway.usage_rows(keys[0])
+    assert len(every) == len({row["request_id"] for row in every})  # none twice
+    # Refused requests (402) have rows of their own, which charge nothing.
+    assert all(row["cost_nano"] == 0 for row in every if row["billing_basis"] == "refused")
+    rows = [row for row in every if row["billing_basis"] != "refused"]
     assert statuses.count(200) <= len(rows) <= statuses.count(200) + statuses.count(None)  # none lost
     # Rows of the provider's usage: each served request's, charged its exact cost, and else only
     # those of clients that hung up.
@@ -217,7 +220,11 @@ def test_money_holds_against_a_hostile_client_and_a_hostile_provider_at_once(gat
         statuses = list(pool.map(send, tags))
     assert set(statuses) <= {200, 400, 402}, statuses
 
-    rows = rows_of(gateway, key, statuses.count(200))
+    # Every request has its row (the refused ones' charge nothing); the served ones are counted.
+    every = rows_of(gateway, key, len(statuses))
+    assert all(row["cost_nano"] == 0 for row in every if row["billing_basis"] == "refused")
+    rows = [row for row in every if row["billing_basis"] != "refused"]
+    assert len(rows) == statuses.count(200)
     for row in rows:
         assert 0 <= row["cost_nano"] <= row["hold_nano"], row
         assert all(type(c) is int and 0 <= c <= 100_000_000 for c in row["tokens"].values()), row
