@@ -115,6 +115,7 @@ def test_rotate_gives_a_new_secret_and_the_old_one_is_refused_within_two_seconds
     _email, key = api_customer
     _status, created = keys_api(gateway, key, "POST", body={"name": "rotating", "limit": "3"})
     assert gateway.chat(created["key"], CHAT) == 200
+    gateway.wait_drained()  # settled (batches flush after the request ends), so its spend is counted
     status, rotated = keys_api(gateway, key, "POST", f"/{created['id']}/rotate")
     assert status == 200, rotated
     assert rotated["key"] != created["key"] and rotated["key"].startswith(rotated["prefix"])
