@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 
 import sqlalchemy as sa
-from console_client import ConsoleClient, signed_in_client
+from console_client import ConsoleClient, settings_of, signed_in_client
 from helpers import api_get, rows_of, usage_entry, usage_record
 
-from control_plane import settings as settings_module
 from control_plane.hot import redis_keys
 
 # The sandbox's answer to HI is its 24-word sentence (helpers.py): to sandbox-chat ⌈74 bytes / 4⌉ =
@@ -62,13 +61,8 @@ def record_failed(gateway, customer: ConsoleCustomer, key_name: str, rid: str, s
     values = usage_record(owner, None, rid, ts=str(at_ms or int(time.time() * 1000)), model="sandbox-chat",
                           asked="sandbox-chat", status=str(status), basis="none", ecode=code, emsg=message,
                           provider="sandbox", umodel="sandbox-chat", **zero)
-    shard = redis_keys.shard_of(customer.account_id, gateway_settings(gateway).redis_shards)
+    shard = redis_keys.shard_of(customer.account_id, settings_of(gateway).redis_shards)
     gateway.redis().xadd(redis_keys.usage_stream(shard), usage_entry(values))
-
-
-def gateway_settings(gateway):
-    """The instance's settings, as its own processes read them."""
-    return settings_module.load({name: value for name, value in gateway.env.items() if name.startswith("TOLLGATE_")})
 
 
 def usage_of(gateway, key: str, query: str = "") -> list[dict]:
