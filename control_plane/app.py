@@ -1,11 +1,11 @@
 """The Flask control plane, served by gunicorn behind nginx (`control_plane.app:create_app()`)."""
 from __future__ import annotations
 
-from flask import Flask
+from flask import Flask, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import api, console, exact_json, logs
+from . import admin, api, audit, console, exact_json, logs
 from . import settings as settings_module
 from .deposits import api as deposits_api
 
@@ -15,6 +15,12 @@ class ExactJSONProvider(DefaultJSONProvider):
 
     def dumps(self, obj, **_kwargs) -> str:
         return exact_json.dumps(obj)
+
+
+def _visitor_actor() -> None:
+    """Until a view knows better (a signed-in customer or admin, an admin key), changes a request
+    makes are audited as a visitor's from its address."""
+    audit.set_actor(audit.Actor("visitor", "web", ip=request.remote_addr))
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -42,5 +48,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(deposits_api.topups, url_prefix="/api/v1")
     app.register_blueprint(deposits_api.webhooks, url_prefix="/api/v1/webhooks")
     console.register(app)  # /console/…, /models
+    admin.register(app)  # /admin/…
+    app.before_request(_visitor_actor)
+    app.teardown_request(lambda _exc: audit.set_actor(None))
     api.handle_errors(app)
     return app

@@ -11,6 +11,7 @@ from sqlalchemy import BigInteger, cast, create_engine, event, func
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session
 
+from . import audit  # noqa: F401 (its hooks audit every session's changes)
 from .settings import Settings
 
 ALEMBIC_INI = Path(__file__).resolve().parent / "alembic.ini"

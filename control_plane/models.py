@@ -37,7 +37,8 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 TRANSACTION_KINDS = ("deposit", "bonus", "usage", "refund", "adjustment")
 PROTOCOLS = ("openai", "anthropic")
 KEY_STATUSES = ("active", "revoked")
-ACCOUNT_STATUSES = ("active", "disabled")
+# disabled: deleted by its owner; suspended: stopped by an admin until reactivated.
+ACCOUNT_STATUSES = ("active", "disabled", "suspended")
 
 
 def utcnow() -> datetime:
@@ -104,6 +105,10 @@ class Account(Base):
     email_verified_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     # Deleted by its owner: keys revoked, login closed; the row and its ledger stay.
     deleted_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # An admin's second factor: the TOTP secret (encrypted with the installation secret), set once
+    # enrolled, and the last time step a code was accepted for (a code works once).
+    totp_secret_encrypted: Mapped[str | None] = mapped_column(Text)
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
 
     @validates("email")
     def _normalize_email(self, _key, email: str) -> str:
@@ -148,6 +153,37 @@ class ConsoleSession(Base):
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # An admin console session (password and second factor): it expires when idle for
+    # TOLLGATE_ADMIN_SESSION_MINUTES, each admin request moving expires_at on.
+    admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+
+
+class RecoveryCode(Base):
+    """One of an admin's single-use codes that stand in for a TOTP code (shown once, at
+    enrolment; only their SHA-256 is kept)."""
+
+    __tablename__ = "recovery_codes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class AdminApiKey(Base):
+    """An admin's key for the admin JSON API (/api/admin/v1): not a customer key, never published
+    to the gateway, so it cannot call models. Read-only keys may only GET."""
+
+    __tablename__ = "admin_api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(24))
+    read_only: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class Provider(Base):
@@ -160,6 +196,8 @@ class Provider(Base):
     base_url: Mapped[str] = mapped_column(String(2000))
     api_key_encrypted: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # Disabled by an admin: its routes are left out of the models' documents (None: enabled).
+    disabled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 # The provider statuses a request may be retried on with the model's next route (502 and 504 also
@@ -203,6 +241,9 @@ class Route(Base):
     upstream_model: Mapped[str] = mapped_column(String(200))
     priority: Mapped[int] = mapped_column(Integer, default=0)
     weight: Mapped[int] = mapped_column(Integer, default=1)
+    # The id of this route's entry in a price list (`tollgate prices sync`), e.g.
+    # "anthropic/claude-sonnet-4" on OpenRouter; None: its cost is kept by hand.
+    price_source_id: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
     model: Mapped[Model] = relationship()
@@ -246,6 +287,54 @@ class PriceVersion(Base):
     output: Mapped[int] = mapped_column(BigInteger)
     reasoning: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # Where the prices came from ("cli", "admin console", "admin api", "sync <url>") and who made
+    # the version (the audit log's actor).
+    source: Mapped[str] = mapped_column(String(500), default="", server_default="")
+    created_by: Mapped[str] = mapped_column(String(200), default="", server_default="")
+
+
+class PriceHold(Base):
+    """A price change a sync found but did not apply (a rise above the limit, a price becoming
+    zero, a class lost): it waits for an admin to approve or reject it in the console."""
+
+    __tablename__ = "price_holds"
+    __table_args__ = (CheckConstraint(_in("state", ("pending", "approved", "rejected")), name="state"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    route_id: Mapped[int] = mapped_column(Integer, index=True)
+    source: Mapped[str] = mapped_column(String(500))
+    # JSON: the proposed price of every class (nano-USD per 1M tokens, null for none) and the
+    # current version it was compared with.
+    proposed: Mapped[str] = mapped_column(Text)
+    current_version_id: Mapped[int | None] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(String(500))
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    decided_by: Mapped[str | None] = mapped_column(String(200))
+    decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class AuditEntry(Base):
+    """One change to money or configuration: append-only (audit.py refuses updates and deletes
+    in the ORM; triggers refuse them in SQL)."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_entity", "entity", "entity_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
+    # "admin ops@example.com", "cli root", "admin key 3 (ops@example.com)", "customer 7", "system".
+    actor: Mapped[str] = mapped_column(String(200))
+    actor_account_id: Mapped[int | None] = mapped_column(Integer)
+    ip: Mapped[str | None] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32))  # create, update, delete, credit, …
+    entity: Mapped[str] = mapped_column(String(64))  # account, api_key, provider, route, …
+    entity_id: Mapped[str] = mapped_column(String(64))
+    # JSON objects of the changed fields' values (secrets redacted); None for create / delete.
+    before: Mapped[str | None] = mapped_column(Text)
+    after: Mapped[str | None] = mapped_column(Text)
+    # Why: the reason given, or the price list a sync read.
+    reason: Mapped[str] = mapped_column(String(1000), default="", server_default="")
 
 
 class LedgerAccount(Base):

@@ -235,6 +235,14 @@ class Settings:
     smtp_url: str | None = field(repr=False)  # may carry a password, so never printed; None: the outbox
     mail_from: str
     public_url: str | None  # the base of links in mails; None: base_url
+    # The admin console (control_plane/admin): how long an admin session lasts idle.
+    admin_session_minutes: int
+    # Price sync (catalog/price_sync.py): a rise above this is held for approval; `tollgate up`
+    # syncs from the source (a URL or file, in the format given) every so many hours when it is set.
+    price_sync_max_rise_percent: int
+    price_sync_source: str | None
+    price_sync_format: str
+    price_sync_hours: int
 
     @property
     def console_base_url(self) -> str:
@@ -342,4 +350,9 @@ def load(env=None) -> Settings:
         smtp_url=_smtp_url(env, "TOLLGATE_SMTP_URL"),
         mail_from=_raw(env, "TOLLGATE_MAIL_FROM", "Tollgate <tollgate@localhost>"),
         public_url=_raw(env, "TOLLGATE_PUBLIC_URL", None) and _url(env, "TOLLGATE_PUBLIC_URL", None),
+        admin_session_minutes=_int(env, "TOLLGATE_ADMIN_SESSION_MINUTES", 60, 1, 24 * 60),
+        price_sync_max_rise_percent=_int(env, "TOLLGATE_PRICE_SYNC_MAX_RISE_PERCENT", 50, 0, 1_000_000),
+        price_sync_source=_raw(env, "TOLLGATE_PRICE_SYNC_SOURCE", None),
+        price_sync_format=_choice(env, "TOLLGATE_PRICE_SYNC_FORMAT", "litellm", ("litellm", "openrouter")),
+        price_sync_hours=_int(env, "TOLLGATE_PRICE_SYNC_HOURS", 24, 1, 24 * 365),
     )

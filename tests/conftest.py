@@ -4,6 +4,8 @@ postgresql+psycopg://postgres@127.0.0.1:5432/test): a fresh database is created 
 and dropped after it."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import os
 import secrets
 import shutil
@@ -116,12 +118,30 @@ def database_url(migrated_database):
     """The session's database, emptied of every row a test makes (the system ledger accounts the
     migration created stay)."""
     with db.engine_for(migrated_database).begin() as connection:
-        for table in reversed(Base.metadata.sorted_tables):
-            if table.name == "ledger_accounts":
-                connection.execute(delete(table).where(table.c.account_id.is_not(None)))
-            else:
-                connection.execute(delete(table))
+        with _audit_log_writable(connection):
+            for table in reversed(Base.metadata.sorted_tables):
+                if table.name == "ledger_accounts":
+                    connection.execute(delete(table).where(table.c.account_id.is_not(None)))
+                else:
+                    connection.execute(delete(table))
     return migrated_database
+
+
+@contextmanager
+def _audit_log_writable(connection):
+    """Lift the audit log's append-only triggers for this transaction (tests empty every table):
+    PostgreSQL skips user triggers in replica mode; SQLite's are dropped and made again."""
+    if connection.dialect.name != "sqlite":
+        connection.execute(text("SET LOCAL session_replication_role = replica"))
+        yield
+        return
+    triggers = connection.execute(text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
+                                       "AND tbl_name = 'audit_log'")).all()
+    for name, _sql in triggers:
+        connection.execute(text(f'DROP TRIGGER "{name}"'))
+    yield
+    for _name, sql in triggers:
+        connection.execute(text(sql))
 
 
 @pytest.fixture

@@ -50,15 +50,16 @@ def test_reconcile_finds_drift_and_exits_non_zero(gateway):
 
 def test_admin_api_reports_reconciliation_and_refuses_customers(gateway, gw_customer):
     _, key = gw_customer
-    gateway.cli("account", "create", "admin@example.com", "--admin")
-    admin_key = gateway.create_key("admin@example.com")
-    body = api_get(gateway, admin_key, "/api/v1/admin/reconcile")
+    gateway.cli("admin", "create", "admin@example.com")
+    admin_key = gateway.cli("admin", "key", "create", "admin@example.com", "--read-only").stdout.strip().splitlines()[-1]
+    body = api_get(gateway, admin_key, "/api/admin/v1/reconcile")
     assert body["drifting"] == 0 and body["accounts"]
-    try:
-        api_get(gateway, key, "/api/v1/admin/reconcile")
-        raise AssertionError("a customer key read the admin endpoint")
-    except urllib.error.HTTPError as e:
-        assert e.code == 403
+    for customer_key in (key, gateway.create_key("admin@example.com")):  # an admin's customer key neither
+        try:
+            api_get(gateway, customer_key, "/api/admin/v1/reconcile")
+            raise AssertionError("a customer key read the admin endpoint")
+        except urllib.error.HTTPError as e:
+            assert e.code == 401
 
 
 def _account_id(gateway, email):

@@ -248,8 +248,8 @@ def test_a_journal_line_that_does_not_parse_is_skipped_and_the_others_replayed(s
 
 
 def make_admin(cli, email="admin@example.com") -> str:
-    cli("account", "create", email, "--admin")
-    return cli("key", "create", email).stdout.strip().splitlines()[-1]
+    cli("admin", "create", email)
+    return cli("admin", "key", "create", email).stdout.strip().splitlines()[-1]
 
 
 def test_admin_api_pages_the_quarantine_newest_first(settings, drain, client, cli, redis_client):
@@ -257,15 +257,15 @@ def test_admin_api_pages_the_quarantine_newest_first(settings, drain, client, cl
         settle(redis_client, [f"bad-{n}"], [])
     drain_all(drain)
     headers = {"Authorization": f"Bearer {make_admin(cli)}"}
-    first = client.get("/api/v1/admin/quarantine?limit=2", headers=headers).json
+    first = client.get("/api/admin/v1/quarantine?limit=2", headers=headers).json
     assert [item["record"] for item in first["data"]] == ["bad-2", "bad-1"] and first["has_more"] is True
-    rest = client.get(f"/api/v1/admin/quarantine?limit=2&before={first['next_before']}", headers=headers).json
+    rest = client.get(f"/api/admin/v1/quarantine?limit=2&before={first['next_before']}", headers=headers).json
     assert [item["record"] for item in rest["data"]] == ["bad-0"] and rest["has_more"] is False
 
 
 def test_admin_quarantine_is_refused_to_customer_keys(client, alice):
-    response = client.get("/api/v1/admin/quarantine", headers={"Authorization": f"Bearer {alice.plaintext}"})
-    assert (response.status_code, response.json["error"]["code"]) == (403, "forbidden")
+    response = client.get("/api/admin/v1/quarantine", headers={"Authorization": f"Bearer {alice.plaintext}"})
+    assert (response.status_code, response.json["error"]["code"]) == (401, "admin_key_required")
 
 
 def test_revision_0004_adds_holds_and_the_quarantine_and_takes_them_away(tmp_path, empty_database):

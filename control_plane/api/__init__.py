@@ -1,4 +1,5 @@
-"""The JSON API under /api: /api/healthz, and /api/v1/* for customers with their API key.
+"""The JSON API under /api: /api/healthz, /api/v1/* for customers with their API key, and
+/api/admin/v1/* for admins with an admin API key.
 
 control_plane/app.py registers `api` and the error handling of every answer (`handle_errors`)."""
 from __future__ import annotations
@@ -8,6 +9,7 @@ from werkzeug.exceptions import HTTPException
 
 from ..console import error_page, is_page_request
 from . import keys  # noqa: F401 (its views attach to v1: /api/v1/keys)
+from .admin import admin_v1
 from .errors import ApiError
 from .health import healthz
 from .v1 import v1
@@ -15,6 +17,7 @@ from .v1 import v1
 api = Blueprint("api", __name__, url_prefix="/api")
 api.add_url_rule("/healthz", view_func=healthz, methods=["GET"])
 api.register_blueprint(v1)
+api.register_blueprint(admin_v1)
 
 
 def handle_errors(app: Flask) -> None:

@@ -29,31 +29,29 @@ def session() -> Session:
 def authenticate() -> None:
     """Before every customer view: `Authorization: Bearer <key>` or `x-api-key: <key>`; sets
     g.account."""
-    presented = _presented_key()
+    presented = presented_key()
     if not presented:
         raise ApiError("missing_api_key")
     key = api_keys.find_key(session(), presented)
-    # Unknown, revoked, or of a disabled account: one answer, which tells a guesser nothing.
-    if key is None or key.status != "active" or key.account.status != "active":
+    # Unknown, revoked, or of a deleted account: one answer, which tells a guesser nothing.
+    if key is None or key.status != "active" or key.account.status == "disabled":
         raise ApiError("invalid_api_key")
+    # As the gateway answers it: the holder of the key learns why it stopped working.
+    if key.account.status == "suspended":
+        raise ApiError("account_suspended")
     # As the gateway answers it (lua/tollgate/auth.lua): the holder of the key learns it expired.
     if key.expires_at is not None and key.expires_at <= utcnow():
         raise ApiError("api_key_expired")
     g.account = key.account
 
 
-def _presented_key() -> str:
+def presented_key() -> str:
     """The key of `Authorization: Bearer <key>`, else of `x-api-key` (as the hot path takes it),
     surrounding whitespace ignored; "" if neither has one."""
     parts = request.headers.get("Authorization", "").split(None, 1)
     if len(parts) == 2 and parts[0].lower() == "bearer" and parts[1].strip():
         return parts[1].strip()
     return request.headers.get("x-api-key", "").strip()
-
-
-def require_admin() -> None:
-    if not g.account.is_admin:
-        raise ApiError("forbidden")
 
 
 def page(statement, cursor_column):

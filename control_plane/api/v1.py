@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 from flask import Blueprint, g, request
-from sqlalchemy import select
 
 from ..accounts.balances import balance_document, current_balance_nano
-from ..billing import reconcile, usage_log, wallet_history
-from ..billing.usage_drain import quarantine_item
-from ..models import Account, UsageQuarantine, utc_timestamp
+from ..billing import usage_log, wallet_history
+from ..models import Account, utc_timestamp
 from ..money import nano_to_decimal
 from ..usage_classes import USAGE_CLASSES
 from . import context
@@ -39,23 +37,6 @@ def transactions():
         for transaction, amount, _cursor in rows
     ]
     return {"transactions": items, "has_more": has_more, "next_before": next_before}
-
-
-@v1.get("/admin/reconcile")
-def admin_reconcile():
-    """Drift between Redis and the SQL ledger, broken invariants, quarantined records and overage
-    (admin keys only)."""
-    context.require_admin()
-    return reconcile.reconcile(context.session(), context.settings()).as_dict()
-
-
-@v1.get("/admin/quarantine")
-def admin_quarantine():
-    """Usage records the worker could not record, newest first (admin keys only)."""
-    context.require_admin()
-    rows, has_more, next_before = context.page(select(UsageQuarantine), UsageQuarantine.id)
-    return {"data": [quarantine_item(row) for row, _cursor in rows], "has_more": has_more,
-            "next_before": next_before}
 
 
 @v1.get("/usage")

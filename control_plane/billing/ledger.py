@@ -14,6 +14,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from .. import audit
 from ..db import total
 from ..models import (
     TRANSACTION_KINDS,
@@ -127,6 +128,7 @@ def post_new(session: Session, postings: list[Posting]) -> list[int]:
         for transaction_id, posting in zip(transaction_ids, postings, strict=True)
         for code, amount in posting.legs
     ])
+    _audit(session, postings, transaction_ids, owners)
     # A fixed order of row locks, so concurrent posters cannot deadlock.
     for owner, change in sorted(balance_changes.items()):
         if change:
@@ -134,6 +136,24 @@ def post_new(session: Session, postings: list[Posting]) -> list[int]:
                 update(Account).where(Account.id == owner).values(balance_nano=Account.balance_nano + change)
             )
     return list(transaction_ids)
+
+
+def _audit(session: Session, postings: list[Posting], transaction_ids, owners) -> None:
+    """An audit entry for each posting but usage (charges are the usage rows' own record), with the
+    wallet's balance before and after it (read before this batch moves it)."""
+    audited = [(transaction_id, posting) for transaction_id, posting in zip(transaction_ids, postings, strict=True)
+               if posting.kind != "usage"]
+    if not audited:
+        return
+    owned = {posting.account_id for _id, posting in audited if posting.account_id is not None}
+    balances = dict(session.execute(select(Account.id, Account.balance_nano).where(Account.id.in_(owned))).all())
+    for transaction_id, posting in audited:
+        amount = sum(amount for code, amount in posting.legs if owners[code][1] is not None)
+        before = balances.get(posting.account_id)
+        audit.record_posting(session, transaction_id, posting.kind, posting.account_id, amount, before,
+                             posting.description)
+        if before is not None:
+            balances[posting.account_id] = before + amount
 
 
 def _ledger_accounts(session: Session, codes: set[str]) -> dict[str, tuple[int, int | None]]:

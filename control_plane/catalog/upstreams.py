@@ -187,6 +187,7 @@ def upsert_model(
     max_output: int | None = None,
     max_input: int | None = None,
     retry_on: str | None = None,
+    price_source_id: str | None = None,
 ) -> Model:
     """Create or update a model charged at cost, served by a route to the provider whose cost is
     `prices` (nano-USD per 1M tokens by price field; input and output are required, the rest may
@@ -195,7 +196,8 @@ def upsert_model(
     upstream_model), added if the model has none; upstream_model None means the model's one
     route to the provider, or else the model's own name. max_output, max_input (the context
     window) and retry_on of None keep the current value (a new model: 16384, 200,000, every
-    retry status). A fixed-price model becomes charged at cost again."""
+    retry status). A fixed-price model becomes charged at cost again. price_source_id: the
+    route's entry in a price list (`set_price_source`)."""
     _check_name("model", name)
     provider = require_provider(session, provider_name)
     _check_prices(prices)
@@ -214,8 +216,20 @@ def upsert_model(
         model.retry_on = parse_retry_on(retry_on)
     session.flush()
     route = route_to(session, model, provider, upstream_model)
-    _save_route(session, model, provider, route.upstream_model if route else upstream_model or name, prices)
+    route = _save_route(session, model, provider, route.upstream_model if route else upstream_model or name, prices)
+    set_price_source(route, price_source_id)
     return model
+
+
+def set_price_source(route: Route, price_source_id: str | None) -> None:
+    """The id of the route's entry in a price list (`tollgate prices sync` matches it); "" clears
+    it, None keeps it."""
+    if price_source_id is None:
+        return
+    longest = Route.__table__.c.price_source_id.type.length
+    if len(price_source_id) > longest or not price_source_id.isprintable():
+        raise ServiceError(f"a price source id is at most {longest} printable characters")
+    route.price_source_id = price_source_id.strip() or None
 
 
 def route_to(session: Session, model: Model, provider: Provider, upstream_model: str | None) -> Route | None:
@@ -251,10 +265,11 @@ def upsert_route(
     upstream_model: str | None = None,
     priority: int | None = None,
     weight: int | None = None,
+    price_source_id: str | None = None,
 ) -> Route:
     """Add the model's route to (provider, upstream_model: the model's name when None) or update
-    it: its cost `prices` (a new cost version when they change), priority and weight (None keeps
-    them; a new route: 0 and 1)."""
+    it: its cost `prices` (a new cost version when they change), priority, weight and price
+    source id (None keeps them; a new route: 0, 1 and none)."""
     model = require_model(session, model_name)
     provider = require_provider(session, provider_name)
     _check_prices(prices)
@@ -265,6 +280,7 @@ def upsert_route(
     route = _save_route(session, model, provider, upstream_model or model.name, prices)
     route.priority = route.priority if priority is None else priority
     route.weight = weight or route.weight
+    set_price_source(route, price_source_id)
     session.flush()
     return route
 

@@ -2,17 +2,17 @@
 from __future__ import annotations
 
 import click
-from sqlalchemy import select
 
 from .. import db, exact_json
-from ..accounts import accounts, api_keys, links
+from ..accounts import accounts, api_keys
 from ..accounts.balances import balance_document, current_balance_nano
 from ..billing import ledger
 from ..hot import credits, publish
 from ..models import ApiKey, LedgerTransaction, utcnow
 from ..money import format_usd, nano_to_decimal
 from ..settings import Settings
-from .common import REPUBLISH_HINT, USD, WORKER_HINT, UserMistake, publish_after
+from .admin import create_admin_account
+from .common import REPUBLISH_HINT, USD, WORKER_HINT, UserMistake, echo_password_link, publish_after
 
 
 @click.group()
@@ -22,18 +22,19 @@ def account() -> None:
 
 @account.command("create")
 @click.argument("email")
-@click.option("--admin", is_flag=True, help="May use the admin console.")
+@click.option("--admin", is_flag=True, help="May use the admin console (as `tollgate admin create`).")
 @click.pass_obj
 def account_create(settings: Settings, email: str, admin: bool) -> None:
     """Create an account (its email counts as verified) and print a link to set its password."""
+    if admin:
+        create_admin_account(settings, email)
+        return
     with db.session_scope(settings) as session:
-        created = accounts.create_account(session, email, is_admin=admin)
+        created = accounts.create_account(session, email)
         created.email_verified_at = utcnow()
-        set_password = links.make_link(settings, links.SET_PASSWORD, created)
     publish_after(settings, lambda session: publish.publish_account(session, settings, created.id), REPUBLISH_HINT)
-    click.echo(f"created {'admin ' if admin else ''}account {created.id} ({created.email})")
-    days = links.SET_PASSWORD.max_age // 86400
-    click.echo(f"its owner sets a console password at (works once, within {days} days): {set_password}")
+    click.echo(f"created account {created.id} ({created.email})")
+    echo_password_link(settings, created)
 
 
 @account.command("limits")
@@ -51,11 +52,8 @@ def account_limits(settings: Settings, email: str, rpm: int | None, tpm: int | N
             owner.tpm = tpm or None
         account_id, shown = owner.id, f"rpm {owner.rpm or 'unlimited'}, tpm {owner.tpm or 'unlimited'}"
 
-    def publish_keys(session):
-        for key in session.scalars(select(ApiKey).where(ApiKey.account_id == account_id)):
-            publish.publish_key(session, settings, key)
-
-    publish_after(settings, publish_keys, REPUBLISH_HINT)
+    publish_after(settings, lambda session: publish.publish_account_keys(session, settings, account_id),
+                  REPUBLISH_HINT)
     click.echo(f"account {email}: default rate limits {shown}")
 
 

@@ -79,16 +79,20 @@ def model() -> None:
 @click.option("--retry-on", help="The provider statuses on which a request tries the model's next route, "
                                  f"comma-separated, among {','.join(map(str, RETRY_STATUSES))} (default: all of "
                                  "them; '' for none).")
+@click.option("--price-source-id", help="This route's id in the price list `tollgate prices sync` reads (e.g. "
+                                       "'claude-sonnet-4-20250514' in LiteLLM's, 'anthropic/claude-sonnet-4' in "
+                                       "OpenRouter's); '' clears it.")
 @click.pass_obj
 def model_add(settings: Settings, name: str, provider_name: str, upstream_model: str | None,
-              max_output: int | None, max_input: int | None, retry_on: str | None, **prices: int | None) -> None:
+              max_output: int | None, max_input: int | None, retry_on: str | None, price_source_id: str | None,
+              **prices: int | None) -> None:
     """Add a model charged at the cost of its route to PROVIDER, whose cost the prices are, or update it
     (a cost change adds a new cost version; a model with a fixed price is charged at cost again)."""
     with db.session_scope(settings) as session:
         existing = upstreams.find_model(session, name)
         was_fixed = existing is not None and not existing.at_cost
         saved = upstreams.upsert_model(session, name, provider_name, prices, upstream_model, max_output, max_input,
-                                       retry_on)
+                                       retry_on, price_source_id)
         route = upstreams.route_to(session, saved, upstreams.require_provider(session, provider_name), upstream_model)
         cost = upstreams.current_cost(session, route.id)
     _publish_model(settings, saved.id)
@@ -130,13 +134,17 @@ def route() -> None:
 @click.option("--weight", type=click.IntRange(1, upstreams.MAX_ROUTE_WEIGHT),
               help="Its share of the requests among routes of the same priority (a new route: 1).")
 @price_options()
+@click.option("--price-source-id", help="This route's id in the price list `tollgate prices sync` reads (e.g. "
+                                       "'claude-sonnet-4-20250514' in LiteLLM's, 'anthropic/claude-sonnet-4' in "
+                                       "OpenRouter's); '' clears it.")
 @click.pass_obj
 def route_add(settings: Settings, model_name: str, provider_name: str, upstream_model: str | None,
-              priority: int | None, weight: int | None, **prices: int | None) -> None:
+              priority: int | None, weight: int | None, price_source_id: str | None, **prices: int | None) -> None:
     """Add a route to MODEL, or update it; the prices are what the provider charges for it (a
     change adds a new cost version)."""
     with db.session_scope(settings) as session:
-        saved = upstreams.upsert_route(session, model_name, provider_name, prices, upstream_model, priority, weight)
+        saved = upstreams.upsert_route(session, model_name, provider_name, prices, upstream_model, priority, weight,
+                                       price_source_id)
         cost = upstreams.current_cost(session, saved.id)
     _publish_model(settings, saved.model_id)
     click.echo(f"route {saved.id} of {model_name} saved: {provider_name}/{saved.upstream_model}, priority "

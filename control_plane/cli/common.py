@@ -38,6 +38,15 @@ class UsdAmount(click.ParamType):
 USD = UsdAmount()
 
 
+def echo_password_link(settings: Settings, account) -> None:
+    """Print the one-time link at which the owner of a new account sets its password."""
+    from ..accounts import links
+
+    link = links.make_link(settings, links.SET_PASSWORD, account)
+    days = links.SET_PASSWORD.max_age // 86400
+    click.echo(f"its owner sets a console password at (works once, within {days} days): {link}")
+
+
 def publish_after(settings: Settings, publish, hint: str) -> None:
     """Run publish(session) after the change is committed; if Redis cannot take it, say so."""
     try:

@@ -12,12 +12,12 @@ import click
 import redis
 from sqlalchemy.exc import SQLAlchemyError
 
-from .. import db, logs
+from .. import audit, db, logs
 from .. import settings as settings_module
 from ..crypto import SecretError
 from ..deposits import cli as deposits
 from ..errors import ServiceError
-from . import accounts, billing, catalog, operations
+from . import accounts, admin, audit_log, billing, catalog, operations, prices
 from .common import UserMistake
 
 
@@ -39,12 +39,15 @@ def main(ctx: click.Context) -> None:
     """Tollgate: a self-hosted prepaid-credit LLM API gateway."""
     ctx.obj = settings_module.load()
     ctx.call_on_close(db.dispose_engines)
+    # Every change a command makes is audited as the OS user's.
+    audit.set_actor(audit.cli_actor())
+    ctx.call_on_close(lambda: audit.set_actor(None))
 
 
 for command in (
     operations.up, operations.worker, operations.db_group, operations.publish_command, operations.demo_command,
-    accounts.account, accounts.key, accounts.credit, accounts.balance,
-    catalog.provider, catalog.model, catalog.route, catalog.alias,
+    accounts.account, accounts.key, accounts.credit, accounts.balance, admin.admin,
+    catalog.provider, catalog.model, catalog.route, catalog.alias, prices.prices, audit_log.audit_command,
     billing.reconcile_command, billing.quarantine,
     deposits.deposit, deposits.deposits, deposits.chain,
 ):

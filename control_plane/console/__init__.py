@@ -63,9 +63,10 @@ def register(app: Flask) -> None:
 
 
 def is_page_request() -> bool:
-    """A request a browser shows as a page: the console's and /models, not its CSV download."""
+    """A request a browser shows as a page: the consoles' and /models, not their CSV downloads."""
     path = request.path
-    return (path == "/models" or path.startswith("/console/") or path == "/console") and not path.endswith(".csv")
+    return (path == "/models" or path.startswith(("/console/", "/admin/")) or path in ("/console", "/admin")) \
+        and not path.endswith(".csv")
 
 
 def error_page(status: int, title: str, message: str):

@@ -11,10 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-import qrcode
-import qrcode.image.svg
 from flask import flash, g, redirect, render_template, request
-from markupsafe import Markup, escape
+from markupsafe import Markup
 from sqlalchemy import select
 
 from ..api import context
@@ -24,6 +22,7 @@ from ..models import Deposit, utc_timestamp
 from ..money import format_usd, usd_to_nano
 from ..settings import Settings
 from . import console
+from .qr_codes import qr_svg
 from .sessions import login_required, read_session, write_scope
 
 # chain: (the token as wallets name it, the network)
@@ -102,7 +101,7 @@ def _offers(settings: Settings, account_id: int) -> list[Offer]:
     watched = set(watched_chains(settings))
     with write_scope() as session:  # an address is stored on its first view
         found = {chain: addresses.address_for(session, settings, account_id, chain).address for chain in configured}
-    return [Offer(chain, *NETWORKS[chain], contracts[chain], found[chain], _qr_svg(found[chain]),
+    return [Offer(chain, *NETWORKS[chain], contracts[chain], found[chain], qr_svg(found[chain], f"QR code of {found[chain]}"),
                   _rule(settings, chain), chain in watched) for chain in configured]
 
 
@@ -111,13 +110,6 @@ def _rule(settings: Settings, chain: str) -> str:
         return "A deposit counts once its block is solidified (about a minute)."
     confirmations = settings.evm_chain(chain).confirmations
     return f"A deposit counts once its block is final or {confirmations} blocks deep."
-
-
-def _qr_svg(address: str) -> Markup:
-    image = qrcode.make(address, image_factory=qrcode.image.svg.SvgPathImage, box_size=10, border=2)
-    label = escape(f"QR code of {address}")
-    return Markup(image.to_string(encoding="unicode").replace(
-        "<svg ", f'<svg class="qr" role="img" aria-label="{label}" ', 1))
 
 
 def _tiers(settings: Settings) -> list[tuple[str, str]]:

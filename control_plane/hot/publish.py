@@ -86,6 +86,12 @@ def publish_key(session: Session, settings: Settings, key: ApiKey) -> None:
     _publish_key_lookup(settings, key, session.get(Account, key.account_id))
 
 
+def publish_account_keys(session: Session, settings: Settings, account_id: int) -> None:
+    """Every key of the account again: after its rate limits or its status (suspension) changed."""
+    for key in session.scalars(select(ApiKey).where(ApiKey.account_id == account_id)):
+        publish_key(session, settings, key)
+
+
 def revoke_key(settings: Settings, key: ApiKey) -> None:
     """Tell nginx a key SQL has revoked is refused (it notices within its 1 s cache)."""
     client(settings).hset(redis_keys.apikey(key.key_hash), "status", key.status)
@@ -100,12 +106,13 @@ def rotate_key(session: Session, settings: Settings, key: ApiKey, old_hash: str)
 
 
 def _publish_key_lookup(settings: Settings, key: ApiKey, owner: Account) -> None:
-    """id, acct, shard, status, rpm / tpm when the key, or else its account, has them (absent:
+    """id, acct, shard, status ("suspended" for an active key of a suspended account), rpm / tpm when the key, or else its account, has them (absent:
     no limit), capfb "1" when its fallback prices are capped (absent: not), models (the JSON
     array of the names it may use; absent: every model) and exp (its expiry in unix seconds,
     rounded down so the key is never admitted after it; absent: never)."""
     name = redis_keys.apikey(key.key_hash)
-    fields = {"id": key.id, "acct": key.account_id, "shard": shard(settings, key.account_id), "status": key.status}
+    status = "suspended" if key.status == "active" and owner.status == "suspended" else key.status
+    fields = {"id": key.id, "acct": key.account_id, "shard": shard(settings, key.account_id), "status": status}
     optional = {"rpm": key.rpm if key.rpm is not None else owner.rpm,
                 "tpm": key.tpm if key.tpm is not None else owner.tpm,
                 "capfb": 1 if key.cap_fallback_price else None,

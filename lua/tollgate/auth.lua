@@ -63,8 +63,8 @@ local function client_token()
     return nil
 end
 
--- The active key record, or nil after answering 401 (also for a key past its expiry; 503 when
--- Redis is unreachable).
+-- The active key record, or nil after answering 401 (also for a key past its expiry or of a
+-- suspended account; 503 when Redis is unreachable).
 function _M.authenticate(protocol)
     local token = client_token()
     if not token then
@@ -73,6 +73,9 @@ function _M.authenticate(protocol)
     local key, err = catalog.api_key(token)
     if key == nil then
         return nil, errors.unavailable(protocol, err)
+    end
+    if key and key.suspended then
+        return nil, errors.fail("account_suspended", protocol)
     end
     if not key or not key.active then
         return nil, errors.fail("invalid_api_key", protocol)

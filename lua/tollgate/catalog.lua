@@ -71,6 +71,8 @@ local function fetch_key(red, token)
     end
     return {
         id = res[1], acct = res[2], shard = tonumber(res[3]), active = res[4] == "active",
+        -- the key's account is suspended by an admin (the key itself is active)
+        suspended = res[4] == "suspended",
         rpm = tonumber(res[5]) or 0, tpm = tonumber(res[6]) or 0,
         -- a fallback costs the key at most what the first route would have (hold.lua)
         cap_fallback = res[7] == "1",

@@ -1,0 +1,1 @@
+"""The Audit log page (/admin/audit) and its CSV."""

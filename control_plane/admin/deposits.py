@@ -1,0 +1,1 @@
+"""The Deposits page (/admin/deposits): every on-chain deposit and a rescan from a block."""

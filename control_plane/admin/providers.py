@@ -1,0 +1,1 @@
+"""The Providers page (/admin/providers…): add, edit, disable and test upstream providers."""
