@@ -50,7 +50,8 @@ def _chart(daily, first: date) -> dict:
     days = [first + timedelta(days=n) for n in range(CHART_DAYS)]
     series: dict[str, list[int]] = defaultdict(lambda: [0] * CHART_DAYS)
     for row in daily:
-        series[row.model][(row.day - first).days] += row.cost_nano
+        if row.model:  # "": requests naming no model, refused at no cost
+            series[row.model][(row.day - first).days] += row.cost_nano
     models = sorted(series, key=lambda model: (-sum(series[model]), model))
     return {"days": [day.isoformat() for day in days], "time_zone": "UTC",
             "series": [{"model": model, "cost_nano": series[model]} for model in models],

@@ -75,13 +75,14 @@ end
 -- The packed record of request `st` that the gateway refused after authenticating its key, with
 -- `status`, before it held anything: basis "refused", nothing charged or held, no provider, route
 -- or price version, no attempt. `model` is the model when the asked name resolved to one, else
--- the asked name (a client's: made fit for the record), "" when the body named none.
+-- "": a name no model has stays only in `requested_model` (made fit for the record), so names a
+-- client makes up never become models of the daily usage.
 function _M.refused(st, status, now, ms)
     local key = st.key
     local asked = type(st.asked) == "string" and text.field(st.asked, NAME_MAX) or ""
     local t = NO_TOKENS
     return format(RECORD,
-        st.rid, now * 1000, key.acct, key.id, st.model and st.model.name or asked, "", "",
+        st.rid, now * 1000, key.acct, key.id, st.model and st.model.name or "", "", "",
         "", st.ep.name, st.stream and "1" or "0", status, "refused",
         t["in"], t.cr, t.cw, t.cw1h, t.out, t.rsn,
         0, ms, st.ttfb and st.ttfb * 1000 or ms, node.id, 0, 0,

@@ -126,11 +126,11 @@ tests["a refused request's record charges, holds and attempts nothing, and names
     })
 end
 
-tests["a refused request for an unknown model records the name asked, made fit for the record"] = function()
+tests["a refused request for an unknown model records the name asked, made fit for the record, as no model"] = function()
     local _, named = refused({ rid = "r2", key = { id = "41", acct = "42" }, ep = { name = "chat.completions" },
         asked = "no\tsuch\nmodel\255" .. string.rep("m", 300), status_sent = 404, ecode = "model_not_found" })
     local expected = "no such model\239\191\189" .. string.rep("m", 184) -- 16 bytes, then 200 in all
-    t.eq({ named.model, named.asked, named.ecode, named.emsg }, { expected, expected, "model_not_found", "" })
+    t.eq({ named.model, named.asked, named.ecode, named.emsg }, { "", expected, "model_not_found", "" })
 end
 
 tests["a refused request whose body named no model records none"] = function()
