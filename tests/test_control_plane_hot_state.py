@@ -165,3 +165,23 @@ def test_unresolvable_provider_is_a_clear_error(settings):
                         api_key_encrypted="")
     with pytest.raises(ServiceError, match="cannot resolve no-such-host.invalid"):
         publish.publish_provider(settings, provider)
+
+
+def test_publish_all_removes_what_sql_no_longer_has(settings, redis_client, customer, price_version):
+    """A rotation or an alias removal made while Redis was away (SQL changed, Redis did not):
+    publishing everything again deletes the old secret's look-up and the removed alias."""
+    from control_plane.hot import republish
+
+    with db.session_scope(settings) as session:
+        catalog.add_alias(session, "test-alias", "test-chat")
+        publish.publish_model(session, settings, session.scalar(select(Model)))
+    old_lookup = redis_keys.apikey(keys.hash_key(customer.plaintext))
+    with db.session_scope(settings) as session:  # SQL only, as when Redis did not answer
+        new_secret, _old_hash = keys.rotate_key(session, session.get(ApiKey, customer.key.id))
+        catalog.remove_alias(session, "test-alias")
+    assert redis_client.exists(old_lookup) and redis_client.exists("tg:model:test-alias")
+    with db.session_scope(settings) as session:
+        republish.publish_all(session, settings)
+    assert not redis_client.exists(old_lookup) and not redis_client.exists("tg:model:test-alias")
+    assert redis_client.hget(redis_keys.apikey(keys.hash_key(new_secret)), "status") == "active"
+    assert redis_client.smembers("tg:models") == {"test-chat"}
