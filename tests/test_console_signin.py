@@ -183,6 +183,18 @@ def test_password_reset_by_a_single_use_link(gateway, mail_server, client):
     owner.close()
 
 
+def test_reset_mails_to_one_address_are_capped_per_hour(gateway, mail_server, client):
+    """Reset requests cannot flood an address: after 5 mails this hour the page answers the same
+    and nothing more is sent."""
+    owner = signed_in_client(gateway, mail_server)  # its verification mail was the first
+    for _ in range(6):
+        answer = client.post_form("/console/reset", {"email": owner.email})
+        assert answer.status_code == 200 and "we sent a link" in answer.text
+    sent = [message["Subject"] for message in mail_server.sent_to(owner.email)]  # sent before each answer
+    assert sent == ["Verify your email for Tollgate"] + ["Reset your Tollgate password"] * 4
+    owner.close()
+
+
 def test_expired_links_are_refused(gateway, mail_server, client):
     owner = signed_in_client(gateway, mail_server)
     account = account_row(gateway, owner.email)

@@ -7,6 +7,8 @@ an account exists, we sent a link". Only the right password reveals an account's
 """
 from __future__ import annotations
 
+import logging
+
 from flask import flash, redirect, render_template, request, session
 from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField, ValidationError
@@ -18,8 +20,10 @@ from ..api import context
 from ..errors import ServiceError
 from ..hot import publish
 from ..models import Account, utcnow
-from . import console, error_page, login_throttle
+from . import console, error_page, login_throttle, mail_throttle
 from .sessions import current_account, end_all_sessions, read_session, safe_next, sign_in, sign_out, write_scope
+
+log = logging.getLogger(__name__)
 
 WRONG_LOGIN = "Wrong email or password."
 
@@ -77,8 +81,12 @@ def normalized(email: str) -> str:
 
 
 def send_mail(to: str, subject: str, template: str, link: str | None = None, **values) -> None:
-    """Mail templates/console/mail/<template>.txt (given link and values) to one address."""
+    """Mail templates/console/mail/<template>.txt (given link and values) to one address, unless
+    mail_throttle holds it back."""
     settings = context.settings()
+    if not mail_throttle.allow(settings, to):
+        log.warning("console mail %r not sent: the address had %d this hour", subject, mail_throttle.MAX_PER_ADDRESS)
+        return
     text = render_template(f"console/mail/{template}.txt", link=link, login_url=_page_url("/console/login"),
                            reset_url=_page_url("/console/reset"), **values)
     mail.send(settings, to, subject, text, link)

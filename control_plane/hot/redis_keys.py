@@ -50,6 +50,11 @@ def login_failures_of_email(email_hash: str) -> str:
     return f"{PREFIX}login_fail:email:{email_hash}"
 
 
+def mail_to_address(address_hash: str) -> str:
+    """Console mails sent to one address (its SHA-256) in the current hour (expires with it)."""
+    return f"{PREFIX}mail:to:{address_hash}"
+
+
 def login_failures_of_ip(ip: str) -> str:
     """Failed console logins from one client address in the current window."""
     return f"{PREFIX}login_fail:ip:{ip}"
