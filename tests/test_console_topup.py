@@ -100,7 +100,7 @@ def test_checkout_sends_the_customer_to_the_providers_page(topup_gateway, mail_s
     response = client.post_form("/console/topup/checkout", {"amount": "25.50"}, follow=False)
     assert response.status_code == 303
     assert response.headers["Location"] == f"https://pay.example.com/checkout?ref={account_id}&cents=2550"
-    for amount, message in (("5", "The smallest top-up is $10.00."), ("12.345", "whole cents"),
+    for amount, message in (("5", "The amount must be at least the minimum top-up of $10.00."), ("12.345", "whole cents"),
                             ("ten", "Give the amount in USD")):
         client.get("/console/topup")
         refused = client.post_form("/console/topup/checkout", {"amount": amount})

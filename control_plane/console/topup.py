@@ -77,19 +77,15 @@ def topup_checkout():
 
 
 def _checkout_cents(settings: Settings, raw: str) -> int:
-    """The whole cents of a checkout amount, within the provider's bounds and the minimum
-    (ValueError: what is wrong, for the customer)."""
-    largest = format_usd(payments.MAX_CHECKOUT_CENTS * payments.NANO_PER_CENT)
+    """The whole cents of a checkout amount (ValueError: what is wrong, for the customer)."""
     try:
         nano = usd_to_nano(raw)
     except (ValueError, ArithmeticError):
         raise ValueError("Give the amount in USD, e.g. 25.00.") from None
-    cents, rest = divmod(nano, payments.NANO_PER_CENT)
-    if rest or not 0 < cents <= payments.MAX_CHECKOUT_CENTS:
-        raise ValueError(f"The amount must be whole cents between $0.01 and {largest}.")
-    if nano < settings.min_deposit_nano:
-        raise ValueError(f"The smallest top-up is {format_usd(settings.min_deposit_nano)}.")
-    return cents
+    try:
+        return payments.checkout_cents(nano, settings.min_deposit_nano)
+    except payments.CheckoutAmountError as exc:
+        raise ValueError(f"The amount must be {exc}.") from None
 
 
 def _offers(settings: Settings, account_id: int) -> list[Offer]:

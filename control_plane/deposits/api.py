@@ -83,12 +83,10 @@ def checkout():
         nano = usd_to_nano(raw)
     except (ValueError, ArithmeticError):
         raise bad_parameter("amount", "a USD amount such as \"25.00\"") from None
-    cents, rest = divmod(nano, payments.NANO_PER_CENT)
-    if rest or not 0 < cents <= payments.MAX_CHECKOUT_CENTS:
-        largest = format_usd(payments.MAX_CHECKOUT_CENTS * payments.NANO_PER_CENT)
-        raise bad_parameter("amount", f"whole cents between $0.01 and {largest}")
-    if nano < settings.min_deposit_nano:
-        raise bad_parameter("amount", f"at least the minimum top-up of {format_usd(settings.min_deposit_nano)}")
+    try:
+        cents = payments.checkout_cents(nano, settings.min_deposit_nano)
+    except payments.CheckoutAmountError as exc:
+        raise bad_parameter("amount", str(exc)) from None
     url = payments.checkout_url(settings.payment_checkout_url, g.account.id, cents)
     return {"url": url, "amount": nano_to_decimal(nano), "amount_nano": nano}
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from ..errors import ServiceError
+from ..money import format_usd
 
 TOLERANCE_SECONDS = 300
 NANO_PER_CENT = 10_000_000
@@ -153,6 +154,21 @@ def checkout_amount(checkout: dict) -> tuple[int, int]:
     if type(cents) is not int or not 0 < cents <= MAX_CHECKOUT_CENTS:
         raise ServiceError(f"amount_total must be a whole number of cents from 1 to {MAX_CHECKOUT_CENTS}")
     return int(reference), cents * NANO_PER_CENT
+
+
+class CheckoutAmountError(ValueError):
+    """What a checkout amount must be (e.g. "whole cents between $0.01 and $1,000,000.00")."""
+
+
+def checkout_cents(amount_nano: int, min_deposit_nano: int) -> int:
+    """The whole cents of an amount a customer asks to check out: within the provider's bounds and
+    at least the minimum top-up (CheckoutAmountError otherwise). The console and the API both ask."""
+    cents, rest = divmod(amount_nano, NANO_PER_CENT)
+    if rest or not 0 < cents <= MAX_CHECKOUT_CENTS:
+        raise CheckoutAmountError(f"whole cents between $0.01 and {format_usd(MAX_CHECKOUT_CENTS * NANO_PER_CENT)}")
+    if amount_nano < min_deposit_nano:
+        raise CheckoutAmountError(f"at least the minimum top-up of {format_usd(min_deposit_nano)}")
+    return cents
 
 
 def checkout_url(template: str, account_id: int, amount_cents: int) -> str:
