@@ -661,6 +661,20 @@ def test_sandbox_answers_a_body_it_cannot_echo_with_a_400(gateway):
     assert answer.json()["error"]["message"].startswith("sandbox: the body is not a JSON object")
 
 
+def test_sandbox_lists_its_models_as_each_provider_does(gateway):
+    """What a provider "test" call reads: GET …/v1/models with the provider's key."""
+    r = gateway.redis()
+    openai_key = json.loads(r.get("tg:provider:sandbox"))["api_key"]
+    anthropic_key = json.loads(r.get("tg:provider:sandbox-anthropic"))["api_key"]
+    listed = httpx.get(f"{gateway.url}/sandbox/openai/v1/models", headers={"Authorization": f"Bearer {openai_key}"})
+    assert listed.status_code == 200 and listed.json()["object"] == "list"
+    assert [item["id"] for item in listed.json()["data"]] == ["sandbox-chat", "sandbox-reasoner", "sandbox-embed"]
+    listed = httpx.get(f"{gateway.url}/sandbox/anthropic/v1/models", headers={"x-api-key": anthropic_key})
+    assert listed.status_code == 200 and listed.json()["has_more"] is False
+    assert [item["id"] for item in listed.json()["data"]] == ["sandbox-claude"]
+    assert httpx.get(f"{gateway.url}/sandbox/openai/v1/models").status_code == 401
+
+
 def max_outputs(gateway) -> dict:
     r = gateway.redis()
     return {name: json.loads(r.get(f"tg:model:{name}"))["max_output"]

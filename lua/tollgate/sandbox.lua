@@ -582,6 +582,32 @@ local function count_tokens()
     ngx.say(encode({ input_tokens = a.prompt }))
 end
 
+-- The models each protocol's sandbox serves (the demo's upstream names; it answers any name),
+-- listed as each provider lists them: what the admin console's "test" call of a provider reads.
+local MODEL_LIST = {
+    openai = { "sandbox-chat", "sandbox-reasoner", "sandbox-embed" },
+    anthropic = { "sandbox-claude" },
+}
+
+local function model_list(protocol)
+    return function()
+        local data = {}
+        for i, id in ipairs(MODEL_LIST[protocol]) do
+            if protocol == "anthropic" then
+                data[i] = { type = "model", id = id, display_name = id, created_at = "2026-01-01T00:00:00Z" }
+            else
+                data[i] = { id = id, object = "model", created = 1767225600, owned_by = "tollgate-sandbox" }
+            end
+        end
+        json_headers()
+        if protocol == "anthropic" then
+            ngx.say(encode({ data = data, has_more = false, first_id = data[1].id, last_id = data[#data].id }))
+        else
+            ngx.say(encode({ object = "list", data = data }))
+        end
+    end
+end
+
 -- Routing and the provider key -----------------------------------------------------------------------
 
 local ROUTES = {
@@ -591,6 +617,8 @@ local ROUTES = {
     ["/sandbox/openai/v1/embeddings"] = embeddings,
     ["/sandbox/anthropic/v1/messages"] = messages,
     ["/sandbox/anthropic/v1/messages/count_tokens"] = count_tokens,
+    ["/sandbox/openai/v1/models"] = model_list("openai"),
+    ["/sandbox/anthropic/v1/models"] = model_list("anthropic"),
 }
 
 -- The key the request carries where the gateway puts the provider's key for the protocol.
