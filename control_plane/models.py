@@ -573,3 +573,50 @@ class ChainCursor(Base):
     chain: Mapped[str] = mapped_column(String(16), primary_key=True)
     next_block: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+
+# The admin console (control_plane/admin) ------------------------------------------------------
+
+class UsageRollup(Base):
+    """The gateway's usage per UTC day, model, provider and status, added to with each usage row
+    in the same SQL transaction (billing/usage_rollup.py): the admin overview's figures without a
+    scan of the usage table, always equal to a GROUP BY of it."""
+
+    __tablename__ = "usage_rollup"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(100), primary_key=True)
+    status: Mapped[int] = mapped_column(Integer, primary_key=True)
+    requests: Mapped[int] = mapped_column(BigInteger)
+    input_tokens: Mapped[int] = mapped_column(BigInteger)
+    cached_input_tokens: Mapped[int] = mapped_column(BigInteger)
+    cache_write_tokens: Mapped[int] = mapped_column(BigInteger)
+    cache_write_1h_tokens: Mapped[int] = mapped_column(BigInteger)
+    output_tokens: Mapped[int] = mapped_column(BigInteger)
+    reasoning_tokens: Mapped[int] = mapped_column(BigInteger)
+    cost_nano: Mapped[int] = mapped_column(BigInteger)  # charged to the customers
+    provider_cost_nano: Mapped[int] = mapped_column(BigInteger)  # what the providers charge us
+
+
+class ReconcileRun(Base):
+    """One reconciliation (billing/reconcile_runs.py), from the admin console, the admin API or
+    the CLI: when, who, and its figures; the overview shows the newest."""
+
+    __tablename__ = "reconcile_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    actor: Mapped[str] = mapped_column(String(200))  # the audit log's actor: "admin ops@example.com", "cli root"
+    ok: Mapped[bool] = mapped_column(Boolean)
+    accounts: Mapped[int] = mapped_column(Integer)
+    drifting: Mapped[int] = mapped_column(Integer)  # accounts whose Redis balance drifts
+    keys_drifting: Mapped[int] = mapped_column(Integer)
+    violations: Mapped[int] = mapped_column(Integer)
+    quarantined: Mapped[int] = mapped_column(Integer)
+    undrained: Mapped[int] = mapped_column(Integer)  # usage records not drained yet at the snapshot
+    drift_nano: Mapped[int] = mapped_column(BigInteger)  # Σ |drift| of the drifting accounts
+    overage_nano: Mapped[int] = mapped_column(BigInteger)
+    # JSON: what did not hold (the first of the drifting accounts, keys and broken invariants).
+    findings: Mapped[str] = mapped_column(Text)

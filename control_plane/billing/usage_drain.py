@@ -1,8 +1,9 @@
 """The usage drain: moves usage records from the Redis streams into SQL, each exactly once.
 
-Per batch: one SQL transaction with the usage rows and their ledger transactions, committed
-before the entries are XACKed and XDELed (an entry holds one settlement batch's records, one per
-line). A record SQL already has (delivered twice, or claimed from a consumer that died after
+Per batch: one SQL transaction with the usage rows, their ledger transactions and the totals
+they add to (billing/daily_usage.py per account, billing/usage_rollup.py for the admin overview),
+committed before the entries are XACKed and XDELed (an entry holds one settlement batch's
+records, one per line). A record SQL already has (delivered twice, or claimed from a consumer that died after
 committing) is skipped. A record that cannot be recorded (malformed, a key of another account,
 an unknown price or cost version) goes to the usage quarantine in the same transaction, with the reason,
 once per stream entry line: it never holds up the records next to it.
@@ -23,7 +24,7 @@ from ..hot import connection, redis_keys, usage_records
 from ..hot.usage_records import UsageRecord
 from ..models import ApiKey, PriceVersion, Usage, UsageQuarantine, utc_timestamp
 from ..settings import Settings
-from . import daily_usage, ledger
+from . import daily_usage, ledger, usage_rollup
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +182,7 @@ def _write(session: Session, lines: list[Line]) -> int:
         rows = [record.row_values(transaction_ids.get(record.request_id)) for record in new]
         ids = session.scalars(insert(Usage).returning(Usage.id, sort_by_parameter_order=True), rows).all()
         daily_usage.add(session, [{**row, "id": usage_id} for row, usage_id in zip(rows, ids, strict=True)])
+        usage_rollup.add(session, rows)
     _quarantine(session, refused)
     return len(new)
 

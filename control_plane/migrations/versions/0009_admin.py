@@ -1,7 +1,9 @@
 """The admin console: an admin's second factor (TOTP secret, recovery codes) and admin sessions,
 admin API keys, suspended accounts, disabled providers, price sync (each route's id in a price
 list, where each price version came from and who made it, changes held for approval) and the
-append-only audit log, guarded by triggers that refuse UPDATE and DELETE.
+append-only audit log, guarded by triggers that refuse UPDATE and DELETE; the admin overview's
+usage rollup per day, model, provider and status (filled from the usage rows there are) and the
+reconciliation runs.
 
 Revision ID: 0009
 Revises: 0008
@@ -95,6 +97,54 @@ def upgrade() -> None:
     op.create_index("ix_audit_log_entity", "audit_log", ["entity", "entity_id"])
     for statement in append_only_triggers(op.get_bind().dialect.name):
         op.execute(statement)
+    create_usage_rollup()
+    op.create_table(
+        "reconcile_runs",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("duration_ms", sa.Integer(), nullable=False),
+        sa.Column("actor", sa.String(length=200), nullable=False),
+        sa.Column("ok", sa.Boolean(), nullable=False),
+        sa.Column("accounts", sa.Integer(), nullable=False),
+        sa.Column("drifting", sa.Integer(), nullable=False),
+        sa.Column("keys_drifting", sa.Integer(), nullable=False),
+        sa.Column("violations", sa.Integer(), nullable=False),
+        sa.Column("quarantined", sa.Integer(), nullable=False),
+        sa.Column("undrained", sa.Integer(), nullable=False),
+        sa.Column("drift_nano", sa.BigInteger(), nullable=False),
+        sa.Column("overage_nano", sa.BigInteger(), nullable=False),
+        sa.Column("findings", sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_reconcile_runs")),
+    )
+
+
+ROLLUP_TOKENS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "cache_write_1h_tokens",
+                 "output_tokens", "reasoning_tokens")
+
+
+def create_usage_rollup() -> None:
+    """The table, and its rows from the usage rows there are (a GROUP BY of them, as the drain
+    keeps it from now on)."""
+    op.create_table(
+        "usage_rollup",
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("model", sa.String(length=200), nullable=False),
+        sa.Column("provider", sa.String(length=100), nullable=False),
+        sa.Column("status", sa.Integer(), nullable=False),
+        sa.Column("requests", sa.BigInteger(), nullable=False),
+        *(sa.Column(column, sa.BigInteger(), nullable=False) for column in ROLLUP_TOKENS),
+        sa.Column("cost_nano", sa.BigInteger(), nullable=False),
+        sa.Column("provider_cost_nano", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("day", "model", "provider", "status", name=op.f("pk_usage_rollup")),
+    )
+    day = ("substr(created_at, 1, 10)" if op.get_bind().dialect.name == "sqlite"
+           else "CAST(created_at AT TIME ZONE 'UTC' AS date)")
+    summed = ("cost_nano", "provider_cost_nano", *ROLLUP_TOKENS)
+    op.execute(
+        f"INSERT INTO usage_rollup (day, model, provider, status, requests, {', '.join(summed)}) "
+        f"SELECT {day}, model, provider, status, COUNT(*), {', '.join(f'SUM({column})' for column in summed)} "
+        f"FROM usage GROUP BY {day}, model, provider, status"
+    )
 
 
 def append_only_triggers(dialect: str) -> list[str]:
@@ -103,16 +153,18 @@ def append_only_triggers(dialect: str) -> list[str]:
         return [f"CREATE TRIGGER audit_log_no_{verb.lower()} BEFORE {verb} ON audit_log "
                 f"BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY}'); END" for verb in ("UPDATE", "DELETE")]
     return [
-        "CREATE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS "
-        f"$$ BEGIN RAISE EXCEPTION '{APPEND_ONLY}'; END $$",
-        "CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log "
-        "FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()",
-        "CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log "
-        "FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only()",
+        ("CREATE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+         f"$$ BEGIN RAISE EXCEPTION '{APPEND_ONLY}'; END $$"),
+        ("CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log "
+         "FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()"),
+        ("CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log "
+         "FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only()"),
     ]
 
 
 def downgrade() -> None:
+    op.drop_table("reconcile_runs")
+    op.drop_table("usage_rollup")
     op.drop_table("audit_log")  # and its triggers
     if op.get_bind().dialect.name != "sqlite":
         op.execute("DROP FUNCTION audit_log_append_only()")
