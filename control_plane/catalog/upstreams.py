@@ -11,15 +11,17 @@ from sqlalchemy.orm import Session
 
 from .. import crypto
 from ..errors import ServiceError
-from ..models import PROTOCOLS, RETRY_STATUSES, Alias, Model, PriceVersion, Provider, Route
+from ..models import PROTOCOLS, RETRY_STATUSES, Alias, Model, PriceVersion, Provider, Route, utcnow
 from ..money import MAX_PRICE_NANO, MAX_TOKENS, format_usd
 from ..settings import Settings
 from ..usage_classes import PRICE_FIELDS, REQUIRED_PRICES
+from . import pricing
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,99}")
 DEFAULT_PORTS = {"http": 80, "https": 443}
 DEFAULT_MAX_OUTPUT = 16384
 DEFAULT_MAX_INPUT = 200_000
+KEY_HINT_CHARS = 4  # a saved provider key shows only its last four characters
 MAX_ROUTE_WEIGHT = 1000  # a route's weight is from 1 to this, its priority from 0 to this
 
 
@@ -55,22 +57,27 @@ def find_provider(session: Session, name: str) -> Provider | None:
 
 
 def upsert_provider(
-    session: Session, settings: Settings, name: str, protocol: str, base_url: str, api_key: str
+    session: Session, settings: Settings, name: str, protocol: str, base_url: str, api_key: str | None
 ) -> Provider:
+    """Add the provider, or update the one with this name. api_key None keeps an existing
+    provider's key (the admin console's edit form left blank); it is stored encrypted only."""
     _check_name("provider", name)
     if protocol not in PROTOCOLS:
         raise ServiceError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     parse_base_url(base_url)
-    api_key = api_key.strip()
-    if not api_key:
-        raise ServiceError("the provider's API key is empty")
     provider = find_provider(session, name)
+    if api_key is not None:
+        api_key = api_key.strip()
+        if not api_key:
+            raise ServiceError("the provider's API key is empty")
+    elif provider is None:
+        raise ServiceError(f"a new provider needs its API key ({name!r} has none yet)")
     if provider is None:
         provider = Provider(name=name)
         session.add(provider)
     provider.protocol = protocol
     provider.base_url = base_url.strip().rstrip("/")
-    if _stored_api_key(settings, provider) != api_key:
+    if api_key is not None and _stored_api_key(settings, provider) != api_key:
         provider.api_key_encrypted = crypto.encrypt(settings, api_key)
     session.flush()
     return provider
@@ -93,6 +100,38 @@ def require_provider(session: Session, name: str) -> Provider:
     return provider
 
 
+def providers(session: Session) -> list[Provider]:
+    return list(session.scalars(select(Provider).order_by(Provider.name)))
+
+
+def key_hint(settings: Settings, provider: Provider) -> str:
+    """All that is ever shown of a provider's key once saved: "…" and its last KEY_HINT_CHARS
+    characters, only when they are at most a third of it (a short key shows "…" alone)."""
+    key = _stored_api_key(settings, provider)
+    if key is None:
+        return "(unreadable: saved with another installation secret; enter the key again)"
+    return "…" + (key[-KEY_HINT_CHARS:] if len(key) >= 3 * KEY_HINT_CHARS else "")
+
+
+def set_provider_enabled(session: Session, name: str, enabled: bool) -> Provider:
+    """Enable the provider, or disable it: the models' documents leave its routes out (see
+    hot/publish.py model_document), until it is enabled again. Its routes and key stay."""
+    provider = require_provider(session, name)
+    if enabled:
+        provider.disabled_at = None
+    elif provider.disabled_at is None:
+        provider.disabled_at = utcnow()
+    session.flush()
+    return provider
+
+
+def routes_via(session: Session, provider_id: int) -> list[Route]:
+    """The routes to the provider, by model name and then in the order each model tries them."""
+    return list(session.scalars(
+        select(Route).join(Model, Route.model_id == Model.id).where(Route.provider_id == provider_id)
+        .order_by(Model.name, Route.priority, Route.id)))
+
+
 # Prices -------------------------------------------------------------------------------------
 
 
@@ -111,6 +150,23 @@ def current_cost(session: Session, route_id: int) -> PriceVersion | None:
     return session.scalar(
         select(PriceVersion).where(PriceVersion.route_id == route_id).order_by(PriceVersion.id.desc()).limit(1)
     )
+
+
+def price_versions(session: Session, model_id: int) -> list[PriceVersion]:
+    """Every price version of the model, newest first: its customer prices (route_id None) and
+    the cost versions of its routes, removed routes' included."""
+    return list(session.scalars(
+        select(PriceVersion).where(PriceVersion.model_id == model_id).order_by(PriceVersion.id.desc())))
+
+
+def margin(customer_price: PriceVersion | None, cost: PriceVersion) -> dict[str, int]:
+    """Per price field, what a request served at `cost` earns per 1M tokens: the customer price
+    (a fixed-price model's current version) minus the cost, negative for a loss; 0 for a model
+    charged at cost (customer_price None), which charges each request its route's cost."""
+    if customer_price is None:
+        return {field: 0 for field in PRICE_FIELDS}
+    prices, costs = pricing.resolve(customer_price), pricing.resolve(cost)
+    return {field: prices[field] - costs[field] for field in PRICE_FIELDS}
 
 
 def _check_prices(prices: dict[str, int | None]) -> None:
@@ -149,6 +205,10 @@ def set_price(session: Session, model_name: str, prices: dict[str, int | None] |
 
 
 # Models -------------------------------------------------------------------------------------
+
+
+def models(session: Session) -> list[Model]:
+    return list(session.scalars(select(Model).order_by(Model.name)))
 
 
 def find_model(session: Session, name: str) -> Model | None:
@@ -250,6 +310,11 @@ def route_to(session: Session, model: Model, provider: Provider, upstream_model:
 def routes_of(session: Session, model_id: int) -> list[Route]:
     """The model's routes in the order they are tried: priority, then age."""
     return list(session.scalars(select(Route).where(Route.model_id == model_id).order_by(Route.priority, Route.id)))
+
+
+def is_served(route: Route) -> bool:
+    """Whether the gateway may use the route: its provider is not disabled."""
+    return route.provider.disabled_at is None
 
 
 def find_route(session: Session, model_id: int, provider_id: int, upstream_model: str) -> Route | None:

@@ -1,5 +1,10 @@
 """`tollgate provider|model|route|alias`: the upstream providers, the models customers can call,
-the routes that serve them and the aliases they are called by."""
+the routes that serve them and the aliases they are called by.
+
+The list commands print a table for people, or with --json what the admin API answers
+(api/admin_catalog.py's items). Exit status: 0 done, 2 a mistake (an unknown name, a bad
+price), 1 Redis or the database unreachable; `provider test` also exits 1 when the provider
+did not answer with a 2xx."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
@@ -8,9 +13,10 @@ import click
 import redis
 
 from .. import db, exact_json
-from ..catalog import pricing, upstreams
+from ..api import admin_catalog
+from ..catalog import pricing, provider_check, upstreams
 from ..hot import publish, route_health
-from ..models import PROTOCOLS, RETRY_STATUSES, Model, PriceVersion, utc_timestamp
+from ..models import PROTOCOLS, RETRY_STATUSES, Model, PriceVersion, Provider, utc_timestamp
 from ..money import format_usd, nano_to_decimal
 from ..settings import Settings
 from ..usage_classes import PRICE_FIELDS, USAGE_CLASSES
@@ -36,6 +42,80 @@ def provider_add(settings: Settings, name: str, protocol: str, base_url: str, ap
     click.echo(f"provider {saved.name} saved ({saved.protocol}, {saved.base_url})")
 
 
+@provider.command("list")
+@click.option("--json", "as_json", is_flag=True, help="A JSON array (the admin API's items) instead of a table.")
+@click.pass_obj
+def provider_list(settings: Settings, as_json: bool) -> None:
+    """Every provider: protocol, base URL, its key's last four characters (never the key), whether
+    it is enabled, and the routes that use it."""
+    with db.session_scope(settings) as session:
+        items = [admin_catalog.provider_item(session, settings, saved) for saved in upstreams.providers(session)]
+    if as_json:
+        click.echo(exact_json.dumps(items))
+        return
+    _table([("name", "protocol", "base URL", "key", "state", "routes")] + [
+        (item["name"], item["protocol"], item["base_url"], item["key"],
+         "enabled" if item["enabled"] else f"disabled since {item['disabled_at']}",
+         ", ".join(f"{route['model']} ({route['id']})" for route in item["routes"]) or "none")
+        for item in items])
+
+
+def _switch(settings: Settings, name: str, enabled: bool) -> None:
+    with db.session_scope(settings) as session:
+        saved = upstreams.set_provider_enabled(session, name, enabled)
+        routes = len(upstreams.routes_via(session, saved.id))
+    unserved: list[str] = []
+    publish_after(settings, lambda session: unserved.extend(
+        publish.publish_provider_change(session, settings, session.get(Provider, saved.id))), REPUBLISH_HINT)
+    if enabled:
+        click.echo(f"provider {name} enabled: the gateway uses its {routes} route(s) again within 1 s")
+        return
+    click.echo(f"provider {name} disabled: the gateway stops using its {routes} route(s) within 1 s")
+    if unserved:
+        click.echo(f"not served until a provider of theirs is enabled (they answer 404 model_not_found): "
+                   f"{', '.join(unserved)}")
+
+
+@provider.command("disable")
+@click.argument("name")
+@click.pass_obj
+def provider_disable(settings: Settings, name: str) -> None:
+    """Stop routing requests to NAME (its routes and key stay; `provider enable` undoes it). A
+    model left without a route to an enabled provider is not served."""
+    _switch(settings, name, enabled=False)
+
+
+@provider.command("enable")
+@click.argument("name")
+@click.pass_obj
+def provider_enable(settings: Settings, name: str) -> None:
+    """Route requests to a disabled provider NAME again."""
+    _switch(settings, name, enabled=True)
+
+
+@provider.command("test")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="A JSON object instead of a line.")
+@click.pass_obj
+def provider_test(settings: Settings, name: str, as_json: bool) -> None:
+    """One real call to NAME with its key (its model list, free): the answer's status and latency.
+    Exits 0 when it answered with a 2xx, 1 otherwise (another status, or no answer)."""
+    with db.session_scope(settings) as session:
+        saved = upstreams.require_provider(session, name)
+    result = provider_check.check(settings, saved)
+    click.echo(exact_json.dumps(result.as_dict()) if as_json else f"provider {name}: GET {result.url}: "
+               f"{result.summary()}")
+    if not result.ok:
+        click.get_current_context().exit(1)
+
+
+def _table(rows: list[tuple[str, ...]]) -> None:
+    """Columns padded to their widest cell, the last one left as it is."""
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]) - 1)] + [0]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
 def price_options(required: bool = True):
     """--input, --cached-input, … : one USD-per-1M-tokens option per usage class, named by its price
     field; those without a default price are required (unless `required` is False, for a command
@@ -57,13 +137,41 @@ def _per_million(version: PriceVersion) -> str:
 
 
 def _publish_model(settings: Settings, model_id: int) -> None:
-    publish_after(settings, lambda session: publish.publish_model(session, settings, session.get(Model, model_id)),
-                  REPUBLISH_HINT)
+    served: list[bool] = []
+    publish_after(settings, lambda session: served.append(
+        publish.publish_model(session, settings, session.get(Model, model_id))), REPUBLISH_HINT)
+    if served == [False]:
+        click.echo("note: every route of this model goes to a disabled provider, so it is not served (404 "
+                   "model_not_found) until one is enabled (`tollgate provider enable`)")
 
 
 @click.group()
 def model() -> None:
     """Models customers can call."""
+
+
+@model.command("list")
+@click.option("--json", "as_json", is_flag=True, help="A JSON array (the admin API's items) instead of a table.")
+@click.pass_obj
+def model_list(settings: Settings, as_json: bool) -> None:
+    """Every model: how it is charged, its routes (those the gateway may use / all), aliases, and
+    its current prices per 1M tokens (a model at cost: the range of its served routes' costs)."""
+    with db.session_scope(settings) as session:
+        items = [admin_catalog.model_summary(session, saved) for saved in upstreams.models(session)]
+    if as_json:
+        click.echo(exact_json.dumps(items))
+        return
+    _table([("name", "charging", "routes", "input/1M", "output/1M", "aliases")] + [
+        (item["name"], item["charging"], f"{item['served_routes']}/{item['routes']}"
+         + ("" if item["served"] else " (not served)"), *_current_prices(item, ("input", "output")),
+         ", ".join(item["aliases"]) or "-")
+        for item in items])
+
+
+def _current_prices(item: dict, fields: tuple[str, ...]) -> list[str]:
+    ranges = [admin_catalog.price_range(item, field) for field in fields]
+    return ["-" if found is None else format_usd(found[0]) if found[0] == found[1]
+            else f"{format_usd(found[0])}-{format_usd(found[1])}" for found in ranges]
 
 
 @model.command("add")
@@ -176,9 +284,7 @@ def route_list(settings: Settings, model_name: str, as_json: bool) -> None:
     rows += [(str(item["id"]), item["provider"], item["upstream_model"], str(item["priority"]), str(item["weight"]),
               format_usd(item["cost_nano"]["input"]), format_usd(item["cost_nano"]["output"]), item["state"])
              for item in items]
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]) - 1)] + [0]  # state: last
-    for row in rows:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+    _table(rows)
 
 
 def _route_item(route, provider: str, cost: PriceVersion, views: list[route_health.NodeView] | None) -> dict:

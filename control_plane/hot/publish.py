@@ -154,13 +154,17 @@ def publish_providers(session: Session, settings: Settings) -> None:
             log.error("cannot publish provider %s: %s", provider.name, exc)
 
 
-def model_document(session: Session, model: Model) -> dict:
+def model_document(session: Session, model: Model) -> dict | None:
     """tg:model:<name> (docs/internals.md): its routes in the order they are tried, each with its
     cost resolved, and the price holds are computed at: a fixed-price model's customer price, or
     for a model charged at cost the dearest route's cost per usage class (version 0: never
-    charged by itself, each request is charged at its route's cost version)."""
+    charged by itself, each request is charged at its route's cost version). Routes to a disabled
+    provider are left out; None when that leaves none: the model is not served."""
+    all_routes = upstreams.routes_of(session, model.id)
+    if not all_routes:
+        raise ServiceError(f"model {model.name} has no route (add one with `tollgate route add`)")
     routes = []
-    for route in upstreams.routes_of(session, model.id):
+    for route in filter(upstreams.is_served, all_routes):
         cost = upstreams.current_cost(session, route.id)
         if cost is None:
             raise ServiceError(f"route {route.id} of model {model.name} has no cost")
@@ -168,7 +172,7 @@ def model_document(session: Session, model: Model) -> dict:
                        "priority": route.priority, "weight": route.weight,
                        "cost": {"version": cost.id, **pricing.resolve(cost)}})
     if not routes:
-        raise ServiceError(f"model {model.name} has no route (add one with `tollgate route add`)")
+        return None
     if model.at_cost:
         price = {"version": 0, **{field: max(route["cost"][field] for route in routes) for field in PRICE_FIELDS}}
     else:
@@ -180,15 +184,35 @@ def model_document(session: Session, model: Model) -> dict:
             "at_cost": model.at_cost, "price": price, "retry_on": upstreams.retry_statuses(model), "routes": routes}
 
 
-def publish_model(session: Session, settings: Settings, model: Model) -> None:
-    """The model's document under its name and under each of its aliases, all of them listed."""
-    document = json.dumps(model_document(session, model))
+def publish_model(session: Session, settings: Settings, model: Model) -> bool:
+    """The model's document under its name and under each of its aliases, all of them listed;
+    True. A model whose every route's provider is disabled is withdrawn instead (its names
+    answer 404 model_not_found, as an unknown model, once nginx's 1 s cache lets go): False."""
+    document = model_document(session, model)
     names = [model.name, *(alias.name for alias in upstreams.aliases(session, model.id))]
     pipe = client(settings).pipeline()
-    for name in names:
-        pipe.set(redis_keys.model(name), document)
-    pipe.sadd(redis_keys.MODELS, *names)
+    if document is None:
+        pipe.delete(*(redis_keys.model(name) for name in names))
+        pipe.srem(redis_keys.MODELS, *names)
+    else:
+        text = json.dumps(document)
+        for name in names:
+            pipe.set(redis_keys.model(name), text)
+        pipe.sadd(redis_keys.MODELS, *names)
     pipe.execute()
+    return document is not None
+
+
+def publish_provider_change(session: Session, settings: Settings, provider: Provider) -> list[str]:
+    """After a provider was disabled or enabled: an enabled one itself (first, so its routes
+    find it), then every model with a route to it, whose documents leave out a disabled
+    provider's routes; the names of those models left with no route served. A disabled
+    provider's own document stays: a request that picked one of its routes from a model document
+    still cached finds it."""
+    if provider.disabled_at is None:
+        publish_provider(settings, provider)
+    models = {route.model_id: route.model for route in upstreams.routes_via(session, provider.id)}
+    return [model.name for model in models.values() if not publish_model(session, settings, model)]
 
 
 def unpublish_alias(settings: Settings, name: str) -> None:
