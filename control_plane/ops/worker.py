@@ -3,7 +3,9 @@
 Besides the drain, every few seconds: correct what a restarted Redis lost, re-apply unpublished
 credits, publish balances missing from Redis, return expired leases, claim entries of dead
 consumers, replay the usage journal; every minute: re-publish providers (their hosts' addresses
-change). SIGTERM / SIGINT stop it after the current batch.
+change); every TOLLGATE_PRICE_SYNC_HOURS, when TOLLGATE_PRICE_SYNC_SOURCE is set: sync routes'
+costs from that price list (catalog/price_sync.py; in a thread of its own, so a slow list never
+holds up the drain). SIGTERM / SIGINT stop it after the current batch.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from .. import db, logs
 from ..billing import restart_repair
 from ..billing.journal_replay import JournalReplay
 from ..billing.usage_drain import UsageDrain
+from ..catalog import price_sync
 from ..hot import connection, credits, publish, republish
 from ..hot.lease_reaper import LeaseReaper
 from ..settings import Settings
@@ -41,6 +44,8 @@ class Worker:
         self.journal = JournalReplay(settings)
         self._housekeeping_due = 0.0
         self._provider_refresh_due = time.monotonic() + PROVIDER_REFRESH_SECONDS
+        self._price_sync_due = time.monotonic()  # the first sync soon after the start
+        self.price_sync: threading.Thread | None = None
 
     def housekeeping(self) -> None:
         self.drain.record(self.drain.claim_stale())
@@ -79,6 +84,20 @@ class Worker:
             self._provider_refresh_due = now + PROVIDER_REFRESH_SECONDS
             with db.session_scope(self.settings) as session:
                 publish.publish_providers(session, self.settings)
+        if self.settings.price_sync_source and now >= self._price_sync_due:
+            self._price_sync_due = now + self.settings.price_sync_hours * 3600
+            self._start_price_sync()
+
+    def _start_price_sync(self) -> None:
+        """periodic_sync in a thread, unless the last one is still running (it logs its outcome
+        and never raises)."""
+        if self.price_sync is not None and self.price_sync.is_alive():
+            log.warning("the price sync started %s h ago is still running; not starting another",
+                        self.settings.price_sync_hours)
+            return
+        self.price_sync = threading.Thread(target=price_sync.periodic_sync, args=(self.settings,), name="price-sync",
+                                           daemon=True)
+        self.price_sync.start()
 
 
 def run(settings: Settings, consumer: str | None = None) -> None:
