@@ -1,14 +1,17 @@
-"""`tollgate account|key|credit|balance`: customer accounts, their API keys and their money."""
+"""`tollgate account|key|credit|balance`: customer accounts (listed, shown, suspended), their API
+keys and their money. `account list|show --json` print what the admin API answers
+(api/admin_accounts.py)."""
 from __future__ import annotations
 
 import click
 
 from .. import db, exact_json
-from ..accounts import accounts, api_keys
+from ..accounts import accounts, api_keys, suspension
 from ..accounts.balances import balance_document, current_balance_nano
-from ..billing import ledger
-from ..hot import credits, publish
-from ..models import ApiKey, LedgerTransaction, utcnow
+from ..api import admin_accounts
+from ..billing import refunds
+from ..hot import publish
+from ..models import ACCOUNT_STATUSES, Account, ApiKey, utcnow
 from ..money import format_usd, nano_to_decimal
 from ..settings import Settings
 from .admin import create_admin_account
@@ -55,6 +58,111 @@ def account_limits(settings: Settings, email: str, rpm: int | None, tpm: int | N
     publish_after(settings, lambda session: publish.publish_account_keys(session, settings, account_id),
                   REPUBLISH_HINT)
     click.echo(f"account {email}: default rate limits {shown}")
+
+
+@account.command("list")
+@click.option("--search", "text", default="", help="Part of the email (any case), or the account's id.")
+@click.option("--status", type=click.Choice(ACCOUNT_STATUSES), help="Only accounts in this state "
+              "(disabled: deleted by its owner).")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="A JSON array instead of a table.")
+@click.pass_obj
+def account_list(settings: Settings, text: str, status: str | None, limit: int, as_json: bool) -> None:
+    """Accounts, newest first: id, email, status, live balance, active keys, created."""
+    with db.read_session(settings) as session:
+        found = list(session.scalars(admin_accounts.search(text, status).order_by(Account.id.desc()).limit(limit)))
+        items = admin_accounts.account_items(session, settings, found)
+    if as_json:
+        click.echo(exact_json.dumps(items))
+        return
+    _table(("ID", "EMAIL", "STATUS", "BALANCE", "KEYS", "CREATED"),
+           [(item["id"], item["email"], item["status"], format_usd(item["balance_nano"]), item["active_keys"],
+             item["created_at"]) for item in items], right={0, 3, 4})
+    click.echo(f"{len(items)} accounts", err=True)
+
+
+@account.command("show")
+@click.argument("email_or_id")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object (as GET /api/admin/v1/accounts/<id>).")
+@click.pass_obj
+def account_show(settings: Settings, email_or_id: str, as_json: bool) -> None:
+    """An account: its live balance, status, keys, payments and newest ledger transactions."""
+    with db.read_session(settings) as session:
+        document = admin_accounts.account_document(session, settings, _require(session, email_or_id))
+    if as_json:
+        click.echo(exact_json.dumps(document))
+        return
+    click.echo(f"account {document['id']} {document['email']}{' (admin)' if document['is_admin'] else ''}")
+    click.echo(f"status   {document['status']}")
+    click.echo(f"balance  {format_usd(document['balance_nano'])}")
+    click.echo(f"created  {document['created_at']}")
+    click.echo("\nkeys")
+    _table(("ID", "NAME", "PREFIX", "STATUS", "SPENT", "LIMIT", "RPM", "TPM"),
+           [(item["id"], item["name"], item["prefix"] + "…", item["status"], format_usd(item["spent_nano"]),
+             "-" if item["limit_nano"] is None else format_usd(item["limit_nano"]), item["rpm"] or "-",
+             item["tpm"] or "-") for item in document["keys"]], right={0, 4, 5, 6, 7})
+    click.echo("\npayments")
+    _table(("TRANSACTION", "CREATED", "AMOUNT", "REFUNDED", "DESCRIPTION"),
+           [(item["transaction_id"], item["created_at"], format_usd(item["amount_nano"]),
+             format_usd(item["refunded_nano"]), item["description"]) for item in document["payments"]],
+           right={0, 2, 3})
+    click.echo("\nnewest ledger transactions")
+    _table(("TRANSACTION", "CREATED", "TYPE", "AMOUNT", "DESCRIPTION"),
+           [(item["id"], item["created_at"], item["type"], format_usd(item["amount_nano"]), item["description"])
+            for item in document["transactions"]], right={0, 3})
+
+
+@account.command("suspend")
+@click.argument("email_or_id")
+@click.option("--reason", required=True, help="Why; kept in the audit log.")
+@click.pass_obj
+def account_suspend(settings: Settings, email_or_id: str, reason: str) -> None:
+    """Suspend an account: its keys answer 401 account_suspended within 2 s and its console
+    sessions end, until it is reactivated."""
+    _change_suspension(settings, email_or_id, True, reason)
+
+
+@account.command("reactivate")
+@click.argument("email_or_id")
+@click.option("--reason", default="", help="Why; kept in the audit log.")
+@click.pass_obj
+def account_reactivate(settings: Settings, email_or_id: str, reason: str) -> None:
+    """Make a suspended account active again: its keys work within 2 s."""
+    _change_suspension(settings, email_or_id, False, reason)
+
+
+def _change_suspension(settings: Settings, email_or_id: str, suspended: bool, reason: str) -> None:
+    with db.read_session(settings) as session:
+        account_id = _require(session, email_or_id).id
+    change = suspension.change(settings, account_id, suspended, reason)
+    if not change.live:
+        raise click.ClickException(f"saved, but not live yet: Redis did not take it; {REPUBLISH_HINT}")
+    state = "suspended" if suspended else "active"
+    if change.changed:
+        click.echo(f"account {account_id} ({change.account.email}) is {state}: its keys "
+                   f"{'are refused' if suspended else 'work again'} within 2 s")
+    else:
+        click.echo(f"account {account_id} ({change.account.email}) was {state} already")
+
+
+def _require(session, email_or_id: str) -> Account:
+    found = admin_accounts.find_account(session, email_or_id)
+    if found is None:
+        raise UserMistake(f"no account with email or id {email_or_id.strip()!r}")
+    return found
+
+
+def _table(headers: tuple[str, ...], rows: list[tuple], right: set[int] = frozenset()) -> None:
+    """Rows under their headers, in columns as wide as their widest value (those in `right`
+    aligned right: figures); "(none)" for no rows."""
+    if not rows:
+        click.echo("(none)")
+        return
+    cells = [tuple(map(str, row)) for row in [headers, *rows]]
+    widths = [max(len(row[column]) for row in cells) for column in range(len(headers))]
+    for row in cells:
+        click.echo("  ".join(value.rjust(width) if column in right else value.ljust(width)
+                             for column, (value, width) in enumerate(zip(row, widths, strict=True))).rstrip())
 
 
 @click.group()
@@ -153,22 +261,16 @@ def key_list(settings: Settings, email: str) -> None:
 @click.option("--reason", required=True, help="Why; shown to the customer in their transactions.")
 @click.pass_obj
 def credit(settings: Settings, email: str, usd: int, reason: str) -> None:
-    """Add USD to an account (negative to correct a mistake): an adjustment in the ledger."""
-    if usd == 0:
-        raise UserMistake("the amount must not be zero")
-    if not reason.strip():
-        raise UserMistake("--reason must not be empty")
+    """Add USD to an account (negative to correct a mistake): an adjustment in the ledger. A debit
+    is refused when it is more than the live balance (a balance never goes below zero)."""
     with db.session_scope(settings) as session:
         owner = accounts.require_by_email(session, email)
-        transaction = ledger.adjust(session, owner.id, usd, reason.strip())
-    publish_after(
-        settings,
-        lambda session: credits.apply_credit(session, settings, session.get(LedgerTransaction, transaction.id)),
-        WORKER_HINT,
-    )
+    moved = refunds.credit(settings, owner.id, usd, reason)
+    if not moved.live:
+        raise click.ClickException(f"saved, but not live yet: Redis did not take it; {WORKER_HINT}")
     with db.session_scope(settings) as session:
         balance = current_balance_nano(settings, accounts.require_by_email(session, email))
-    click.echo(f"credited {format_usd(usd)} to {owner.email} (transaction {transaction.id}); "
+    click.echo(f"credited {format_usd(usd)} to {owner.email} (transaction {moved.transaction.id}); "
                f"balance {format_usd(balance)}")
 
 
