@@ -29,34 +29,39 @@ CHART_DATA = re.compile(r'<script type="application/json" id="margin-data">(.*?)
 
 
 class _Tables(HTMLParser):
-    """Every <table aria-label=…> of a page: its rows' cell texts, whitespace collapsed."""
+    """Every <table aria-label=…> of a page: its rows' cell texts, whitespace collapsed. A table in
+    a cell is a table of its own; its text is not the cell's."""
 
     def __init__(self):
         super().__init__()
         self.tables: dict[str, list[list[str]]] = {}
-        self._table = self._row = self._cell = None
+        self._open: list[dict] = []  # the tables being read, innermost last: their rows, row and cell
 
     def handle_starttag(self, tag, attrs):
         if tag == "table":
-            self._table = self.tables.setdefault(dict(attrs).get("aria-label", ""), [])
-        elif tag == "tr" and self._table is not None:
-            self._row = []
-        elif tag in ("td", "th") and self._row is not None:
-            self._cell = []
+            self._open.append({"rows": self.tables.setdefault(dict(attrs).get("aria-label", ""), []),
+                               "row": None, "cell": None})
+        elif self._open and tag == "tr":
+            self._open[-1]["row"] = []
+        elif self._open and tag in ("td", "th") and self._open[-1]["row"] is not None:
+            self._open[-1]["cell"] = []
 
     def handle_endtag(self, tag):
-        if tag in ("td", "th") and self._cell is not None:
-            self._row.append(" ".join("".join(self._cell).split()))
-            self._cell = None
-        elif tag == "tr" and self._row is not None:
-            self._table.append(self._row)
-            self._row = None
+        if not self._open:
+            return
+        table = self._open[-1]
+        if tag in ("td", "th") and table["cell"] is not None:
+            table["row"].append(" ".join("".join(table["cell"]).split()))
+            table["cell"] = None
+        elif tag == "tr" and table["row"] is not None:
+            table["rows"].append(table["row"])
+            table["row"] = None
         elif tag == "table":
-            self._table = None
+            self._open.pop()
 
     def handle_data(self, data):
-        if self._cell is not None:
-            self._cell.append(data)
+        if self._open and self._open[-1]["cell"] is not None:
+            self._open[-1]["cell"].append(data)
 
 
 def tables(page_html: str) -> dict[str, list[list[str]]]:
