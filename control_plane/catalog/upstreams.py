@@ -276,8 +276,8 @@ def upsert_model(
         model.retry_on = parse_retry_on(retry_on)
     session.flush()
     route = route_to(session, model, provider, upstream_model)
-    route = _save_route(session, model, provider, route.upstream_model if route else upstream_model or name, prices)
-    set_price_source(route, price_source_id)
+    _save_route(session, model, provider, route.upstream_model if route else upstream_model or name, prices,
+                price_source_id=price_source_id)
     return model
 
 
@@ -342,17 +342,16 @@ def upsert_route(
         raise ServiceError(f"a route's priority is from 0 to {MAX_ROUTE_WEIGHT}")
     if weight is not None and not 1 <= weight <= MAX_ROUTE_WEIGHT:
         raise ServiceError(f"a route's weight is from 1 to {MAX_ROUTE_WEIGHT}")
-    route = _save_route(session, model, provider, upstream_model or model.name, prices)
-    route.priority = route.priority if priority is None else priority
-    route.weight = weight or route.weight
-    set_price_source(route, price_source_id)
-    session.flush()
-    return route
+    return _save_route(session, model, provider, upstream_model or model.name, prices, priority, weight,
+                       price_source_id)
 
 
 def _save_route(session: Session, model: Model, provider: Provider, upstream_model: str,
-                prices: dict[str, int | None]) -> Route:
-    """The model's route to (provider, upstream_model), added if it has none, at cost `prices`."""
+                prices: dict[str, int | None], priority: int | None = None, weight: int | None = None,
+                price_source_id: str | None = None) -> Route:
+    """The model's route to (provider, upstream_model), added if it has none, at cost `prices`,
+    with this priority, weight and price source id (None keeps them). A new route is flushed
+    once, whole: its audit row shows what it was made with."""
     longest = Route.__table__.c.upstream_model.type.length
     if not 1 <= len(upstream_model) <= longest or not upstream_model.isprintable():
         raise ServiceError(f"an upstream model name is 1 to {longest} printable characters (got {upstream_model!r})")
@@ -364,7 +363,11 @@ def _save_route(session: Session, model: Model, provider: Provider, upstream_mod
                                f"speaks {provider.protocol}")
         route = Route(model_id=model.id, provider_id=provider.id, upstream_model=upstream_model, priority=0, weight=1)
         session.add(route)
-        session.flush()
+    if priority is not None:
+        route.priority = priority
+    route.weight = weight or route.weight
+    set_price_source(route, price_source_id)
+    session.flush()
     _new_version_if_changed(session, current_cost(session, route.id), model.id, route.id, prices)
     return route
 
