@@ -95,8 +95,8 @@ class PriceServer:
         return self.url + path
 
 
-@pytest.fixture
-def price_server():
+@pytest.fixture(name="price_server")
+def price_server_fixture():
     server = PriceServer()
     server.thread.start()
     yield server
@@ -115,16 +115,16 @@ def add_model(cli, name: str, provider: str, source_id: str | None, *prices: str
     assert result.exit_code == 0, result.output
 
 
-@pytest.fixture
-def providers(cli):
+@pytest.fixture(name="providers")
+def providers_fixture(cli):
     for name, protocol in (("openai", "openai"), ("anthropic", "anthropic"), ("openrouter", "openai")):
         result = cli("provider", "add", name, "--protocol", protocol, "--base-url", "http://127.0.0.1:9/v1",
                      "--api-key", "sk-upstream")
         assert result.exit_code == 0, result.output
 
 
-@pytest.fixture
-def catalog(cli, providers):
+@pytest.fixture(name="catalog")
+def catalog_fixture(cli, providers):
     """Four models charged at cost, each with one route, and what the LiteLLM fixture makes of them:
     gpt-4o ($2 in, $1 cached, $8 out; the list: $2.50, $1.25, $10, every class +25%: changed),
     claude (as the list has claude-sonnet-4-5: unchanged), mini ($0.05 in, $0.20 out; the list:

@@ -455,12 +455,13 @@ def sync(settings: Settings, source: str, fmt: str, apply: bool = False, add_new
         raise ServiceError("adding new models (--add-new) needs the provider that serves them (--provider)")
     if fmt not in FORMATS:
         raise ServiceError(f"a price list's format is one of {', '.join(FORMATS)}, not {fmt!r}")
+    if provider:
+        with _session(settings, writing=False) as session:
+            upstreams.require_provider(session, provider)
     price_list = read_price_list(source, fmt)
     label = source_label(source)
     report = SyncReport(label, fmt, apply, len(price_list.entries), len(price_list.unusable), provider=provider)
     with _session(settings, apply) as session:
-        if provider:
-            upstreams.require_provider(session, provider)
         report.routes = _compare_routes(session, settings, price_list, lock=apply)
         if add_new:
             report.new_models = _new_models(session, price_list)
