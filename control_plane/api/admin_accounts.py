@@ -229,8 +229,8 @@ def account_detail(account_id: int):
 
 @admin_v1.post("/accounts/<int:account_id>/credit")
 def account_credit(account_id: int):
-    body = _body({"amount", "reason"})
     account = _account(account_id)
+    body = _body({"amount", "reason"})
     amount = _money(lambda: refunds.parse_amount(_required(body, "amount")))
     moved = _money(lambda: refunds.credit(context.settings(), account.id, amount, body.get("reason")))
     return _moved(account, moved), 201
@@ -238,8 +238,8 @@ def account_credit(account_id: int):
 
 @admin_v1.post("/accounts/<int:account_id>/refunds")
 def account_refund(account_id: int):
-    body = _body({"payment", "amount", "reason", "refunds_seen"})
     account = _account(account_id)
+    body = _body({"payment", "amount", "reason", "refunds_seen"})
     payment_id = _whole(body, "payment", "the payment's transaction_id (GET /accounts/<id> lists them)")
     seen = _whole(body, "refunds_seen", "the payment's refunds count, or left out") \
         if body.get("refunds_seen") is not None else None
@@ -268,8 +268,8 @@ def key_revoke(key_id: int):
 
 @admin_v1.patch("/keys/<int:key_id>")
 def key_update(key_id: int):
-    body = _body({"limit", "rpm", "tpm"})
     _key(key_id)
+    body = _body({"limit", "rpm", "tpm"})
     changes = {}
     if "limit" in body:
         changes["limit_nano"] = key_limit(body["limit"])
@@ -291,8 +291,8 @@ def key_update(key_id: int):
 
 
 def _suspension(account_id: int, suspended: bool):
-    body = _body({"reason"})
     account = _account(account_id)
+    body = _body({"reason"})
     reason = body.get("reason") or ""
     if not isinstance(reason, str):
         raise bad_parameter("reason", "a string")

@@ -104,8 +104,9 @@ class Payment:
 
 
 def given_reason(text: str | None) -> str:
-    """The reason an admin gave, stripped; InvalidField when there is none or it is too long."""
-    reason = (text or "").strip()
+    """The reason an admin gave, stripped; InvalidField when there is none (or it is not text) or
+    it is too long."""
+    reason = text.strip() if isinstance(text, str) else ""
     if not reason:
         raise InvalidField("reason", "Give a reason: it is kept in the audit log (and a customer sees a credit's)")
     if len(reason) > MAX_REASON:
