@@ -221,6 +221,7 @@ def test_a_value_finer_than_one_nano_per_million_is_rounded_half_even_and_flagge
     ("-1e-06", "is negative (-1e-06)"),
     (Decimal("NaN"), "is not a finite number (NaN)"),
     (Decimal("Infinity"), "is not a finite number (Infinity)"),
+    ("sNaN", "is not a finite number (sNaN)"),
     ("three dollars", "is not a number ('three dollars')"),
     (True, "is not a number (True)"),
     ("0.010000000000000001", "(0.010000000000000001) is above the most a price may be, $10000.00 per 1M tokens"),
@@ -281,6 +282,16 @@ def test_a_document_not_in_the_format_is_a_source_error(fmt, text, message):
     with pytest.raises(price_sync.SourceError) as refused:
         price_sync.parse(text if isinstance(text, bytes) else text.encode(), fmt, "prices.json")
     assert str(refused.value).startswith("prices.json " + message)
+
+
+def test_odd_strings_in_an_openrouter_list_make_only_their_entry_unusable():
+    text = b'{"data": [{"id": "a", "pricing": {"prompt": "sNaN", "completion": "0.000001"}}, ' \
+           b'{"id": "b", "pricing": {"prompt": "$0.000001", "completion": "0.000001"}}, ' \
+           b'{"id": "c", "pricing": {"prompt": "0.000001", "completion": "0.000002"}}]}'
+    price_list = price_sync.parse(text, "openrouter")
+    assert price_list.unusable == {"a": "prompt is not a finite number (sNaN)",
+                                   "b": "prompt is not a number ('$0.000001')"}
+    assert price_list.entries["c"].prices["output"] == 2_000_000_000
 
 
 def test_nan_and_infinity_in_a_list_make_only_their_entry_unusable():

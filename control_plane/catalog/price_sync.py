@@ -39,7 +39,7 @@ from ..models import Model, PriceHold, PriceVersion, Route, utc_timestamp, utcno
 from ..money import MAX_PRICE_NANO, MAX_TOKENS, format_usd, nano_to_decimal
 from ..settings import Settings
 from ..usage_classes import PRICE_FIELDS, REQUIRED_PRICES, USAGE_CLASSES
-from . import upstreams
+from . import pricing, upstreams
 
 log = logging.getLogger(__name__)
 
@@ -198,8 +198,7 @@ def _openrouter_items(document, source: str):
 
 def _entry(entry_id: str, values: dict, limits: tuple, fmt: str) -> Entry:
     """The entry's prices in nano-USD per 1M tokens; ValueError when it gives none we can use."""
-    if fmt == "openrouter" and any(_number(value) == OPENROUTER_VARIABLE for value in values.values()
-                                   if value is not None):
+    if fmt == "openrouter" and any(_is_variable(value) for value in values.values()):
         raise ValueError("its price varies with the model the router picks (-1)")
     prices, notes = {}, []
     for price_field in PRICE_FIELDS:
@@ -229,6 +228,11 @@ def _unpriced_zeros(prices: dict[str, int | None]) -> None:
         fallback = usage.default and prices[usage.default]
         if prices[usage.price] == 0 and fallback:
             prices[usage.price] = None
+
+
+def _is_variable(value) -> bool:
+    number = _number(value)
+    return number is not None and number.is_finite() and number == OPENROUTER_VARIABLE
 
 
 def _number(value) -> Decimal | None:
@@ -271,12 +275,9 @@ def _tokens(value) -> int | None:
 
 
 def resolved(prices: dict[str, int | None]) -> dict[str, int]:
-    """Every class's price as charged: an unset one at its fallback's (catalog/pricing.py)."""
-    charged = dict(prices)
-    for usage in USAGE_CLASSES:
-        if charged[usage.price] is None:
-            charged[usage.price] = charged[usage.default]
-    return charged
+    """Every class's price as charged: an unset one at its fallback's (by catalog/pricing.py, of a
+    version never saved)."""
+    return pricing.resolve(PriceVersion(**prices))
 
 
 def prices_of(version: PriceVersion | None) -> dict[str, int | None]:
@@ -716,6 +717,9 @@ def periodic_sync(settings: Settings) -> SyncReport | None:
     except (ServiceError, SQLAlchemyError, redis.RedisError) as exc:
         why = str(exc) if isinstance(exc, ServiceError) else logs.error_summary(exc)
         log.error("price sync from %s failed, nothing changed: %s", source, why)
+        return None
+    except Exception:  # a thread's last word: the next sync is due in price_sync_hours all the same
+        log.exception("price sync from %s failed, nothing changed", source)
         return None
     log.info("%s", report.summary())
     if report.publish_error:
