@@ -4,12 +4,14 @@ refunds (once, never beyond the payment or the balance), suspension, and key cha
 Redis, each written to the audit log with the admin as actor and the values before and after."""
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import re
 
 import pytest
 from admin_client import signed_in_admin
+from conftest import _free_port
 from console_client import PASSWORD, ConsoleClient
 from helpers import drain_all, redis_balance, sql_balance, usage_entry, usage_record
 from sqlalchemy import func, select
@@ -273,6 +275,11 @@ def test_a_payment_is_refunded_once_however_often_the_form_is_sent(admin, settin
             LedgerEntry, LedgerEntry.ledger_account_id == LedgerAccount.id).where(
             LedgerEntry.transaction_id == refunds[0].id)).all())
     assert legs == {ledger.wallet(alice.account.id): -4_000_000_000, ledger.DEPOSITS: 4_000_000_000}
+    [audited] = audit_of(settings, "ledger_transaction", refunds[0].id)
+    assert (audited.actor, json.loads(audited.before), json.loads(audited.after), audited.reason) == (
+        f"admin {admin.email}", {"balance_nano": 10_000_000_000},
+        {"kind": "refund", "account_id": alice.account.id, "amount_nano": -4_000_000_000,
+         "balance_nano": 6_000_000_000}, "customer asked")
     assert redis_balance(settings, redis_client, alice.account.id) == 6_000_000_000
     assert payment_choices(admin, alice.account.id) == {payment_id: f"{payment_id}:1"}
 
@@ -468,3 +475,19 @@ def test_amounts_are_parsed_exactly(admin, settings, make_customer):
     alice = make_customer("alice@example.com", "0.1")
     credit(admin, alice.account.id, "0.2", "float trap")
     assert sql_balance(settings, alice.account.id) == usd_to_nano("0.3") == 300_000_000
+
+
+def test_with_redis_unreachable_a_debit_changes_nothing_and_a_credit_waits_for_the_worker(
+        app, admin, settings, make_customer):
+    alice = make_customer("alice@example.com", "10")
+    admin.get(f"/admin/accounts/{alice.account.id}")
+    app.config["TOLLGATE_SETTINGS"] = dataclasses.replace(settings, redis_url=f"redis://127.0.0.1:{_free_port()}/0")
+    refused = credit(admin, alice.account.id, "-1", "correction")
+    assert refused.status_code == 503 and "Nothing was changed: the live balance could not be read" in refused.text
+    assert live_balance(refused.text) == "$10.00"  # the ledger's, while Redis is away
+    saved = credit(admin, alice.account.id, "1", "goodwill")
+    assert saved.status_code == 200 and "Saved, but the gateway has not taken the change yet" in saved.text
+    assert sql_balance(settings, alice.account.id) == 11_000_000_000
+    with db.read_session(settings) as session:
+        assert [row.published for row in session.scalars(select(LedgerTransaction).where(
+            LedgerTransaction.kind == "adjustment"))] == [False]  # the worker applies it once Redis answers

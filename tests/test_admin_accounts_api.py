@@ -4,11 +4,13 @@ payment refunds (once per refunds_seen), suspension, key revocation and limits r
 read-only and customer keys refused; bad input a clear 400 or 404, never a 500."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from decimal import Decimal
 
 import pytest
 from admin_client import make_admin, make_admin_key
+from conftest import _free_port
 from helpers import redis_balance, sql_balance
 from sqlalchemy import func, select
 
@@ -332,3 +334,17 @@ def test_a_bad_key_change_is_a_clear_400(client, settings, headers, redis_client
 def test_an_empty_key_change_is_a_400(client, headers, alice):
     status, answer = call(client, headers, "PATCH", f"/keys/{alice.key.id}", {})
     assert (status, error(answer)[0]) == (400, "invalid_request")
+
+
+def test_with_redis_unreachable_a_debit_is_a_503_and_changes_nothing(app, client, settings, headers, alice):
+    app.config["TOLLGATE_SETTINGS"] = dataclasses.replace(settings, redis_url=f"redis://127.0.0.1:{_free_port()}/0")
+    before = ledger_count(settings)
+    status, answer = call(client, headers, "POST", f"/accounts/{alice.account.id}/credit",
+                          {"amount": "-1", "reason": "correction"})
+    assert (status, error(answer)[0]) == (503, "control_plane_unavailable")
+    assert ledger_count(settings) == before
+    status, answer = call(client, headers, "POST", f"/accounts/{alice.account.id}/credit",
+                          {"amount": "1", "reason": "goodwill"})
+    assert status == 201 and answer["live"] is False and answer["account"]["balance_nano"] == 11_000_000_000
+    status, answer = call(client, headers, "POST", f"/accounts/{alice.account.id}/suspend", {"reason": "r"})
+    assert status == 200 and (answer["status"], answer["live"]) == ("suspended", False)

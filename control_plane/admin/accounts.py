@@ -159,6 +159,7 @@ def account_credit(account_id: int):
             _field_error(form, exc)
         except redis.RedisError:
             flash(REDIS_DOWN, "error")
+            return _account_page(account, 503, credit_form=form)
         else:
             what = "Credited" if amount > 0 else "Debited"
             _flash_moved(moved, f"{what} {format_usd(abs(amount))} (transaction #{moved.transaction.id}).")
@@ -180,6 +181,7 @@ def account_refund(account_id: int):
             _field_error(form, exc)
         except redis.RedisError:
             flash(REDIS_DOWN, "error")
+            return _account_page(account, 503, refund_form=form)
         else:
             if moved.repeated:
                 flash(f"That refund was made already (transaction #{moved.transaction.id}); nothing more was "
