@@ -146,7 +146,8 @@ class Change:
 
     @property
     def changed(self) -> bool:
-        return self.before != self.after
+        """Changed in an update (a creation's or removal's fields have one side only)."""
+        return self.before is not None and self.after is not None and self.before != self.after
 
 
 def changes(entry: AuditEntry) -> list[Change]:
