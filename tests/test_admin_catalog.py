@@ -281,6 +281,7 @@ def test_a_disabled_providers_route_is_marked(admin, settings):
     admin.post_form("/admin/providers/p1/disable", {})
     page = admin.get("/admin/models/m").text
     assert cells(page, f"route-{only_route_to(settings, 'p1')}")[1] == "p1 disabled: not used"
+    assert "State served by 1 of its 2 route(s)" in text(page)
     assert cells(admin.get("/admin/models").text, "model-m")[3:6] == ["1 of 2", "$1.00", "$2.00"]
 
 
@@ -329,7 +330,7 @@ def test_model_list(cli, settings, providers):
         == ("fixed", "fixed price", ["fixed-latest"], 3, 15_000_000_000)
     assert [(cost["provider"], cost["served"], cost["cost_nano"]["input"]) for cost in items[0]["route_costs"]] == [
         ("p1", True, 1_000_000_000), ("p2", False, 3_000_000_000)]
-    assert items[0]["price"] is None and items[0]["served_routes"] == 1
+    assert items[0]["price"] is None and items[0]["served_route_count"] == 1
 
 
 # The admin API -----------------------------------------------------------------------------------

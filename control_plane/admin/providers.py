@@ -39,7 +39,8 @@ def _check_base_url(_form, field) -> None:
 class ProviderForm(FlaskForm):
     name = StringField("Name", validators=[InputRequired(), Length(max=100)],
                        description="How routes name it, e.g. openai: letters, digits and ._:/@+-.")
-    protocol = SelectField("Protocol", choices=[(protocol, PROTOCOL_LABELS[protocol]) for protocol in PROTOCOLS])
+    protocol = SelectField("Protocol", choices=[(protocol, PROTOCOL_LABELS[protocol]) for protocol in PROTOCOLS],
+                           description="The API it speaks. A model's routes all speak the same one.")
     base_url = StringField("Base URL", validators=[InputRequired(), Length(max=2000), _check_base_url],
                            description="e.g. https://api.openai.com/v1 (OpenAI) or https://api.anthropic.com "
                                        "(Anthropic).")

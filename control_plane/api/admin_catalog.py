@@ -84,7 +84,7 @@ def model_summary(session: Session, model: Model) -> dict:
     return {
         "id": model.id, "name": model.name, "at_cost": model.at_cost,
         "charging": "at cost" if model.at_cost else "fixed price",
-        "served": bool(served), "routes": len(routes), "served_routes": len(served),
+        "served": bool(served), "route_count": len(routes), "served_route_count": len(served),
         "aliases": [alias.name for alias in upstreams.aliases(session, model.id)],
         "price_version": price and price.id, **_money("price", price and pricing.resolve(price)),
         "route_costs": [_route_cost(session, route) for route in routes],

@@ -162,7 +162,7 @@ def model_list(settings: Settings, as_json: bool) -> None:
         click.echo(exact_json.dumps(items))
         return
     _table([("name", "charging", "routes", "input/1M", "output/1M", "aliases")] + [
-        (item["name"], item["charging"], f"{item['served_routes']}/{item['routes']}"
+        (item["name"], item["charging"], f"{item['served_route_count']}/{item['route_count']}"
          + ("" if item["served"] else " (not served)"), *_current_prices(item, ("input", "output")),
          ", ".join(item["aliases"]) or "-")
         for item in items])
