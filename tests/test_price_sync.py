@@ -15,10 +15,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import select
 
 from control_plane import audit, db
 from control_plane.catalog import price_sync, upstreams
+from control_plane.cli.main import main
 from control_plane.hot import redis_keys
 from control_plane.models import AuditEntry, Base, Model, PriceHold, PriceVersion, Route
 from control_plane.ops.worker import Worker
@@ -491,16 +493,30 @@ def test_a_rise_of_exactly_the_limit_is_applied(settings, cli, catalog, tmp_path
     assert route_item(sync_json(cli, path, "--apply"), "gpt-4o")["status"] == status
 
 
+def sync_with(tollgate_env, *args: str, **env: str):
+    """`tollgate prices sync args…` with these settings changed."""
+    return CliRunner().invoke(main, ["prices", "sync", *args], env={**tollgate_env, **env})
+
+
 def test_the_rise_limit_is_a_setting(settings, tollgate_env, catalog):
-    from click.testing import CliRunner
-
-    from control_plane.cli.main import main
-
-    env = {**tollgate_env, "TOLLGATE_PRICE_SYNC_MAX_RISE_PERCENT": "200"}
-    result = CliRunner().invoke(main, ["prices", "sync", "--source", str(LITELLM), "--format", "litellm", "--apply"],
-                                env=env)
+    result = sync_with(tollgate_env, "--source", str(LITELLM), "--apply", TOLLGATE_PRICE_SYNC_MAX_RISE_PERCENT="200")
     assert result.exit_code == 0, result.output
     assert cost_of(settings, "mini").input == 150_000_000 and holds_of(settings) == []
+
+
+def test_the_source_and_format_default_to_the_settings(settings, tollgate_env, catalog):
+    result = sync_with(tollgate_env, "--json", TOLLGATE_PRICE_SYNC_SOURCE=str(OPENROUTER),
+                       TOLLGATE_PRICE_SYNC_FORMAT="openrouter")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["format"] == "openrouter"
+
+
+def test_a_change_redis_does_not_take_is_saved_and_says_so(settings, tollgate_env, catalog):
+    result = sync_with(tollgate_env, "--source", str(LITELLM), "--apply", TOLLGATE_REDIS_URL="redis://127.0.0.1:9/0")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: saved, but not live yet: ConnectionError")
+    assert result.stderr.rstrip().endswith("run `tollgate publish` once Redis answers")
+    assert cost_of(settings, "gpt-4o").output == 10_000_000_000
 
 
 def test_a_price_becoming_zero_is_held(settings, cli, catalog, tmp_path):

@@ -7,6 +7,7 @@ import json
 import uuid
 
 import pytest
+from harness import wait_for
 from helpers import balance_nano, bearer, new_customer, only_row, post_raw, rows_of
 from simulator import Simulator
 from test_price_sync import write_list
@@ -66,6 +67,11 @@ def test_a_model_the_list_gives_no_price_answers_404_and_a_priced_one_is_billed_
     assert [(row["requested_model"], row["status"], row["cost_nano"]) for row in rows] == [
         (priced, 200, CHAT_COST), (free, 404, 0), (unpriced, 404, 0)]
     assert balance_nano(gateway, key) == before - CHAT_COST
+    # Until priced: once the list prices it per token, the next sync adds it and it is served.
+    path = write_list(tmp_path, {unpriced: {"input_cost_per_token": 1e-06, "output_cost_per_token": 2e-06}})
+    gateway.cli("prices", "sync", "--source", path, "--format", "litellm", "--apply", "--add-new",
+                "--provider", provider)
+    wait_for(lambda: chat(gateway, key, unpriced)[0] == 200, 5, f"{unpriced} served once priced")
 
 
 def test_a_route_whose_cost_is_zero_in_every_class_is_served_at_zero_today(gateway, sim):
