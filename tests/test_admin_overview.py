@@ -10,12 +10,15 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from html.parser import HTMLParser
 
+import httpx
 import pytest
 from admin_client import signed_in_admin
 from helpers import COST, drain_all, usage_entry, usage_record
 from sqlalchemy import event, select
 
 from control_plane import db
+from control_plane import settings as settings_module
+from control_plane.app import create_app
 from control_plane.catalog import upstreams as catalog
 from control_plane.hot import redis_keys
 from control_plane.models import ReconcileRun, Usage, UsageRollup, utcnow
@@ -267,4 +270,21 @@ def test_the_overview_is_for_admins_only(settings, app, customer):
     response = visitor.post_form("/admin/reconcile", {}, csrf=False, follow=False)
     assert response.status_code in (303, 403)
     with db.session_scope(settings) as session:
+        assert session.scalar(select(ReconcileRun)) is None
+
+
+def test_without_redis_the_overview_shows_sqls_figures_and_says_the_backlog_is_unknown(settings, app, tollgate_env,
+                                                                                       traffic):
+    admin = signed_in_admin(settings, app=app)  # signing in needs Redis (its throttle); then it goes away
+    closed = settings_module.load({**tollgate_env, "TOLLGATE_REDIS_URL": "redis://127.0.0.1:9/0"})
+    admin.http = httpx.Client(transport=httpx.WSGITransport(app=create_app({"TESTING": True,
+                                                                          "TOLLGATE_SETTINGS": closed})),
+                              base_url=admin.http.base_url, cookies=admin.http.cookies, follow_redirects=True)
+    page = admin.get("/admin/")
+    assert page.status_code == 200
+    assert tables(page.text)["Per model, most charged first"][1][:2] == ["test-chat", "5"]
+    assert re.search(r'id="drain-backlog">unknown</div>\s*<div class="muted">Redis did not answer: ', page.text)
+    page = admin.post_form("/admin/reconcile", {})
+    assert "Reconcile did not run: Redis did not answer" in page.text
+    with db.session_scope(closed) as session:
         assert session.scalar(select(ReconcileRun)) is None

@@ -28,7 +28,7 @@ from ..hot import connection, redis_keys, usage_records
 from ..models import Account, ReconcileRun, Usage, UsageDaily, UsageQuarantine, utc_timestamp, utcnow
 from ..settings import Settings
 from ..usage_classes import USAGE_CLASSES
-from . import admin, error_page
+from . import admin
 from .sessions import admin_required, read_session
 
 DAYS = 30  # UTC days, today included
@@ -55,10 +55,12 @@ class Backlog:
     records: int
     cost_nano: int  # Redis debited it already; the ledger has it once drained
     oldest_at: datetime | None  # when the oldest of them reached its stream
+    unknown: str = ""  # why it could not be read (Redis did not answer); the figures are 0 then
 
     def as_dict(self) -> dict:
         return {"records": self.records, **money_fields(cost=self.cost_nano),
-                "oldest_at": utc_timestamp(self.oldest_at) if self.oldest_at else None}
+                "oldest_at": utc_timestamp(self.oldest_at) if self.oldest_at else None,
+                "unknown": self.unknown or None}
 
 
 @dataclass(frozen=True)
@@ -82,8 +84,8 @@ class Overview:
     def as_dict(self) -> dict:
         return {
             "from": self.first.isoformat(), "to": self.last.isoformat(), "time_zone": "UTC",
-            "total": {**self.total.as_dict(), "errors": self.errors, "error_rate": percent(self.errors,
-                                                                                           self.total.requests)},
+            "total": {**self.total.as_dict(), "errors": self.errors,
+                      "error_rate": percent(self.errors, self.total.requests)},
             "days": [{"day": day.isoformat(), **totals.as_dict()} for day, totals in self.days],
             "models": [{"model": model, **totals.as_dict()} for model, totals in self.models],
             "providers": [{"provider": provider, **totals.as_dict()} for provider, totals in self.providers],
@@ -140,7 +142,15 @@ def _top_accounts(session: Session, first: date, last: date) -> list[TopAccount]
 
 def backlog(session: Session, settings: Settings) -> Backlog:
     """The records of every usage stream, read a page at a time, less those SQL already has (the
-    drain commits before it deletes the entries)."""
+    drain commits before it deletes the entries). Without Redis the overview still shows SQL's
+    figures: the backlog is unknown then, and says why."""
+    try:
+        return _backlog(session, settings)
+    except redis.RedisError as exc:
+        return Backlog(0, 0, None, f"Redis did not answer: {logs.error_summary(exc)}")
+
+
+def _backlog(session: Session, settings: Settings) -> Backlog:
     client = connection.client(settings)
     records, cost, oldest = 0, 0, None
     for shard in range(settings.redis_shards):
@@ -178,12 +188,7 @@ def _chart(overview: Overview) -> dict:
 @admin.get("/")
 @admin_required
 def overview():
-    session = read_session()
-    try:
-        found = figures(session, context.settings())
-    except redis.RedisError as exc:
-        return error_page(503, "Redis did not answer",
-                                f"The drain backlog is read from Redis, which did not answer: {logs.error_summary(exc)}.")
+    found = figures(read_session(), context.settings())
     return render_template("admin/overview.html", nav="overview", overview=found, chart=_chart(found),
                            usage_classes=USAGE_CLASSES, percent=percent)
 
