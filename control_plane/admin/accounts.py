@@ -229,9 +229,9 @@ def key_limits(account_id: int, key_id: int):
         try:
             key, live = admin_accounts.change_key_limits(context.settings(), key_id, form.changes())
         except InvalidKeyField as exc:
-            getattr(form, exc.field).errors.append(f"{str(exc)[0].upper()}{str(exc)[1:]}.")
+            getattr(form, exc.field).errors.append(_sentence(exc))
         except ServiceError as exc:  # revoked
-            flash(f"{str(exc)[0].upper()}{str(exc)[1:]}.", "error")
+            flash(_sentence(exc), "error")
         else:
             flash(f"Limits of key {key.prefix}… saved: the gateway uses them within 2 seconds." if live
                   else NOT_LIVE, "success" if live else "error")
@@ -250,7 +250,7 @@ def _change_suspension(account: Account, suspended: bool):
             except refunds.InvalidField as exc:
                 _field_error(form, exc)
             except ServiceError as exc:  # a deleted account
-                flash(f"{str(exc)[0].upper()}{str(exc)[1:]}.", "error")
+                flash(_sentence(exc), "error")
             else:
                 _flash_suspension(change, suspended)
                 return _back(account, "standing")
@@ -279,6 +279,12 @@ def _field_error(form: FlaskForm, exc: refunds.InvalidField) -> None:
     """The money module's refusal, shown at the form's field it names."""
     field = getattr(form, "payment" if exc.field == "refunds_seen" else exc.field, None) or form.amount
     field.errors = [*field.errors, f"{exc}."]
+
+
+def _sentence(exc: Exception) -> str:
+    """A service's message ("key 3 is revoked; …") as a sentence of the page."""
+    text = str(exc)
+    return f"{text[0].upper()}{text[1:]}."
 
 
 def _back(account: Account, section: str):

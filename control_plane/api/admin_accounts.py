@@ -231,8 +231,8 @@ def account_detail(account_id: int):
 def account_credit(account_id: int):
     account = _account(account_id)
     body = _body({"amount", "reason"})
-    amount = _money(lambda: refunds.parse_amount(_required(body, "amount")))
-    moved = _money(lambda: refunds.credit(context.settings(), account.id, amount, body.get("reason")))
+    amount = _refused(lambda: refunds.parse_amount(_required(body, "amount")))
+    moved = _refused(lambda: refunds.credit(context.settings(), account.id, amount, body.get("reason")))
     return _moved(account, moved), 201
 
 
@@ -243,9 +243,9 @@ def account_refund(account_id: int):
     payment_id = _whole(body, "payment", "the payment's transaction_id (GET /accounts/<id> lists them)")
     seen = _whole(body, "refunds_seen", "the payment's refunds count, or left out") \
         if body.get("refunds_seen") is not None else None
-    amount = _money(lambda: refunds.parse_amount(_required(body, "amount")))
-    moved = _money(lambda: refunds.refund(context.settings(), account.id, payment_id, amount, body.get("reason"),
-                                          seen))
+    amount = _refused(lambda: refunds.parse_amount(_required(body, "amount")))
+    moved = _refused(lambda: refunds.refund(context.settings(), account.id, payment_id, amount, body.get("reason"),
+                                            seen))
     return _moved(account, moved), 200 if moved.repeated else 201
 
 
@@ -281,12 +281,7 @@ def key_update(key_id: int):
             changes[field] = value
     if not changes:
         raise ApiError("invalid_request", detail='Send at least one of "limit", "rpm", "tpm".')
-    try:
-        key, live = change_key_limits(context.settings(), key_id, changes)
-    except InvalidKeyField as exc:
-        raise ApiError("invalid_parameter", detail=f"'{exc.field}': {exc}.") from None
-    except ServiceError as exc:
-        raise ApiError("invalid_request", detail=f"{exc}.") from None
+    key, live = _refused(lambda: change_key_limits(context.settings(), key_id, changes))
     return {**key_items(context.session(), context.settings(), [key])[0], "live": live}
 
 
@@ -298,12 +293,7 @@ def _suspension(account_id: int, suspended: bool):
         raise bad_parameter("reason", "a string")
     if suspended and account.id == g.admin.id:
         raise ApiError("invalid_request", detail="An admin cannot suspend their own account.")
-    try:
-        changed = suspension.change(context.settings(), account.id, suspended, reason)
-    except refunds.InvalidField as exc:
-        raise ApiError("invalid_parameter", detail=f"'{exc.field}': {exc}.") from None
-    except ServiceError as exc:
-        raise ApiError("invalid_request", detail=f"{str(exc)[0].upper()}{str(exc)[1:]}.") from None
+    changed = _refused(lambda: suspension.change(context.settings(), account.id, suspended, reason))
     return {**_detail(_reread(changed.account)), "changed": changed.changed, "live": changed.live}
 
 
@@ -329,17 +319,18 @@ def _moved(account: Account, moved: refunds.Moved) -> dict:
             "repeated": moved.repeated, "account": _detail(account)}
 
 
-def _money(move):
-    """move() with the money module's refusals as API errors: a field that cannot be used (400
-    invalid_parameter), an account that cannot take it (400), Redis not answering (503)."""
+def _refused(change):
+    """change() with its refusals as API errors: a field that cannot be used (400
+    invalid_parameter, naming it), a change its subject cannot take (400 invalid_request: a
+    deleted account, a revoked key), Redis not answering (503; nothing was changed)."""
     try:
-        return move()
-    except refunds.InvalidField as exc:
+        return change()
+    except (refunds.InvalidField, InvalidKeyField) as exc:
         raise ApiError("invalid_parameter", detail=f"'{exc.field}': {exc}.") from None
     except ServiceError as exc:
-        raise ApiError("invalid_request", detail=f"{exc}.") from None
+        raise ApiError("invalid_request", detail=f"{str(exc)[0].upper()}{str(exc)[1:]}.") from None
     except redis.RedisError as exc:
-        log.error("admin money movement refused, Redis did not answer: %s", logs.error_summary(exc))
+        log.error("admin change refused, Redis did not answer: %s", logs.error_summary(exc))
         raise ApiError("control_plane_unavailable", request_id=request.headers.get("X-Request-Id")) from None
 
 

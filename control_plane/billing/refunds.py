@@ -108,7 +108,7 @@ def given_reason(text: str | None) -> str:
     it is too long."""
     reason = text.strip() if isinstance(text, str) else ""
     if not reason:
-        raise InvalidField("reason", "Give a reason: it is kept in the audit log (and a customer sees a credit's)")
+        raise InvalidField("reason", "Give a reason: it is kept in the audit log")
     if len(reason) > MAX_REASON:
         raise InvalidField("reason", f"A reason is at most {MAX_REASON} characters")
     return reason
@@ -183,7 +183,7 @@ def refund(settings: Settings, account_id: int, payment_id: int, amount_nano: in
             return Moved(earlier, True, repeated=True)
         if number != paid.refunds:
             raise InvalidField("payment", f"Payment #{payment_id} has {paid.refunds} refunds now, not {number}: "
-                                          "someone refunded it meanwhile. Reload the page to see them")
+                                          "reload the page to see them, then try again")
         if amount_nano > paid.refundable_nano:
             raise InvalidField("amount", f"At most {format_usd(paid.refundable_nano)} of payment #{payment_id} can "
                                          f"be refunded (paid {format_usd(paid.amount_nano)}, refunded "
