@@ -452,3 +452,10 @@ def test_api_read_only_keys_read_but_do_not_change_models(api, settings):
         status, answer = api(method, path, body, read_only=True)
         assert (status, answer["error"]["code"]) == (403, "admin_key_read_only")
     assert api("GET", "/models/m", read_only=True)[0] == 200
+
+
+def test_api_customer_keys_are_refused(client, customer, providers):
+    for method, path in (("GET", "/models"), ("GET", "/providers"), ("POST", "/models"), ("POST", "/providers/p1/test")):
+        response = client.open(f"/api/admin/v1{path}", method=method, json={},
+                               headers={"Authorization": f"Bearer {customer.plaintext}"})
+        assert (response.status_code, response.get_json()["error"]["code"]) == (401, "admin_key_required")
