@@ -7,7 +7,7 @@ named for it (views.py imports them all). `register` attaches them to the app.
 """
 from __future__ import annotations
 
-from flask import Blueprint, Flask, render_template
+from flask import Blueprint, Flask, g, render_template
 
 from ..console import csrf
 
@@ -17,6 +17,12 @@ admin = Blueprint("admin", __name__, url_prefix="/admin")
 @admin.before_request
 def _check_csrf():
     csrf.protect()
+
+
+@admin.context_processor
+def _signed_in_admin() -> dict:
+    """Templates show the admin nav and sign-out form to a signed-in admin (admin_required sets g.admin)."""
+    return {"admin": g.get("admin")}
 
 
 def register(app: Flask) -> None:
