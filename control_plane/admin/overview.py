@@ -105,6 +105,7 @@ def percent(part: int, whole: int) -> Decimal:
 
 
 def figures(session: Session, settings: Settings, today: date | None = None) -> Overview:
+    """The overview of the DAYS UTC days up to today (included)."""
     last = today or utcnow().date()
     first = last - timedelta(days=DAYS - 1)
     rows = usage_rollup.rows_between(session, first, last)
