@@ -78,7 +78,7 @@ class EvmWatcher:
                     raise
                 span = (last - block + 1) // 2
                 continue
-            report.found += self._record(found, recipients, cursor=last + 1 if last <= confirmed else None)
+            report.found += self._record(found, recipients, block, cursor=last + 1 if last <= confirmed else None)
             block = last + 1
             if progress is not None:
                 progress(block - start, total)
@@ -110,8 +110,11 @@ class EvmWatcher:
                                         first, last)
         return found
 
-    def _record(self, found: list[TransferLog], recipients: dict[str, int], cursor: int | None) -> int:
-        """Record the transfers (and move the cursor to `cursor`) in one transaction; how many are new."""
+    def _record(self, found: list[TransferLog], recipients: dict[str, int], first: int, cursor: int | None) -> int:
+        """Record the transfers of blocks first..cursor-1 (and move the cursor to `cursor` when it
+        stands within them) in one transaction; how many are new. A cursor below `first` was moved
+        back by a rescan while this scan ran (or was never reached): it stays, so no block below
+        it is left unscanned."""
         new = 0
         with db.session_scope(self.settings) as session:
             for transfer in found:
@@ -131,7 +134,8 @@ class EvmWatcher:
                     # Mined again after a re-org: the row follows the transfer to its new block.
                     deposit.block_number, deposit.block_hash, deposit.status = (
                         transfer.block_number, transfer.block_hash, "seen")
-            if cursor is not None and cursor > (cursors.next_block(session, self.chain) or 0):
+            current = cursors.next_block(session, self.chain) or 0
+            if cursor is not None and first <= current < cursor:
                 cursors.advance(session, self.chain, cursor)
         return new
 

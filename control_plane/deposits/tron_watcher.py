@@ -110,7 +110,7 @@ def scan(settings: Settings, *, from_block: int | None = None, to_block: int | N
         except NodeLags as exc:
             log.warning("tron: blocks %d..%d not scanned yet, the node's solidified state lags: %s", low, high, exc)
             break
-        report.found += _record(settings, client, transfers, owners, allowed, high)
+        report.found += _record(settings, client, transfers, owners, allowed, low, high)
         report.credited += _credit_confirmed(settings)
         report.to_block = high
         if progress is not None:
@@ -159,8 +159,10 @@ def _find_transfers(client: TronGrid, owners: dict[str, int], contract: str, con
 
 
 def _record(settings: Settings, client: TronGrid, transfers: list[Transfer], owners: dict[str, int],
-            allowed: tuple[Token, ...], high: int) -> int:
-    """Record the step's deposits and move the cursor past it, in one transaction; how many are new."""
+            allowed: tuple[Token, ...], low: int, high: int) -> int:
+    """Record the deposits of blocks low..high and move the cursor past them when it stands within
+    them, in one transaction; how many are new. A cursor below `low` was moved back by a rescan
+    while this scan ran: it stays, so no block below it is left unscanned."""
     block_ids = {number: client.solid_block(number).block_id for number in {t.block_number for t in transfers}}
     with db.session_scope(settings) as session:
         known = {(tx_hash, log_index) for tx_hash, log_index in session.execute(
@@ -172,7 +174,7 @@ def _record(settings: Settings, client: TronGrid, transfers: list[Transfer], own
                            amount=transfer.amount, block_number=transfer.block_number,
                            block_hash=block_ids[transfer.block_number], status="confirmed", allowed=allowed)
         current = cursors.next_block(session, CHAIN)
-        if current is None or current < high + 1:
+        if current is None or low <= current < high + 1:
             cursors.advance(session, CHAIN, high + 1)
     return sum((normal_tx_hash(CHAIN, t.txid), t.log_index) not in known for t in transfers)
 
