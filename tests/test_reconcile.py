@@ -172,3 +172,14 @@ def test_overage_is_listed_per_account_and_does_not_fail(settings, cli, redis_cl
     assert {row["email"]: row["overage_nano"] for row in report["accounts"]} == {
         "alice@example.com": 250_005, "bob@example.com": 0}
     assert report["overage_nano"] == 250_005
+
+
+def test_the_cli_stores_its_run_for_the_admin_overview(settings, cli, customer):
+    import getpass
+
+    from control_plane.models import ReconcileRun
+
+    assert cli("reconcile").exit_code == 0
+    with db.read_session(settings) as session:
+        [run] = session.query(ReconcileRun).all()
+    assert (run.actor, run.ok, run.accounts, run.drifting) == (f"cli {getpass.getuser()}", True, 1, 0)

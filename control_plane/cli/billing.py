@@ -6,7 +6,7 @@ import click
 from sqlalchemy import select
 
 from .. import db, exact_json
-from ..billing import reconcile
+from ..billing import reconcile_runs
 from ..billing.usage_drain import quarantine_item
 from ..models import UsageQuarantine
 from ..money import format_usd
@@ -18,9 +18,9 @@ from ..settings import Settings
 @click.pass_obj
 def reconcile_command(settings: Settings, as_json: bool) -> None:
     """Compare every account's Redis balance and every key's spend with the SQL ledger and check
-    the money invariants; exit 1 on any drift, broken invariant or quarantined usage record."""
-    with db.read_session(settings) as session:
-        report = reconcile.reconcile(session, settings)
+    the money invariants; exit 1 on any drift, broken invariant or quarantined usage record. The
+    run is stored (the admin overview shows the last one, whoever ran it)."""
+    _run, report = reconcile_runs.run(settings)
     if as_json:
         click.echo(exact_json.dumps(report.as_dict()))
     else:
