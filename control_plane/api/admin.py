@@ -54,4 +54,4 @@ def quarantine():
 
 
 # Each domain's endpoints attach to admin_v1 when imported.
-from . import admin_accounts, admin_catalog, admin_ops, admin_prices  # noqa: E402, F401
+from . import admin_accounts, admin_catalog, admin_ops, admin_prices  # noqa: F401

@@ -21,9 +21,7 @@ endpoints are here too (search, live_balances, account_item, change_key_limits).
 """
 from __future__ import annotations
 
-import json
 import logging
-from decimal import Decimal
 
 import redis
 from flask import g, request
@@ -230,7 +228,7 @@ def account_detail(account_id: int):
 @admin_v1.post("/accounts/<int:account_id>/credit")
 def account_credit(account_id: int):
     account = _account(account_id)
-    body = _body({"amount", "reason"})
+    body = context.json_object('{"amount": "12.50", "reason": "bank transfer"}', {"amount", "reason"})
     amount = _refused(lambda: refunds.parse_amount(_required(body, "amount")))
     moved = _refused(lambda: refunds.credit(context.settings(), account.id, amount, body.get("reason")))
     return _moved(account, moved), 201
@@ -239,7 +237,8 @@ def account_credit(account_id: int):
 @admin_v1.post("/accounts/<int:account_id>/refunds")
 def account_refund(account_id: int):
     account = _account(account_id)
-    body = _body({"payment", "amount", "reason", "refunds_seen"})
+    body = context.json_object('{"payment": 41, "amount": "10.00", "reason": "duplicate payment"}',
+                               {"payment", "amount", "reason", "refunds_seen"})
     payment_id = _whole(body, "payment", "the payment's transaction_id (GET /accounts/<id> lists them)")
     seen = _whole(body, "refunds_seen", "the payment's refunds count, or left out") \
         if body.get("refunds_seen") is not None else None
@@ -269,7 +268,7 @@ def key_revoke(key_id: int):
 @admin_v1.patch("/keys/<int:key_id>")
 def key_update(key_id: int):
     _key(key_id)
-    body = _body({"limit", "rpm", "tpm"})
+    body = context.json_object('{"limit": "5.00", "rpm": 60}', {"limit", "rpm", "tpm"})
     changes = {}
     if "limit" in body:
         changes["limit_nano"] = key_limit(body["limit"])
@@ -287,7 +286,7 @@ def key_update(key_id: int):
 
 def _suspension(account_id: int, suspended: bool):
     account = _account(account_id)
-    body = _body({"reason"})
+    body = context.json_object('{"reason": "chargeback under review"}', {"reason"})
     reason = body.get("reason") or ""
     if not isinstance(reason, str):
         raise bad_parameter("reason", "a string")
@@ -346,20 +345,6 @@ def _key(key_id: int) -> ApiKey:
     if key is None:
         raise ApiError("not_found", detail=f"No key {key_id}. GET /api/admin/v1/accounts/<id> lists an account's.")
     return key
-
-
-def _body(fields: set[str]) -> dict:
-    """The request's JSON object, numbers exact (no floats), only `fields` in it."""
-    try:
-        body = json.loads(request.get_data() or b"{}", parse_float=Decimal)
-    except (ValueError, RecursionError):
-        raise ApiError("invalid_request", detail="The body must be a JSON object.") from None
-    if not isinstance(body, dict):
-        raise ApiError("invalid_request", detail="The body must be a JSON object.")
-    unknown = sorted(set(body) - fields)
-    if unknown:
-        raise bad_parameter(unknown[0], f"one of {', '.join(sorted(fields))} (no other field is taken here)")
-    return body
 
 
 def _required(body: dict, name: str):

@@ -19,13 +19,11 @@ answered as exact numbers with their `_nano` twins. The item builders here are a
 """
 from __future__ import annotations
 
-import json
 from contextlib import closing
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import redis
-from flask import request
 from sqlalchemy.orm import Session
 
 from .. import db, logs
@@ -164,16 +162,6 @@ def publish_live(settings: Settings, publish_change) -> str | None:
 # Bodies --------------------------------------------------------------------------------------
 
 
-def _body(example: str) -> dict:
-    try:
-        body = json.loads(request.get_data() or b"{}", parse_float=Decimal)
-    except (ValueError, RecursionError):
-        body = None
-    if not isinstance(body, dict):
-        raise ApiError("invalid_request", detail=f"The body must be a JSON object, e.g. {example}.")
-    return body
-
-
 def _only(body: dict, fields: tuple[str, ...]) -> None:
     unknown = sorted(set(body) - set(fields))
     if unknown:
@@ -256,7 +244,7 @@ def provider_list():
 
 @admin_v1.post("/providers")
 def provider_save():
-    body = _body('{"name": "openai", "protocol": "openai", "base_url": "https://api.openai.com/v1", '
+    body = context.json_object('{"name": "openai", "protocol": "openai", "base_url": "https://api.openai.com/v1", '
                  '"api_key": "sk-…"}')
     _only(body, PROVIDER_FIELDS)
     name = _text(body, "name", required=True).strip()
@@ -341,7 +329,7 @@ def model_show(name: str):
 def model_add():
     """A model charged at cost with its route to `provider` (or an update of it; see
     upstreams.upsert_model): 201 when it is new."""
-    body = _body('{"name": "gpt-4o", "provider": "openai", "prices": {"input": "2.50", "output": "10"}}')
+    body = context.json_object('{"name": "gpt-4o", "provider": "openai", "prices": {"input": "2.50", "output": "10"}}')
     _only(body, MODEL_FIELDS)
     name = _text(body, "name", required=True).strip()
     existed = upstreams.find_model(context.session(), name) is not None
@@ -361,7 +349,7 @@ def model_add():
 def route_save(name: str):
     """Add the model's route to (provider, upstream_model), or update it."""
     model = _model(name)
-    body = _body('{"provider": "openai", "upstream_model": "gpt-4o", "priority": 1, "weight": 1, '
+    body = context.json_object('{"provider": "openai", "upstream_model": "gpt-4o", "priority": 1, "weight": 1, '
                  '"prices": {"input": "2.50", "output": "10"}}')
     _only(body, ROUTE_FIELDS)
     settings = context.settings()
@@ -396,7 +384,7 @@ def model_price(name: str):
     """`{"at_cost": true}`: each request at its route's cost; `{"prices": {…}}`: a fixed customer
     price (a new price version when it differs from the current one)."""
     model = _model(name)
-    body = _body('{"prices": {"input": "3.00", "output": "15"}} or {"at_cost": true}')
+    body = context.json_object('{"prices": {"input": "3.00", "output": "15"}} or {"at_cost": true}')
     _only(body, PRICE_REQUEST_FIELDS)
     if (body.get("at_cost") is True) == ("prices" in body) or body.get("at_cost") not in (None, True):
         raise ApiError("invalid_request", detail='Give either "at_cost": true or the model\'s "prices".')
@@ -413,7 +401,7 @@ def model_price(name: str):
 @admin_v1.post("/aliases")
 def alias_add():
     """Let customers call `model` as `alias` too (an alias that exists is pointed at it)."""
-    body = _body('{"alias": "gpt-latest", "model": "gpt-4o"}')
+    body = context.json_object('{"alias": "gpt-latest", "model": "gpt-4o"}')
     _only(body, ("alias", "model"))
     alias, model_name = _text(body, "alias", required=True).strip(), _text(body, "model", required=True)
     model = _model(model_name)

@@ -3,7 +3,6 @@ admin console's Overview, Deposits and Audit log pages as JSON, read through the
 (admin/overview.py, admin/deposits.py, admin/audit_log.py)."""
 from __future__ import annotations
 
-import json
 import logging
 
 import redis
@@ -49,7 +48,7 @@ def deposit_list():
 def deposit_rescan():
     """{"chain": "polygon", "from_block": 123}: move the chain's cursor back so its watcher scans
     from that block again (audited)."""
-    body = _object_body('{"chain": "polygon", "from_block": 123}')
+    body = context.json_object('{"chain": "polygon", "from_block": 123}')
     chain, from_block = body.get("chain"), body.get("from_block")
     if not isinstance(chain, str):
         raise bad_parameter("chain", "a chain name, one of tron, bsc, polygon")
@@ -96,13 +95,3 @@ def _filters(parse):
         return parse(request.args)
     except FilterError as exc:
         raise bad_parameter(exc.name, exc.requirement) from None
-
-
-def _object_body(example: str) -> dict:
-    try:
-        body = json.loads(request.get_data() or b"null")
-    except (ValueError, RecursionError):
-        raise ApiError("invalid_request", detail=f"The body must be a JSON object, e.g. {example}.") from None
-    if not isinstance(body, dict):
-        raise ApiError("invalid_request", detail=f"The body must be a JSON object, e.g. {example}.")
-    return body

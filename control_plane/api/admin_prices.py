@@ -13,9 +13,6 @@ null where it has no price of its own (`*_charged` is then its fallback's).
 """
 from __future__ import annotations
 
-import json
-from decimal import Decimal
-
 from flask import g, request
 
 from .. import db
@@ -68,7 +65,7 @@ def reject_held_price(hold_id: int):
 
 @admin_v1.post("/prices/sync")
 def sync_prices():
-    body = _body()
+    body = context.json_object(SYNC_EXAMPLE)
     source = body.get("source")
     if not isinstance(source, str) or not source.strip().startswith(("http://", "https://")):
         raise bad_parameter("source", "the price list's http(s) URL")
@@ -91,16 +88,6 @@ def sync_prices():
     except ServiceError as exc:  # an unknown provider
         raise ApiError("invalid_request", detail=_sentence(exc)) from None
     return report.as_dict()
-
-
-def _body() -> dict:
-    try:
-        body = json.loads(request.get_data() or b"{}", parse_float=Decimal)
-    except (ValueError, RecursionError):
-        body = None
-    if not isinstance(body, dict):
-        raise ApiError("invalid_request", detail=f"The body must be a JSON object, e.g. {SYNC_EXAMPLE}.")
-    return body
 
 
 def _sentence(exc: Exception) -> str:

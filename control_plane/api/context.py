@@ -2,6 +2,9 @@
 account of the API key it came with, and pagination. Used by api/v1.py and deposits/api.py."""
 from __future__ import annotations
 
+import json
+from decimal import Decimal
+
 from flask import current_app, g, request
 from sqlalchemy.orm import Session
 
@@ -52,6 +55,21 @@ def presented_key() -> str:
     if len(parts) == 2 and parts[0].lower() == "bearer" and parts[1].strip():
         return parts[1].strip()
     return request.headers.get("x-api-key", "").strip()
+
+
+def json_object(example: str, fields=None) -> dict:
+    """The request's body as a JSON object, its numbers exact (Decimal, never floats): else
+    invalid_request showing `example`. With `fields`, a field outside them is invalid_parameter."""
+    try:
+        body = json.loads(request.get_data() or b"{}", parse_float=Decimal)
+    except (ValueError, RecursionError):
+        body = None
+    if not isinstance(body, dict):
+        raise ApiError("invalid_request", detail=f"The body must be a JSON object, e.g. {example}.")
+    unknown = sorted(set(body) - set(fields)) if fields is not None else []
+    if unknown:
+        raise bad_parameter(unknown[0], f"one of {', '.join(sorted(fields))} (not a field of this request)")
+    return body
 
 
 def page(statement, cursor_column):

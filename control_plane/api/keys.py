@@ -10,10 +10,9 @@ Another account's key id gets the answer an unknown id gets (`key_not_found`), s
 """
 from __future__ import annotations
 
-import json
 from decimal import Decimal
 
-from flask import g, request
+from flask import g
 from sqlalchemy import select
 
 from ..accounts import api_keys
@@ -94,16 +93,7 @@ def key_rotate(key_id: int):
 
 def _key_request() -> tuple[str, KeyLimits]:
     """The name and limits of a create request's JSON body; each field optional, null as absent."""
-    try:
-        body = json.loads(request.get_data() or b"{}", parse_float=Decimal)
-    except (ValueError, RecursionError):
-        raise ApiError("invalid_request", detail='The body must be a JSON object, e.g. {"name": "ci", '
-                                                 '"limit": "5.00", "models": ["gpt-4o"]}.') from None
-    if not isinstance(body, dict):
-        raise ApiError("invalid_request", detail="The body must be a JSON object.")
-    unknown = sorted(set(body) - set(FIELDS))
-    if unknown:
-        raise bad_parameter(unknown[0], f"one of {', '.join(FIELDS)} (not a field a key has)")
+    body = context.json_object('{"name": "ci", "limit": "5.00", "models": ["gpt-4o"]}', FIELDS)
     name = body.get("name") or ""
     if not isinstance(name, str):
         raise bad_parameter("name", "a string")
