@@ -99,7 +99,8 @@ def test_the_last_ten_requests(customer):
 def test_the_chart_script_and_its_library_are_served_with_long_cache_headers(customer, gateway):
     page = customer.client.get("/console/").text
     for path in re.findall(r'<script src="([^"]+)"></script>', page):
-        assert path.startswith(("/static/vendor/chart.js/chart.min.js?v=", "/static/dashboard.js?v="))
+        assert path.startswith(("/static/vendor/chart.js/chart.min.js?v=", "/static/chart_money.js?v=",
+                                "/static/dashboard.js?v="))
         with urllib.request.urlopen(gateway.url + html.unescape(path), timeout=10) as response:
             assert response.status == 200 and "max-age=31536000" in response.headers["Cache-Control"]
 

@@ -10,14 +10,7 @@
     canvas.parentNode.hidden = true;
     return;
   }
-  // Exact decimal USD of a nano-USD integer (daily totals stay far below 2^53 nano, exact as JS numbers).
-  function usd(nano) {
-    var sign = nano < 0 ? "-" : "";
-    var digits = String(Math.abs(nano)).padStart(10, "0");
-    var fraction = digits.slice(-9).replace(/0+$/, "");
-    if (fraction.length < 2) fraction = (fraction + "00").slice(0, 2);
-    return sign + "$" + digits.slice(0, -9) + "." + fraction;
-  }
+  var usd = tollgateMoney.usd;
   function dataset(label, nano, colour) {
     return {
       label: label,
@@ -40,7 +33,7 @@
       animation: false,
       scales: {
         x: { title: { display: true, text: "Day (" + data.time_zone + ")" } },
-        y: { beginAtZero: true, title: { display: true, text: "USD" } },
+        y: { beginAtZero: true, title: { display: true, text: "USD" }, ticks: { callback: tollgateMoney.tick } },
       },
       plugins: {
         tooltip: {

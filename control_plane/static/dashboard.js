@@ -8,14 +8,7 @@
     canvas.parentNode.hidden = true;
     return;
   }
-  // Exact decimal USD of a nano-USD integer (costs stay far below 2^53 nano, exact as JS numbers).
-  function usd(nano) {
-    var sign = nano < 0 ? "-" : "";
-    var digits = String(Math.abs(nano)).padStart(10, "0");
-    var fraction = digits.slice(-9).replace(/0+$/, "");
-    if (fraction.length < 2) fraction = (fraction + "00").slice(0, 2);
-    return sign + "$" + digits.slice(0, -9) + "." + fraction;
-  }
+  var usd = tollgateMoney.usd;
   var palette = ["#1f5fbf", "#e07b00", "#1a7f37", "#b42318", "#7a3fb8", "#0f8a8a", "#9a6700", "#c2185b", "#5b6571"];
   new Chart(canvas, {
     type: "bar",
@@ -35,7 +28,8 @@
       animation: false,
       scales: {
         x: { stacked: true, title: { display: true, text: "Day (" + data.time_zone + ")" } },
-        y: { stacked: true, beginAtZero: true, title: { display: true, text: "USD" } },
+        y: { stacked: true, beginAtZero: true, title: { display: true, text: "USD" },
+             ticks: { callback: tollgateMoney.tick } },
       },
       plugins: {
         tooltip: {
