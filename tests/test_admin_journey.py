@@ -70,7 +70,6 @@ def _refused_as_suspended_soon(gateway, key: str, model: str) -> dict | None:
 def test_an_admin_configures_a_model_credits_a_customer_reads_the_audit_log_and_suspends(page, screen, gateway):
     admin_email, _secret = sign_in_admin(page, gateway, screen)
     assert page.get_by_role("heading", name="Overview").count() == 1
-    screenshot(page, "admin-overview", screen)
 
     # A provider: the sandbox again, under a name of its own, with the sandbox's key.
     tag = uuid.uuid4().hex[:8]
@@ -144,5 +143,11 @@ def test_an_admin_configures_a_model_credits_a_customer_reads_the_audit_log_and_
     refused = _refused_as_suspended_soon(gateway, key, model)
     assert refused is not None and refused["error"]["code"] == "account_suspended"
     assert "suspended" in refused["error"]["message"]
-    page.goto(f"{gateway.url}/admin/audit")
-    assert "Chargeback under review" in page.content()
+    page.goto(f"{gateway.url}/admin/audit?actor={admin_email}&action=update")
+    assert "Chargeback under review" in page.content() and "suspended" in page.content()
+    screenshot(page, "admin-audit-changes", screen)
+
+    # The overview counts the request the customer made.
+    page.goto(f"{gateway.url}/admin/")
+    assert page.locator("tr", has_text=model).count() >= 1
+    screenshot(page, "admin-overview", screen)
