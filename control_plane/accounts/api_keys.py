@@ -75,15 +75,21 @@ def parse_expiry(text: str) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
+def check_limits(spend_nano: int | None, rpm: int | None, tpm: int | None) -> None:
+    """A key's spend limit and rate limits within their columns' bounds (None: none), else
+    InvalidKeyField naming the one that is not."""
+    if spend_nano is not None and not 0 <= spend_nano <= MAX_LIMIT_NANO:
+        raise InvalidKeyField("limit", "a key's spend limit cannot be negative" if spend_nano < 0
+                              else "a key's spend limit is too large")
+    for field, rate in (("rpm", rpm), ("tpm", tpm)):
+        if rate is not None and not 1 <= rate <= MAX_RATE:
+            raise InvalidKeyField(field, f"a key's rate limits are from 1 to {MAX_RATE:,} per minute")
+
+
 def _check(session: Session, name: str, limits: KeyLimits) -> None:
     if len(name) > MAX_NAME:
         raise InvalidKeyField("name", f"a key's name is at most {MAX_NAME} characters")
-    if limits.spend_nano is not None and not 0 <= limits.spend_nano <= MAX_LIMIT_NANO:
-        raise InvalidKeyField("limit", "a key's spend limit cannot be negative" if limits.spend_nano < 0
-                              else "a key's spend limit is too large")
-    for field, rate in (("rpm", limits.rpm), ("tpm", limits.tpm)):
-        if rate is not None and not 1 <= rate <= MAX_RATE:
-            raise InvalidKeyField(field, f"a key's rate limits are from 1 to {MAX_RATE:,} per minute")
+    check_limits(limits.spend_nano, limits.rpm, limits.tpm)
     if limits.models is not None:
         if not limits.models:
             raise InvalidKeyField("models", "allow at least one model, or leave the list out to allow every model")

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from .. import db, logs
 from ..accounts import api_keys, suspension
-from ..accounts.api_keys import MAX_LIMIT_NANO, MAX_RATE, InvalidKeyField
+from ..accounts.api_keys import InvalidKeyField
 from ..billing import refunds, wallet_history
 from ..errors import ServiceError
 from ..hot import publish, redis_keys
@@ -41,8 +41,7 @@ from ..settings import Settings
 from . import context
 from .admin import admin_v1
 from .errors import ApiError, bad_parameter
-from .keys import _limit as key_limit
-from .keys import key_item
+from .keys import key_item, parse_limit
 
 log = logging.getLogger(__name__)
 
@@ -174,14 +173,7 @@ def change_key_limits(settings: Settings, key_id: int, changes: dict) -> tuple[A
     commit, publish: (the key, whether the gateway has it), or None for an unknown key.
     InvalidKeyField (field limit, rpm or tpm) for a value that cannot be used; ServiceError for a
     revoked key."""
-    limit = changes.get("limit_nano")
-    if limit is not None and not 0 <= limit <= MAX_LIMIT_NANO:
-        raise InvalidKeyField("limit", "a key's spend limit cannot be negative" if limit < 0
-                              else "a key's spend limit is too large")
-    for field in ("rpm", "tpm"):
-        rate = changes.get(field)
-        if rate is not None and not 1 <= rate <= MAX_RATE:
-            raise InvalidKeyField(field, f"a key's rate limits are from 1 to {MAX_RATE:,} per minute")
+    api_keys.check_limits(changes.get("limit_nano"), changes.get("rpm"), changes.get("tpm"))
     with db.session_scope(settings) as session:
         key = session.get(ApiKey, key_id) if 0 < key_id <= api_keys.MAX_ID else None
         if key is None:
@@ -271,7 +263,7 @@ def key_update(key_id: int):
     body = context.json_object('{"limit": "5.00", "rpm": 60}', {"limit", "rpm", "tpm"})
     changes = {}
     if "limit" in body:
-        changes["limit_nano"] = key_limit(body["limit"])
+        changes["limit_nano"] = parse_limit(body["limit"])
     for field in ("rpm", "tpm"):
         if field in body:
             value = body[field]

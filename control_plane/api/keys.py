@@ -97,12 +97,14 @@ def _key_request() -> tuple[str, KeyLimits]:
     name = body.get("name") or ""
     if not isinstance(name, str):
         raise bad_parameter("name", "a string")
-    return name.strip(), KeyLimits(spend_nano=_limit(body.get("limit")), rpm=_rate(body, "rpm"),
+    return name.strip(), KeyLimits(spend_nano=parse_limit(body.get("limit")), rpm=_rate(body, "rpm"),
                                    tpm=_rate(body, "tpm"), models=_models(body.get("models")),
                                    expires_at=_expiry(body.get("expires_at")))
 
 
-def _limit(raw) -> int | None:
+def parse_limit(raw) -> int | None:
+    """A key's spend limit from a JSON body (USD text or an exact number; null: none) in nano-USD,
+    else invalid_parameter naming `limit` (the customer and the admin API both read it)."""
     if raw is None:
         return None
     wrong = bad_parameter("limit", 'a USD amount such as "5.00" (at most 9 decimals), or null for none')
