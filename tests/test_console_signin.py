@@ -303,6 +303,7 @@ def test_tollgate_up_prints_the_console_and_the_demo_accounts_set_password_link(
     demo_key, demo_link = supervisor.prepare(settings)
     printed = supervisor.banner(settings, demo_key, demo_link)
     assert f"Console:            {settings.base_url}/console/" in printed
+    assert f"Admin console:      {settings.base_url}/admin/" in printed
     link = path_of(re.search(r"https?://\S+/console/set-password/\S+", printed).group(0))
     client = ConsoleClient(app=app)
     client.post_form(link, {"password": "the demo password", "confirm": "the demo password"})

@@ -165,6 +165,7 @@ def banner(settings: Settings, demo_key: str | None, demo_link: str | None = Non
         f"    OpenAI protocol:    base_url = {settings.base_url}/v1",
         f"    Anthropic protocol: base_url = {settings.base_url}",
         f"    Console:            {settings.console_base_url}/console/",
+        f"    Admin console:      {settings.console_base_url}/admin/   (an admin: tollgate admin create EMAIL)",
         f"    state: {settings.home}   logs: {settings.log_dir}",
     ]
     if demo_key:
