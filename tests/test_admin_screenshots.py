@@ -64,6 +64,14 @@ def test_every_other_admin_page_on_a_small_and_a_large_screen(page, screen, gate
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(f"{gateway.url}/admin/")
 
+    # While it runs, the button is disabled and the page says what is going on (the submit is held
+    # back here to look at that moment).
+    page.evaluate("document.querySelector('form[action=\"/admin/reconcile\"]')"
+                  ".addEventListener('submit', (event) => event.preventDefault())")
+    page.get_by_role("button", name="Run reconcile now").click()
+    page.wait_for_function("document.querySelector('form[action=\"/admin/reconcile\"] button').disabled")
+    assert "Reconciling every account" in page.get_by_role("status").inner_text()
+    page.reload()
     page.get_by_role("button", name="Run reconcile now").click()
     assert "never run" not in page.content()
     screenshot(page, "admin-overview-reconciled", screen)
