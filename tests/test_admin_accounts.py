@@ -20,7 +20,7 @@ from control_plane import db
 from control_plane.accounts import accounts, api_keys, passwords
 from control_plane.billing import ledger
 from control_plane.deposits import ledger as deposit_ledger
-from control_plane.hot import redis_keys
+from control_plane.hot import credits, redis_keys
 from control_plane.models import Account, ApiKey, AuditEntry, LedgerAccount, LedgerEntry, LedgerTransaction, utcnow
 from control_plane.money import usd_to_nano
 
@@ -226,8 +226,12 @@ def test_a_debit_is_refused_beyond_the_live_balance_less_what_requests_in_flight
         debit = session.scalar(select(LedgerTransaction).where(LedgerTransaction.kind == "adjustment"))
         assert (debit.published, debit.description, session.get(Account, alice.account.id).balance_nano) == (
             True, "correction", 5_000_000_000)
-        # Applied once: the worker's pass over unpublished credits leaves it alone.
-    assert redis_client.exists(redis_keys.applied(alice.shard(settings), debit.id))
+    # Applied once: the worker's pass over unpublished credits leaves it alone, and the attempt's
+    # marker is gone with its commit.
+    with db.session_scope(settings) as session:
+        credits.apply_unpublished(session, settings)
+    assert redis_client.hget(hot, "bal") == "2000000000"
+    assert list(redis_client.scan_iter("tg:*taken:*")) == []
 
 
 def test_a_debit_to_exactly_zero_is_allowed(admin, settings, make_customer, redis_client):

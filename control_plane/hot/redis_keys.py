@@ -84,6 +84,12 @@ def applied(shard: int, tx_id: int) -> str:
     return f"{tag(shard)}applied:{tx_id}"
 
 
+def taken(shard: int, nonce: str) -> str:
+    """What one attempt of an admin debit or refund took from an account's balance
+    (billing/refunds.py), so a failed attempt gives it back exactly once."""
+    return f"{tag(shard)}taken:{nonce}"
+
+
 def batch(shard: int, batch_id: str) -> str:
     """Set once a settlement batch is applied (the settle script), so it applies once."""
     return f"{tag(shard)}batch:{batch_id}"
