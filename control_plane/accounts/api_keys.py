@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from .. import db, logs
 from ..errors import ServiceError
 from ..hot import publish, redis_keys
-from ..hot.connection import client, shard
+from ..hot.connection import hget_many, shard
 from ..models import Account, Alias, ApiKey, Model, Usage, utcnow
 from ..settings import Settings
 
@@ -184,15 +184,8 @@ def spent_nano(session: Session, settings: Settings, keys: list[ApiKey]) -> dict
     """key id -> what it has spent: Redis `spent` (usage counted the moment it happened); for a
     key Redis does not have, or when Redis cannot be reached, the SQL sum of its usage, which
     lags by the usage not drained yet."""
-    live: list = [None] * len(keys)
-    if keys:
-        try:
-            pipe = client(settings).pipeline(transaction=False)
-            for key in keys:
-                pipe.hget(redis_keys.key_state(shard(settings, key.account_id), key.id), "spent")
-            live = pipe.execute()
-        except redis.RedisError as exc:
-            log.warning("keys' spend from SQL: %s", logs.error_summary(exc))
+    live = hget_many(settings, [(redis_keys.key_state(shard(settings, key.account_id), key.id), "spent")
+                                for key in keys])
     missing = [key.id for key, value in zip(keys, live, strict=True) if value is None]
     recorded = dict(session.execute(
         select(Usage.key_id, func.sum(Usage.cost_nano)).where(Usage.key_id.in_(missing)).group_by(Usage.key_id)

@@ -34,7 +34,7 @@ from ..accounts.api_keys import InvalidKeyField
 from ..billing import refunds, wallet_history
 from ..errors import ServiceError
 from ..hot import publish, redis_keys
-from ..hot.connection import client, shard
+from ..hot.connection import hget_many, shard
 from ..models import ACCOUNT_STATUSES, Account, ApiKey, LedgerTransaction, utc_timestamp
 from ..money import nano_to_decimal
 from ..settings import Settings
@@ -84,15 +84,8 @@ def live_balances(settings: Settings, accounts: list[Account]) -> dict[int, int]
     """account id -> its live balance: Redis `bal`, one pipelined read; for an account Redis does
     not have, or when Redis cannot be reached, the SQL balance (which lags by the usage not
     drained yet), as accounts/balances.current_balance_nano does for one."""
-    live: list = [None] * len(accounts)
-    if accounts:
-        try:
-            pipe = client(settings).pipeline(transaction=False)
-            for account in accounts:
-                pipe.hget(redis_keys.account(shard(settings, account.id), account.id), "bal")
-            live = pipe.execute()
-        except redis.RedisError as exc:
-            log.warning("balances from SQL: %s", logs.error_summary(exc))
+    live = hget_many(settings, [(redis_keys.account(shard(settings, account.id), account.id), "bal")
+                                for account in accounts])
     return {account.id: account.balance_nano if value is None else int(value)
             for account, value in zip(accounts, live, strict=True)}
 
