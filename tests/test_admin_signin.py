@@ -113,3 +113,16 @@ def test_sign_in_changes_are_audited_without_secrets(app, settings, admin_email)
     assert [json.loads(row.after) for row in enrolment] == [{"totp_secret_encrypted": "[redacted]"}]
     assert [row.actor for row in enrolment] == [f"admin {client.email}"]
     assert all(client.totp_secret not in (row.after or "") for row in rows)
+
+
+def test_a_suspended_customer_is_told_so_at_login(app, settings):
+    from control_plane.accounts import suspension
+
+    email = new_email()
+    with db.session_scope(settings) as session:
+        account = accounts.create_account(session, email)
+        account.email_verified_at = utcnow()
+        account.password_hash = passwords.hash_password(PASSWORD)
+    suspension.change(settings, account.id, suspended=True, reason="chargeback")
+    refused = ConsoleClient(app=app).post_form("/console/login", {"email": email, "password": PASSWORD})
+    assert refused.status_code == 403 and "This account is suspended." in refused.text

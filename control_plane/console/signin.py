@@ -212,7 +212,8 @@ def login():
     if not password_matches(form.email.data, account, form.password.data):
         return render_template("console/login.html", form=form, problem=WRONG_LOGIN, **page), 401
     if account.status != "active":
-        return render_template("console/login.html", form=form, problem="This account is disabled. "
+        state = "suspended" if account.status == "suspended" else "disabled"
+        return render_template("console/login.html", form=form, problem=f"This account is {state}. "
                                "Ask the gateway's operator.", **page), 403
     if account.email_verified_at is None:
         session["unverified"] = account.id
