@@ -12,7 +12,7 @@ import uuid
 from admin_client import make_admin, make_admin_key, signed_in_admin
 from console_client import settings_of
 from harness import wait_for
-from helpers import balance_nano, bearer, new_customer, request_json
+from helpers import CACHE_SECONDS, balance_nano, bearer, new_customer, request_json
 from simulator import Simulator
 
 HI = {"messages": [{"role": "user", "content": "Hi"}]}
@@ -50,6 +50,7 @@ def test_a_disabled_provider_is_no_longer_used_and_a_model_without_one_is_404(ga
         response = admin.post_form(f"/admin/providers/{p1}/disable", {})
         assert f"Provider {p1} is disabled" in response.text
         wait_for(lambda: served_by(gateway, key, model, second), 5, "the second route to serve")
+        time.sleep(CACHE_SECONDS)  # every nginx worker's cache has let go of the old document by now
         used = len(first.requests)
         assert all(served_by(gateway, key, model, second) for _ in range(5)) and len(first.requests) == used
         document = json.loads(gateway.redis().get(f"tg:model:{model}"))
@@ -61,7 +62,7 @@ def test_a_disabled_provider_is_no_longer_used_and_a_model_without_one_is_404(ga
                                               bearer(api_key))
         assert (status, body["enabled"], body["models_not_served"]) == (200, False, [model])
         wait_for(lambda: chat(gateway, key, model)[0] == 404, 5, "the model to be withdrawn")
-        time.sleep(0.2)  # any request still running settles
+        time.sleep(CACHE_SECONDS)  # every worker has let go of it, and any request still running settles
         before = balance_nano(gateway, key)
         asked = len(first.requests) + len(second.requests)
         status, body = chat(gateway, key, model)
