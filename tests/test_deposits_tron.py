@@ -297,3 +297,22 @@ def test_the_watch_scans_tron_less_often_than_evm_chains_by_default(settings):
 
     assert poll_seconds(settings, "tron") == 30
     assert poll_seconds(settings, "bsc") == poll_seconds(settings, "polygon") == 2
+
+
+def test_a_watcher_told_to_stop_gives_its_nodes_retries_up_at_once(settings):
+    """A TRON node that does not answer is retried for half a minute of backoff; a watcher told to
+    stop (SIGTERM sets backoff.STOPPING) ends it at once, so `tollgate up` stops in a moment."""
+    import time
+
+    from control_plane.deposits import backoff
+    from control_plane.deposits.trongrid import TronGrid
+
+    dead = settings_module.load({"TOLLGATE_HOME": str(settings.home), "TOLLGATE_TRON_URL": "http://127.0.0.1:9"})
+    backoff.STOPPING.set()
+    try:
+        started = time.monotonic()
+        with pytest.raises(TronUnavailable, match="the watcher is stopping"):
+            TronGrid(dead).solid_head()
+        assert time.monotonic() - started < 5
+    finally:
+        backoff.STOPPING.clear()

@@ -22,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from .. import db, logs
 from ..errors import ServiceError
 from ..settings import Settings
+from . import backoff
 from .scan_report import ScanReport
 from .tokens import CHAINS
 
@@ -91,7 +92,7 @@ def watch(settings: Settings, stopping: threading.Event) -> None:
 
 def run(settings: Settings) -> None:
     logs.configure(settings.log_level)
-    stopping = threading.Event()
+    stopping = backoff.STOPPING  # also ends a node's retries at once
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda _signum, _frame: stopping.set())
     try:

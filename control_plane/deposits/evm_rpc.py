@@ -13,7 +13,6 @@ method and the HTTP status or the node's error text, never the URL.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 
 import requests
@@ -26,6 +25,8 @@ from web3.exceptions import (
     Web3RPCError,
 )
 from web3.middleware import ExtraDataToPOAMiddleware
+
+from . import backoff
 
 log = logging.getLogger(__name__)
 # web3 and urllib3 log every request's URL at DEBUG, and an RPC URL may carry an API key.
@@ -110,7 +111,9 @@ class EvmRpc:
                     raise RpcError(f"{self.chain} RPC {method} failed {ATTEMPTS} times: {_describe(exc)}") from None
                 pause = _pause(exc, attempt)
                 log.warning("%s RPC %s: %s; retrying in %.2f s", self.chain, method, _describe(exc), pause)
-                time.sleep(pause)
+                if backoff.pause(pause):
+                    raise RpcError(f"{self.chain} RPC {method}: {_describe(exc)}; not retried, the watcher is "
+                                   "stopping") from None
         raise AssertionError("unreachable")
 
     def latest(self) -> Block:

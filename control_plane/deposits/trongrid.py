@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
@@ -22,6 +21,7 @@ from typing import TypeVar
 import requests
 
 from ..settings import Settings
+from . import backoff
 
 log = logging.getLogger(__name__)
 
@@ -142,5 +142,6 @@ class TronGrid:
             if attempt == MAX_ATTEMPTS:
                 raise TronUnavailable(f"{what}: {reason} after {attempt} attempts")
             log.warning("%s: %s; retrying in %.2f s", what, reason, wait)
-            time.sleep(wait)
+            if backoff.pause(wait):
+                raise TronUnavailable(f"{what}: {reason}; not retried, the watcher is stopping")
             delay = min(delay * 2, MAX_DELAY_SECONDS)
