@@ -91,3 +91,12 @@ def total(column):
     """Σ of a nano-USD or token column, 0 when empty, as an integer (PostgreSQL's SUM of a
     BIGINT is NUMERIC, which would come back as a Decimal)."""
     return cast(func.coalesce(func.sum(column), 0), BigInteger)
+
+
+def upsert(session: Session, table):
+    """INSERT … ON CONFLICT for the session's database (PostgreSQL's or SQLite's, which both have
+    on_conflict_do_update): the running totals' way to add to a row that may exist."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)

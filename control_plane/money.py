@@ -38,6 +38,12 @@ def nano_to_decimal(nano: int) -> Decimal:
     return normalized if normalized.as_tuple().exponent <= 0 else value.quantize(Decimal(1))
 
 
+def money_fields(**amounts: int) -> dict:
+    """{"x": exact USD, "x_nano": nano-USD} of each amount, as the APIs write money."""
+    return {key: value for name, nano in amounts.items()
+            for key, value in ((name, nano_to_decimal(nano)), (f"{name}_nano", nano))}
+
+
 def format_usd(nano: int) -> str:
     """'$0.012345678' — the exact amount, at least two decimals."""
     value = nano_to_decimal(nano)

@@ -22,10 +22,11 @@ from sqlalchemy.orm import Session
 from .. import logs
 from ..api import context
 from ..billing import reconcile_runs, usage_rollup
-from ..billing.usage_rollup import Totals, money_fields
+from ..billing.usage_rollup import Totals
 from ..db import total
 from ..hot import connection, redis_keys, usage_records
 from ..models import Account, ReconcileRun, Usage, UsageDaily, UsageQuarantine, utc_timestamp, utcnow
+from ..money import money_fields
 from ..settings import Settings
 from ..usage_classes import USAGE_CLASSES
 from . import admin

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections import defaultdict
 
 from sqlalchemy import func
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from .. import db
 from ..models import UsageDaily
 
 
@@ -26,10 +26,9 @@ def add(session: Session, rows: list[dict]) -> None:
         return
     values = [{"account_id": account_id, "day": day, "model": model, **totals}
               for (account_id, day, model), totals in sorted(days.items())]
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    least, greatest = (func.least, func.greatest) if dialect == "postgresql" else (func.min, func.max)
-    statement = insert(UsageDaily)
+    postgres = session.get_bind().dialect.name == "postgresql"
+    least, greatest = (func.least, func.greatest) if postgres else (func.min, func.max)
+    statement = db.upsert(session, UsageDaily)
     table = UsageDaily.__table__.c
     session.execute(statement.on_conflict_do_update(
         index_elements=[table.account_id, table.day, table.model],

@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from .. import db
 from ..models import UsageRollup
-from ..money import nano_to_decimal
+from ..money import money_fields
 from ..usage_classes import USAGE_CLASSES
 
 TOKEN_COLUMNS = tuple(usage.column for usage in USAGE_CLASSES)
@@ -35,8 +35,7 @@ def add(session: Session, rows: list[dict]) -> None:
         return
     # Sorted, so concurrent drains take the rows' locks in one order.
     values = [dict(zip(GROUPED, key), **totals) for key, totals in sorted(groups.items())]
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    statement = insert(UsageRollup)
+    statement = db.upsert(session, UsageRollup)
     table = UsageRollup.__table__.c
     session.execute(statement.on_conflict_do_update(
         index_elements=[table[name] for name in GROUPED],
@@ -71,12 +70,6 @@ class Totals:
         return {"requests": self.requests, "tokens": dict(self.tokens),
                 **money_fields(charged=self.cost_nano, provider_cost=self.provider_cost_nano,
                                margin=self.margin_nano)}
-
-
-def money_fields(**amounts: int) -> dict:
-    """{"x": exact USD, "x_nano": nano-USD} of each amount, as the API writes money."""
-    return {key: value for name, nano in amounts.items()
-            for key, value in ((name, nano_to_decimal(nano)), (f"{name}_nano", nano))}
 
 
 def rows_between(session: Session, first: date, last: date) -> list:
