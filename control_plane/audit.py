@@ -87,13 +87,9 @@ def current() -> Actor:
     return _actor.get() or SYSTEM
 
 
-def set_actor(actor: Actor | None):
-    """For a whole request or command (undone with `reset_actor(token)`)."""
-    return _actor.set(actor)
-
-
-def reset_actor(token) -> None:
-    _actor.reset(token)
+def set_actor(actor: Actor | None) -> None:
+    """For the rest of a request or command (None when it ends: app.py's teardown, the CLI's close)."""
+    _actor.set(actor)
 
 
 @contextmanager
@@ -134,18 +130,18 @@ def _entry(actor: Actor, action: str, entity: str, entity_id, before: dict | Non
             "after": _dumps(after), "reason": reason[:1000]}
 
 
-def _columns(kind, row) -> list[str]:
+def _columns(kind) -> list[str]:
     return [attr.key for attr in inspect(kind).column_attrs if (kind, attr.key) not in UNAUDITED]
 
 
 def _changes(kind, row, action: str) -> tuple[dict | None, dict | None]:
     state = inspect(row)
     if action == "create":
-        return None, {column: _value(column, getattr(row, column)) for column in _columns(kind, row)}
+        return None, {column: _value(column, getattr(row, column)) for column in _columns(kind)}
     if action == "delete":
-        return {column: _value(column, state.attrs[column].loaded_value) for column in _columns(kind, row)}, None
+        return {column: _value(column, state.attrs[column].loaded_value) for column in _columns(kind)}, None
     before, after = {}, {}
-    for column in _columns(kind, row):
+    for column in _columns(kind):
         history = state.attrs[column].history
         if not history.has_changes():
             continue
