@@ -213,7 +213,7 @@ def account_detail(account_id: int):
 @admin_v1.post("/accounts/<int:account_id>/credit")
 def account_credit(account_id: int):
     account = _account(account_id)
-    body = context.json_object('{"amount": "12.50", "reason": "bank transfer"}', {"amount", "reason"})
+    body = context.json_object('{"amount": "12.50", "reason": "bank transfer"}', ("amount", "reason"))
     amount = _refused(lambda: refunds.parse_amount(_required(body, "amount")))
     moved = _refused(lambda: refunds.credit(context.settings(), account.id, amount, body.get("reason")))
     return _moved(account, moved), 201
@@ -223,7 +223,7 @@ def account_credit(account_id: int):
 def account_refund(account_id: int):
     account = _account(account_id)
     body = context.json_object('{"payment": 41, "amount": "10.00", "reason": "duplicate payment"}',
-                               {"payment", "amount", "reason", "refunds_seen"})
+                               ("amount", "payment", "reason", "refunds_seen"))
     payment_id = _whole(body, "payment", "the payment's transaction_id (GET /accounts/<id> lists them)")
     seen = _whole(body, "refunds_seen", "the payment's refunds count, or left out") \
         if body.get("refunds_seen") is not None else None
@@ -253,7 +253,7 @@ def key_revoke(key_id: int):
 @admin_v1.patch("/keys/<int:key_id>")
 def key_update(key_id: int):
     _key(key_id)
-    body = context.json_object('{"limit": "5.00", "rpm": 60}', {"limit", "rpm", "tpm"})
+    body = context.json_object('{"limit": "5.00", "rpm": 60}', ("limit", "rpm", "tpm"))
     changes = {}
     if "limit" in body:
         changes["limit_nano"] = parse_limit(body["limit"])
@@ -271,7 +271,7 @@ def key_update(key_id: int):
 
 def _suspension(account_id: int, suspended: bool):
     account = _account(account_id)
-    body = context.json_object('{"reason": "chargeback under review"}', {"reason"})
+    body = context.json_object('{"reason": "chargeback under review"}', ("reason",))
     reason = body.get("reason") or ""
     if not isinstance(reason, str):
         raise bad_parameter("reason", "a string")

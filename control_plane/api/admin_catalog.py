@@ -162,12 +162,6 @@ def publish_live(settings: Settings, publish_change) -> str | None:
 # Bodies --------------------------------------------------------------------------------------
 
 
-def _only(body: dict, fields: tuple[str, ...]) -> None:
-    unknown = sorted(set(body) - set(fields))
-    if unknown:
-        raise bad_parameter(unknown[0], f"one of {', '.join(fields)} (not a field of this request)")
-
-
 def _text(body: dict, name: str, required: bool = False) -> str | None:
     value = body.get(name)
     if value is None and not required:
@@ -245,8 +239,7 @@ def provider_list():
 @admin_v1.post("/providers")
 def provider_save():
     body = context.json_object('{"name": "openai", "protocol": "openai", "base_url": "https://api.openai.com/v1", '
-                 '"api_key": "sk-…"}')
-    _only(body, PROVIDER_FIELDS)
+                 '"api_key": "sk-…"}', PROVIDER_FIELDS)
     name = _text(body, "name", required=True).strip()
     settings = context.settings()
     existing = upstreams.find_provider(context.session(), name)
@@ -329,8 +322,8 @@ def model_show(name: str):
 def model_add():
     """A model charged at cost with its route to `provider` (or an update of it; see
     upstreams.upsert_model): 201 when it is new."""
-    body = context.json_object('{"name": "gpt-4o", "provider": "openai", "prices": {"input": "2.50", "output": "10"}}')
-    _only(body, MODEL_FIELDS)
+    body = context.json_object('{"name": "gpt-4o", "provider": "openai", "prices": {"input": "2.50", "output": "10"}}',
+                               MODEL_FIELDS)
     name = _text(body, "name", required=True).strip()
     existed = upstreams.find_model(context.session(), name) is not None
     settings = context.settings()
@@ -350,8 +343,7 @@ def route_save(name: str):
     """Add the model's route to (provider, upstream_model), or update it."""
     model = _model(name)
     body = context.json_object('{"provider": "openai", "upstream_model": "gpt-4o", "priority": 1, "weight": 1, '
-                 '"prices": {"input": "2.50", "output": "10"}}')
-    _only(body, ROUTE_FIELDS)
+                 '"prices": {"input": "2.50", "output": "10"}}', ROUTE_FIELDS)
     settings = context.settings()
     try:
         with db.session_scope(settings) as session:
@@ -384,8 +376,8 @@ def model_price(name: str):
     """`{"at_cost": true}`: each request at its route's cost; `{"prices": {…}}`: a fixed customer
     price (a new price version when it differs from the current one)."""
     model = _model(name)
-    body = context.json_object('{"prices": {"input": "3.00", "output": "15"}} or {"at_cost": true}')
-    _only(body, PRICE_REQUEST_FIELDS)
+    body = context.json_object('{"prices": {"input": "3.00", "output": "15"}} or {"at_cost": true}',
+                               PRICE_REQUEST_FIELDS)
     if (body.get("at_cost") is True) == ("prices" in body) or body.get("at_cost") not in (None, True):
         raise ApiError("invalid_request", detail='Give either "at_cost": true or the model\'s "prices".')
     prices = None if body.get("at_cost") else parse_prices(body["prices"])
@@ -401,8 +393,7 @@ def model_price(name: str):
 @admin_v1.post("/aliases")
 def alias_add():
     """Let customers call `model` as `alias` too (an alias that exists is pointed at it)."""
-    body = context.json_object('{"alias": "gpt-latest", "model": "gpt-4o"}')
-    _only(body, ("alias", "model"))
+    body = context.json_object('{"alias": "gpt-latest", "model": "gpt-4o"}', ("alias", "model"))
     alias, model_name = _text(body, "alias", required=True).strip(), _text(body, "model", required=True)
     model = _model(model_name)
     settings = context.settings()

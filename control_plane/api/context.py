@@ -57,9 +57,10 @@ def presented_key() -> str:
     return request.headers.get("x-api-key", "").strip()
 
 
-def json_object(example: str, fields=None) -> dict:
+def json_object(example: str, fields: tuple[str, ...] | None = None) -> dict:
     """The request's body as a JSON object, its numbers exact (Decimal, never floats): else
-    invalid_request showing `example`. With `fields`, a field outside them is invalid_parameter."""
+    invalid_request showing `example`. With `fields`, a field outside them is invalid_parameter
+    (the message lists them in the order given)."""
     try:
         body = json.loads(request.get_data() or b"{}", parse_float=Decimal)
     except (ValueError, RecursionError):
@@ -68,7 +69,7 @@ def json_object(example: str, fields=None) -> dict:
         raise ApiError("invalid_request", detail=f"The body must be a JSON object, e.g. {example}.")
     unknown = sorted(set(body) - set(fields)) if fields is not None else []
     if unknown:
-        raise bad_parameter(unknown[0], f"one of {', '.join(sorted(fields))} (not a field of this request)")
+        raise bad_parameter(unknown[0], f"one of {', '.join(fields)} (not a field of this request)")
     return body
 
 
