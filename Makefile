@@ -2,9 +2,11 @@
 # missing first (Debian packages as root, then the Python venv).
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DEB_PACKAGES := nginx libnginx-mod-http-lua lua-resty-core lua-nginx-redis lua-cjson redis-server wrk libjs-chart.js
-# The console's browser tests drive Debian's Chromium.
-TEST_DEB_PACKAGES := chromium
+DEB_PACKAGES := nginx libnginx-mod-http-lua lua-resty-core lua-nginx-redis lua-cjson redis-server wrk libjs-chart.js \
+	libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core
+# The console's browser tests drive Debian's Chromium; the document tests read PDFs with poppler.
+# (pango and the DejaVu fonts above: WeasyPrint renders invoices and statements to PDF.)
+TEST_DEB_PACKAGES := chromium poppler-utils
 STAMP := $(VENV)/.installed
 
 .PHONY: run test bench install deps venv clean

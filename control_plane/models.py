@@ -34,7 +34,9 @@ from sqlalchemy.orm import (
 # SQLite only auto-numbers INTEGER PRIMARY KEY; elsewhere high-volume tables get 64-bit ids.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
-TRANSACTION_KINDS = ("deposit", "bonus", "usage", "refund", "adjustment")
+# fee: a card top-up's platform fee (system:deposits to system:fees, no wallet leg); expiry:
+# unused top-up credit expired (TOLLGATE_CREDIT_EXPIRY_DAYS).
+TRANSACTION_KINDS = ("deposit", "bonus", "usage", "refund", "adjustment", "fee", "expiry")
 PROTOCOLS = ("openai", "anthropic")
 KEY_STATUSES = ("active", "revoked")
 # disabled: deleted by its owner; suspended: stopped by an admin until reactivated.
@@ -109,6 +111,12 @@ class Account(Base):
     # enrolled, and the last time step a code was accepted for (a code works once).
     totp_secret_encrypted: Mapped[str | None] = mapped_column(Text)
     totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
+    # The IANA time zone statements, invoices and the console show this account's times in.
+    time_zone: Mapped[str] = mapped_column(String(64), default="UTC", server_default="UTC")
+    # Mail the owner when the balance falls below this (None: no alert); sent is set when mailed
+    # and cleared when the balance is back at or above it, so each crossing mails once.
+    balance_alert_nano: Mapped[int | None] = mapped_column(BigInteger)
+    balance_alert_sent: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
 
     @validates("email")
     def _normalize_email(self, _key, email: str) -> str:
@@ -139,6 +147,9 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     # Last given a new secret (same id, limits and history).
     rotated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # The highest share of limit_nano (0, 80 or 100 percent) its owner was mailed about; lowered
+    # again when the limit is raised, so each crossing mails once.
+    limit_alert_percent: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     account: Mapped[Account] = relationship()
 
@@ -620,3 +631,97 @@ class ReconcileRun(Base):
     overage_nano: Mapped[int] = mapped_column(BigInteger)
     # JSON: what did not hold (the first of the drifting accounts, keys and broken invariants).
     findings: Mapped[str] = mapped_column(Text)
+
+
+# Statements, invoices, credit policies and alerts (control_plane/billing) -----------------------
+
+INVOICE_KINDS = ("invoice", "credit_note")
+
+
+class BillingProfile(Base):
+    """Who an account's invoices are made out to; copied into each invoice when it is issued."""
+
+    __tablename__ = "billing_profiles"
+
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
+    legal_name: Mapped[str] = mapped_column(String(200), default="")
+    address: Mapped[str] = mapped_column(Text, default="")  # lines separated by newlines
+    country: Mapped[str] = mapped_column(String(2), default="")  # ISO 3166-1 alpha-2, upper case
+    tax_id: Mapped[str] = mapped_column(String(64), default="")  # e.g. a VAT number
+    invoice_email: Mapped[str] = mapped_column(String(320), default="")  # "": the account's e-mail
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+
+class InvoiceSeries(Base):
+    """The last number given in a series (a rendered prefix such as 'TG-2026-'): numbers are taken
+    by incrementing it in the transaction that inserts the invoice, so they are gapless."""
+
+    __tablename__ = "invoice_series"
+
+    prefix: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_number: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Invoice(Base):
+    """An issued invoice (for a credited payment: its `deposit` transaction) or credit note (for
+    a refund of one: its `refund` transaction). Immutable: triggers refuse UPDATE and DELETE.
+    Parties, rate and lines are copied in at issue time (the tax snapshot)."""
+
+    __tablename__ = "invoices"
+    __table_args__ = (
+        UniqueConstraint("prefix", "sequence", name="uq_invoices_prefix_sequence"),
+        CheckConstraint(_in("kind", INVOICE_KINDS), name="kind"),
+        Index("ix_invoices_account_newest", "account_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    number: Mapped[str] = mapped_column(String(80), unique=True)  # prefix + sequence, e.g. TG-2026-000042
+    prefix: Mapped[str] = mapped_column(String(64))
+    sequence: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    # The payment's deposit transaction (invoice) or the refund's transaction (credit note).
+    transaction_id: Mapped[int] = mapped_column(ForeignKey("ledger_transactions.id"), unique=True)
+    # A credit note's invoice.
+    invoice_id: Mapped[int | None] = mapped_column(ForeignKey("invoices.id"))
+    issued_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    paid_at: Mapped[datetime] = mapped_column(UtcDateTime)  # the ledger transaction's time
+    time_zone: Mapped[str] = mapped_column(String(64))  # the dates on the document are in it
+    currency: Mapped[str] = mapped_column(String(3), default="USD")
+    # JSON snapshots: {"name", "address", "country", "tax_id", "email"} of the operator and the customer.
+    issuer: Mapped[str] = mapped_column(Text)
+    customer: Mapped[str] = mapped_column(Text)
+    # JSON list of {"kind": "credit"|"discount"|"fee"|"refund", "description", "amount_nano"}: gross
+    # (tax-inclusive) amounts that sum to total_nano.
+    lines: Mapped[str] = mapped_column(Text)
+    tax_rate: Mapped[str] = mapped_column(String(16))  # percent, as text: "19", "7.7", "0"
+    reverse_charge: Mapped[bool] = mapped_column(Boolean, default=False)
+    net_nano: Mapped[int] = mapped_column(BigInteger)
+    tax_nano: Mapped[int] = mapped_column(BigInteger)
+    total_nano: Mapped[int] = mapped_column(BigInteger)  # negative on a credit note
+    # JSON: {"method": "card"|"usdt", "reference", "chain", "tx_hash", "rate"} (chain, tx hash and
+    # the 1 USDT = 1 USD rate for USDT).
+    payment: Mapped[str] = mapped_column(Text)
+    note: Mapped[str] = mapped_column(Text, default="")  # the reverse-charge note, for one
+
+
+class Notice(Base):
+    """An alert mail to an account's owner, queued in the transaction that decided it (an outbox:
+    the worker sends it after the commit and retries on failure). dedupe_key makes each at most once."""
+
+    __tablename__ = "notices"
+    __table_args__ = (Index("ix_notices_unsent", "id", postgresql_where=text("sent_at IS NULL"),
+                            sqlite_where=text("sent_at IS NULL")),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    # balance_low, key_limit, deposit_seen, deposit_credited, credit_expiring
+    kind: Mapped[str] = mapped_column(String(32))
+    dedupe_key: Mapped[str] = mapped_column(String(200), unique=True)
+    to_address: Mapped[str] = mapped_column(String(320))
+    subject: Mapped[str] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str] = mapped_column(String(200), default="")

@@ -4,11 +4,14 @@ A bad value stops the process at start-up with a message naming the variable.
 """
 from __future__ import annotations
 
+import json
 import os
+import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .money import usd_to_nano
 
@@ -145,6 +148,106 @@ def _tron_address(env, name, default):
     return raw
 
 
+def _percent(env, name, default):
+    """A percent within 0..100 with at most 4 decimals, as a Decimal."""
+    raw = _raw(env, name, default)
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        value = None
+    if value is None or not value.is_finite() or not 0 <= value <= 100 or value != round(value, 4):
+        raise SettingsError(f"{name} must be a percent within 0..100 (at most 4 decimals), got {raw!r}")
+    return value
+
+
+_COUNTRY = re.compile(r"[A-Z]{2}")
+
+
+def _tax_rules(env, name, default):
+    """'DE:19,SG:9,*:0': the tax rate (percent) of customers in each country (ISO 3166-1 alpha-2),
+    '*' for every other; ((country, percent), …) with '*' last."""
+    raw = _raw(env, name, default)
+    rules = {}
+    for part in raw.split(","):
+        country, sep, percent = part.strip().partition(":")
+        country = country.strip().upper()
+        if not sep or not (country == "*" or _COUNTRY.fullmatch(country)) or country in rules:
+            raise SettingsError(f"{name} must look like DE:19,SG:9,*:0 (country:percent, each country "
+                                f"once), got {raw!r}")
+        rules[country] = _percent({name: percent}, name, None)
+    rules.setdefault("*", Decimal(0))
+    return tuple(sorted(rules.items(), key=lambda rule: rule[0] == "*"))
+
+
+def _countries(env, name):
+    """'AT,BE,…' or '*' (every country) or unset (none): a frozenset of codes, or {'*'}."""
+    raw = _raw(env, name, "")
+    codes = {code.strip().upper() for code in raw.split(",") if code.strip()}
+    if any(code != "*" and not _COUNTRY.fullmatch(code) for code in codes):
+        raise SettingsError(f"{name} must be country codes such as AT,BE,NL (or *), got {raw!r}")
+    return frozenset(codes)
+
+
+def _series(env, name, default):
+    """An invoice number prefix; {year} becomes the issue year: 'TG-{year}-' -> 'TG-2026-'."""
+    raw = _raw(env, name, default)
+    bare = raw.replace("{year}", "")
+    if "{" in bare or "}" in bare or len(raw) > 40 or not re.fullmatch(r"[A-Za-z0-9/._-]*", bare):
+        raise SettingsError(f"{name} must be at most 40 letters, digits and -/._ with an optional {{year}}, "
+                            f"got {raw!r}")
+    return raw
+
+
+def time_zone(name: str) -> ZoneInfo | None:
+    """The IANA time zone of that name, or None when there is none such (also for paths)."""
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*", name) or len(name) > 64:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class InvoiceIssuer:
+    """The operator as its invoices name it (TOLLGATE_INVOICE_ISSUER, a JSON file, and
+    TOLLGATE_INVOICE_ISSUER_<FIELD> variables, which win)."""
+
+    name: str
+    address: str
+    country: str
+    tax_id: str
+    email: str
+
+
+ISSUER_FIELDS = ("name", "address", "country", "tax_id", "email")
+
+
+def _issuer(env) -> InvoiceIssuer:
+    values = dict.fromkeys(ISSUER_FIELDS, "")
+    path = _raw(env, "TOLLGATE_INVOICE_ISSUER", None)
+    if path is not None:
+        try:
+            loaded = json.loads(Path(path).expanduser().read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise SettingsError(f"TOLLGATE_INVOICE_ISSUER: cannot read {path} as JSON: {exc}") from None
+        if not isinstance(loaded, dict) or set(loaded) - set(ISSUER_FIELDS) or not all(
+                isinstance(value, str) for value in loaded.values()):
+            raise SettingsError(f"TOLLGATE_INVOICE_ISSUER: {path} must be a JSON object of text fields among "
+                                f"{', '.join(ISSUER_FIELDS)}")
+        values.update(loaded)
+    for key in ISSUER_FIELDS:
+        raw = env.get(f"TOLLGATE_INVOICE_ISSUER_{key.upper()}")
+        if raw is not None and raw.strip():
+            values[key] = raw.strip().replace("\\n", "\n")
+    values = {key: value.strip() for key, value in values.items()}
+    values["country"] = values["country"].upper()
+    if values["country"] and not _COUNTRY.fullmatch(values["country"]):
+        raise SettingsError(f"the invoice issuer's country must be a two-letter code, got {values['country']!r}")
+    values["name"] = values["name"] or "Tollgate"
+    return InvoiceIssuer(**values)
+
+
 # EVM deposit chains (deposits/evm_watcher.py), TOLLGATE_<CHAIN>_… for bsc and polygon.
 EVM_CONFIRMATIONS = {"bsc": 15, "polygon": 40}
 
@@ -243,6 +346,18 @@ class Settings:
     price_sync_source: str | None
     price_sync_format: str
     price_sync_hours: int
+    # Invoices and statements (control_plane/billing): the operator, its tax rules, the series.
+    invoice_issuer: InvoiceIssuer
+    tax_rules: tuple[tuple[str, Decimal], ...]  # (country or '*', percent), '*' last
+    reverse_charge_countries: frozenset[str]  # a customer here with a tax id pays no tax: the note
+    reverse_charge_note: str
+    invoice_series: str  # prefixes with an optional {year}
+    credit_note_series: str
+    # Credit policies: unused top-up credit expires after so many days (None: never); the platform
+    # fee on card top-ups (percent on top of the credit); how long a card top-up is refundable.
+    credit_expiry_days: int | None
+    topup_fee_percent: Decimal
+    refund_window_hours: int | None  # None: a card top-up stays refundable
 
     @property
     def console_base_url(self) -> str:
@@ -355,4 +470,14 @@ def load(env=None) -> Settings:
         price_sync_source=_raw(env, "TOLLGATE_PRICE_SYNC_SOURCE", None),
         price_sync_format=_choice(env, "TOLLGATE_PRICE_SYNC_FORMAT", "litellm", ("litellm", "openrouter")),
         price_sync_hours=_int(env, "TOLLGATE_PRICE_SYNC_HOURS", 24, 1, 24 * 365),
+        invoice_issuer=_issuer(env),
+        tax_rules=_tax_rules(env, "TOLLGATE_TAX_RULES", "*:0"),
+        reverse_charge_countries=_countries(env, "TOLLGATE_TAX_REVERSE_CHARGE"),
+        reverse_charge_note=_raw(env, "TOLLGATE_TAX_REVERSE_CHARGE_NOTE",
+                                 "Reverse charge: the recipient accounts for the VAT."),
+        invoice_series=_series(env, "TOLLGATE_INVOICE_SERIES", "TG-{year}-"),
+        credit_note_series=_series(env, "TOLLGATE_CREDIT_NOTE_SERIES", "TG-CN-{year}-"),
+        credit_expiry_days=_int(env, "TOLLGATE_CREDIT_EXPIRY_DAYS", None, 1, 36500),
+        topup_fee_percent=_percent(env, "TOLLGATE_TOPUP_FEE_PERCENT", "0"),
+        refund_window_hours=_int(env, "TOLLGATE_REFUND_WINDOW_HOURS", None, 1, 24 * 36500),
     )

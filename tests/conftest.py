@@ -129,14 +129,14 @@ def database_url(migrated_database):
 
 @contextmanager
 def _audit_log_writable(connection):
-    """Lift the audit log's append-only triggers for this transaction (tests empty every table):
+    """Lift the append-only triggers (audit log, invoices) for this transaction (tests empty every table):
     PostgreSQL skips user triggers in replica mode; SQLite's are dropped and made again."""
     if connection.dialect.name != "sqlite":
         connection.execute(text("SET LOCAL session_replication_role = replica"))
         yield
         return
     triggers = connection.execute(text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
-                                       "AND tbl_name = 'audit_log'")).all()
+                                       "AND tbl_name IN ('audit_log', 'invoices')")).all()
     for name, _sql in triggers:
         connection.execute(text(f'DROP TRIGGER "{name}"'))
     yield
