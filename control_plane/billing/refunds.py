@@ -156,7 +156,7 @@ def credit(settings: Settings, account_id: int, amount_nano: int, reason: str) -
                 _locked(session, account_id)
                 transaction = ledger.adjust(session, account_id, amount_nano, reason)
             return Moved(transaction, deposit_ledger.publish(settings, [transaction.id]))
-        with _taking(settings) as (session, take):
+        with taking(settings) as (session, take):
             _check_balance(_locked(session, account_id), -amount_nano)
             transaction = ledger.adjust(session, account_id, amount_nano, reason)
             take(transaction, -amount_nano)
@@ -175,7 +175,7 @@ def refund(settings: Settings, account_id: int, payment_id: int, amount_nano: in
         raise _too_large()
     if refunds_seen is not None and not 0 <= refunds_seen < 2**31:
         raise InvalidField("refunds_seen", "The number of refunds seen is a whole number from 0")
-    with audit.because(reason), _taking(settings) as (session, take):
+    with audit.because(reason), taking(settings) as (session, take):
         owner = _locked(session, account_id)
         paid = payment(session, account_id, payment_id)
         if paid is None:
@@ -251,7 +251,7 @@ def _check_balance(account: Account, amount_nano: int) -> None:
 
 
 @contextmanager
-def _taking(settings: Settings) -> Iterator[tuple[Session, object]]:
+def taking(settings: Settings) -> Iterator[tuple[Session, object]]:
     """A SQL transaction and `take(transaction, amount)`, which takes the amount of a transaction
     posted in it from the Redis balance (InvalidField if less is available). Committed at the
     block's end; if the block or the commit fails, what was taken is given back."""
