@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .. import db
+from ..accounts import alerts
 from ..billing import ledger
 from ..errors import ServiceError
 from ..hot import credits
@@ -85,8 +86,9 @@ def record_deposit(
     status: str = "seen",
     allowed: tuple[Token, ...] = USDT,
 ) -> Deposit:
-    """The deposit row for this transfer, inserted once (a second sighting returns the first row);
-    `allowed` is the token allow-list in force (tokens.accepted(settings))."""
+    """The deposit row for this transfer, inserted once (a second sighting returns the first row),
+    its owner's "deposit seen" mail queued with it; `allowed` is the token allow-list in force
+    (tokens.accepted(settings))."""
     if chain not in CHAINS:
         raise ServiceError(f"unknown chain {chain!r}")
     if status not in ("seen", "confirmed"):
@@ -110,6 +112,7 @@ def record_deposit(
         if existing is None:
             raise
         return existing
+    alerts.deposit_seen(session, deposit)
     return deposit
 
 
@@ -120,8 +123,9 @@ def _find(session: Session, chain: str, tx_hash: str, log_index: int) -> Deposit
 
 
 def credit_deposit(session: Session, settings: Settings, deposit: Deposit) -> list[LedgerTransaction]:
-    """Credit a confirmed deposit (and any below-minimum ones it completes) once; returns the
-    ledger transactions this call posted (none when already credited or still below the minimum)."""
+    """Credit a confirmed deposit (and any below-minimum ones it completes) once, queueing a
+    "credited" mail for each; returns the ledger transactions this call posted (none when already
+    credited or still below the minimum)."""
     # Serialize every crediting of this account (PostgreSQL; SQLite's writers already are), so
     # two concurrent deposits cannot both see the other as uncredited, then re-read the row.
     session.execute(select(Account.id).where(Account.id == deposit.account_id).with_for_update())
@@ -161,6 +165,7 @@ def credit_deposit(session: Session, settings: Settings, deposit: Deposit) -> li
                     session, "bonus", item.account_id, bonus, bonus_key(key),
                     f"Top-up bonus {percent}% on {format_usd(item.amount_nano)}",
                 ))
+            _credited_mail(session, posted[posted.index(transaction):], item.amount_nano + bonus)
         item.status = "credited"
     session.flush()
     return posted
@@ -180,7 +185,16 @@ def credit_topup(session: Session, settings: Settings, account_id: int, amount_n
     if bonus:
         posted.append(ledger.credit(session, "bonus", account_id, bonus, bonus_key(idempotency_key),
                                     f"Top-up bonus {percent}% on {format_usd(amount_nano)}"))
+    _credited_mail(session, posted, amount_nano + bonus)
     return posted
+
+
+def _credited_mail(session: Session, transactions: list[LedgerTransaction], amount_nano: int) -> None:
+    """The owner's mail of a credited top-up: its deposit transaction and its bonus, if any."""
+    deposit = transactions[0]
+    alerts.deposit_credited(session, deposit.account_id, amount_nano,
+                            "\n".join(transaction.description for transaction in transactions),
+                            deposit.idempotency_key)
 
 
 def publish(settings: Settings, transaction_ids) -> bool:
