@@ -1,21 +1,33 @@
-"""Settings: change password (ends other sessions), change email (verified), delete account.
+"""Settings: time zone, low-balance alert, change password (ends other sessions), change email
+(verified), delete account.
 
-Each change asks for the current password (counted by the login throttle like a login). A new
-email takes effect only when the link mailed to it is followed; whether another account has it
-is not told (its owner gets a notice instead). Deleting an account revokes its keys in SQL and
-Redis, ends its sessions and closes its login; its row, ledger and usage stay.
+Changing the password or the email and deleting the account ask for the current password
+(counted by the login throttle like a login). A new email takes effect only when the link mailed
+to it is followed; whether another account has it is not told (its owner gets a notice instead).
+Deleting an account revokes its keys in SQL and Redis, ends its sessions and closes its login;
+its row, ledger and usage stay.
+
+The time zone (an IANA name, UTC by default) is the one statements, invoices and the Billing page
+show dates in; the low-balance alert (a USD amount, empty for none) mails the owner once each
+time the balance falls below it (accounts/alerts.py).
 """
 from __future__ import annotations
+
+from functools import cache
+from zoneinfo import available_timezones
 
 from flask import flash, g, redirect, render_template, session
 from flask_wtf import FlaskForm
 from sqlalchemy import select
-from wtforms import EmailField, PasswordField
+from wtforms import EmailField, PasswordField, SelectField, StringField
+from wtforms.validators import ValidationError
 
-from ..accounts import accounts, api_keys, links, passwords
+from ..accounts import accounts, alerts, api_keys, links, passwords
 from ..api import context
 from ..hot import publish
 from ..models import Account, ApiKey, utcnow
+from ..money import format_usd, usd_to_nano
+from ..settings import time_zone
 from . import console
 from .sessions import end_all_sessions, end_other_sessions, login_required, read_session, write_scope
 from .signin import (
@@ -45,9 +57,60 @@ class DeleteAccountForm(FlaskForm):
     delete_password = PasswordField("Password (to confirm the deletion)", validators=CURRENT_PASSWORD)
 
 
+class TimeZoneForm(FlaskForm):
+    # Any zone settings.time_zone knows is taken (the list is the system's, which may lack a
+    # name an older one had).
+    time_zone = SelectField("Time zone", validate_choice=False,
+                            description="Statements, invoices and the Billing page show dates in it.")
+
+    def validate_time_zone(self, field):
+        if time_zone(field.data or "") is None:
+            raise ValidationError("Choose a time zone from the list.")
+
+
+class BalanceAlertForm(FlaskForm):
+    balance_alert = StringField("Mail me when my balance falls below (USD)",
+                                description="Empty: no alert. Mailed once each time the balance drops below it.")
+    amount_nano: int | None = None  # the threshold read, once validated (None: no alert)
+
+    def validate_balance_alert(self, field):
+        text = (field.data or "").strip().removeprefix("$")
+        if not text:
+            self.amount_nano = None
+            return
+        try:
+            nano = usd_to_nano(text)
+        except (ValueError, ArithmeticError):
+            raise ValidationError("Give a USD amount such as 5.00, with at most 9 decimals.") from None
+        if not 0 < nano <= alerts.MAX_THRESHOLD_NANO:
+            raise ValidationError(f"Give an amount above $0 and at most {format_usd(alerts.MAX_THRESHOLD_NANO)}, "
+                                  "or leave it empty for no alert.")
+        self.amount_nano = nano
+
+
+@cache
+def _time_zones() -> list[tuple[str, str]]:
+    return [(name, name) for name in ["UTC", *sorted(available_timezones() - {"UTC"})]]
+
+
+def _time_zone_form(account: Account) -> TimeZoneForm:
+    form = TimeZoneForm(formdata=None)
+    form.time_zone.choices = _time_zones()
+    form.time_zone.data = account.time_zone
+    return form
+
+
+def _balance_alert_form(account: Account) -> BalanceAlertForm:
+    form = BalanceAlertForm(formdata=None)
+    if account.balance_alert_nano is not None:
+        form.balance_alert.data = format_usd(account.balance_alert_nano).removeprefix("$")
+    return form
+
+
 def _page(status: int = 200, **forms):
     """The settings page, with the forms given (those sent with mistakes) and new ones."""
-    forms = {"password_form": ChangePasswordForm(formdata=None), "email_form": ChangeEmailForm(formdata=None),
+    forms = {"time_zone_form": _time_zone_form(g.account), "balance_alert_form": _balance_alert_form(g.account),
+             "password_form": ChangePasswordForm(formdata=None), "email_form": ChangeEmailForm(formdata=None),
              "delete_form": DeleteAccountForm(formdata=None), **forms}
     return render_template("console/settings.html", nav="settings", min_length=passwords.MIN_LENGTH, **forms), status
 
@@ -66,6 +129,33 @@ def _confirmed(form: FlaskForm, field) -> bool:
 @login_required
 def settings_page():
     return _page()
+
+
+@console.post("/settings/time-zone")
+@login_required
+def change_time_zone():
+    form = TimeZoneForm()
+    form.time_zone.choices = _time_zones()
+    if not form.validate_on_submit():
+        return _page(400, time_zone_form=form)
+    with write_scope() as db_session:
+        db_session.get(Account, g.account.id).time_zone = time_zone(form.time_zone.data).key
+    flash(f"Your time zone is {form.time_zone.data}: statements and invoices from now on show dates in it.", "success")
+    return redirect("/console/settings", code=303)
+
+
+@console.post("/settings/balance-alert")
+@login_required
+def change_balance_alert():
+    form = BalanceAlertForm()
+    if not form.validate_on_submit():
+        return _page(400, balance_alert_form=form)
+    with write_scope() as db_session:
+        alerts.set_balance_alert(db_session, db_session.get(Account, g.account.id), form.amount_nano)
+    flash(f"We mail {g.account.email} when your balance falls below {format_usd(form.amount_nano)}."
+          if form.amount_nano is not None
+          else "The low-balance alert is off.", "success")
+    return redirect("/console/settings", code=303)
 
 
 @console.post("/settings/password")
