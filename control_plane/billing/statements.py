@@ -79,9 +79,14 @@ class Statement:
         return sum(line.requests for line in self.usage_by_model)
 
 
+def zone_or_utc(name: str) -> ZoneInfo:
+    """The time zone of that name, UTC if there is none such: a document is never refused for it."""
+    return zone_named(name) or ZoneInfo("UTC")
+
+
 def zone_of(account: Account) -> ZoneInfo:
-    """The account's time zone (UTC if its name is not one: a statement is never refused for it)."""
-    return zone_named(account.time_zone) or ZoneInfo("UTC")
+    """The account's time zone."""
+    return zone_or_utc(account.time_zone)
 
 
 def bounds(zone: ZoneInfo, start: date, end: date) -> tuple[datetime, datetime]:
