@@ -2,7 +2,7 @@
 
 One place writes it, so no code path can forget it:
 - configuration (accounts, API keys, admin keys, providers, models, routes, aliases, price
-  versions, held price changes) is audited by a flush hook on every SQLAlchemy session: each
+  versions, held price changes, billing profiles) is audited by a flush hook on every SQLAlchemy session: each
   created, changed or deleted row of those tables becomes an entry with the values before and
   after (secrets redacted);
 - money is audited by the ledger (billing/ledger.py calls `record_posting`) for every posting
@@ -33,6 +33,7 @@ from .models import (
     Alias,
     ApiKey,
     AuditEntry,
+    BillingProfile,
     Model,
     PriceHold,
     PriceVersion,
@@ -47,7 +48,8 @@ APPEND_ONLY = "audit_log is append-only"
 
 # The audited tables and what an entry calls each.
 ENTITIES = {Account: "account", ApiKey: "api_key", AdminApiKey: "admin_api_key", Provider: "provider",
-            Model: "model", Route: "route", Alias: "alias", PriceVersion: "price_version", PriceHold: "price_hold"}
+            Model: "model", Route: "route", Alias: "alias", PriceVersion: "price_version", PriceHold: "price_hold",
+            BillingProfile: "billing_profile"}
 # Columns whose values never reach the log: a change shows as "[redacted]".
 SECRETS = {"password_hash", "key_hash", "api_key_encrypted", "totp_secret_encrypted"}
 # Columns that move on their own and are no one's change (a balance moves with the ledger, which
