@@ -95,10 +95,9 @@ def _check_keys(session: Session, settings: Settings) -> int:
             .order_by(ApiKey.id).limit(PAGE)))
         spent = api_keys.spent_nano(session, settings, page)
         for key in page:
-            share = reached_share(spent[key.id], key.limit_nano)
-            if share != key.limit_alert_percent and _flip(session, ApiKey, key.id, ApiKey.limit_alert_percent,
-                                                         key.limit_alert_percent, share) \
-                    and share > key.limit_alert_percent:
+            share, mailed = reached_share(spent[key.id], key.limit_nano), key.limit_alert_percent
+            if share != mailed and _flip(session, ApiKey, key.id, ApiKey.limit_alert_percent, mailed, share) \
+                    and share > mailed:
                 queued += _key_limit(session, key, share, spent[key.id]) is not None
         if len(page) < PAGE:
             return queued
