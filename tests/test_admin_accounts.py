@@ -66,10 +66,11 @@ def credit(admin, account_id: int, amount: str, reason: str = "goodwill"):
     return admin.post_form(f"/admin/accounts/{account_id}/credit", {"credit-amount": amount, "credit-reason": reason})
 
 
-def refund(admin, account_id: int, payment: str, amount: str, reason: str = "customer asked"):
+def refund(admin, account_id: int, payment: str, amount: str, reason: str = "customer asked", sent_back=False):
     admin.get(f"/admin/accounts/{account_id}")
+    fields = {"refund-payment": payment, "refund-amount": amount, "refund-reason": reason}
     return admin.post_form(f"/admin/accounts/{account_id}/refunds",
-                           {"refund-payment": payment, "refund-amount": amount, "refund-reason": reason})
+                           {**fields, "refund-sent_back": "y"} if sent_back else fields)
 
 
 def payment_choices(admin, account_id: int) -> dict[int, str]:
@@ -347,7 +348,8 @@ def test_an_on_chain_deposit_is_listed_and_refundable(admin, settings):
     assert "ab" * 32 in page and "credited" in page and "deposit on tron" in page and "$25.00" in page
     payment_id = next(iter(payment_choices(admin, account_id)))
     assert payment_id == deposit.transaction_id
-    assert refund(admin, account_id, f"{payment_id}:0", "25", "sent to the wrong address").status_code == 200
+    assert refund(admin, account_id, f"{payment_id}:0", "25", "sent to the wrong address",
+                  sent_back=True).status_code == 200
     assert sql_balance(settings, account_id) == 0
 
 

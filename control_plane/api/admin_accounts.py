@@ -9,10 +9,15 @@
   is more than the live balance. Amounts are USD as a string or an exact JSON number.
 - `POST /accounts/<id>/suspend` `{"reason"}`, `POST /accounts/<id>/reactivate` `{"reason"?}`.
 - `POST /accounts/<id>/refunds` `{"payment": <its ledger transaction id>, "amount", "reason",
-  "refunds_seen"?}` — pay back (part of) a deposit or card checkout: `payment` is the payment's
-  `transaction_id` in GET /accounts/<id>, `refunds_seen` its `refunds` there. A request repeated
-  with the same refunds_seen refunds once (the answer says `"repeated": true`); without it, each
-  request is a new refund.
+  "refunds_seen"?, "sent_back"?}` — pay back (part of) a deposit or card checkout: `payment` is the
+  payment's `transaction_id` in GET /accounts/<id>, `refunds_seen` its `refunds` there. A request
+  repeated with the same refunds_seen refunds once (the answer says `"repeated": true`); without
+  it, each request is a new refund. A USDT deposit is refunded only with `"sent_back": true` (the
+  admin sent the USDT back by hand); a card top-up only within TOLLGATE_REFUND_WINDOW_HOURS.
+  Each refund issues a credit note.
+- `GET /accounts/<id>/billing-profile`; `PUT` it `{"legal_name", "address", "country", "tax_id",
+  "invoice_email"}` (a field left out is made empty) — who the account's invoices are made out to.
+- `GET /accounts/<id>/invoices` — its invoices and credit notes, newest first, paged.
 - `POST /keys/<id>/revoke`; `PATCH /keys/<id>` `{"limit": "5.00" | null, "rpm": 60 | null,
   "tpm": … | null}` (fields left out stay as they are; null: none).
 
@@ -31,12 +36,12 @@ from sqlalchemy.orm import Session
 from .. import db, logs
 from ..accounts import api_keys, suspension
 from ..accounts.api_keys import InvalidKeyField
-from ..billing import refunds, wallet_history
+from ..billing import invoices, profiles, refunds, wallet_history
 from ..errors import ServiceError
 from ..hot import publish, redis_keys
 from ..hot.connection import hget_many, shard
-from ..models import ACCOUNT_STATUSES, Account, ApiKey, LedgerTransaction, utc_timestamp
-from ..money import nano_to_decimal
+from ..models import ACCOUNT_STATUSES, Account, ApiKey, BillingProfile, Invoice, LedgerTransaction, utc_timestamp
+from ..money import money_fields, nano_to_decimal
 from ..settings import Settings
 from . import context
 from .admin import admin_v1
@@ -48,6 +53,7 @@ log = logging.getLogger(__name__)
 MAX_ACCOUNT_ID = 2**31 - 1  # accounts.id is a 32-bit integer column
 MAX_SEARCH = 320
 RECENT_TRANSACTIONS = 20
+PROFILE_FIELDS = ("legal_name", "address", "country", "tax_id", "invoice_email")
 
 
 # What the console's pages and the CLI share with the endpoints ---------------------------------
@@ -161,6 +167,29 @@ def account_document(session: Session, settings: Settings, account: Account) -> 
             "transactions": recent_transactions(session, account.id)}
 
 
+def profile_item(account_id: int, profile: BillingProfile | None) -> dict:
+    """A billing profile as the admin API shows it (all fields empty while there is none)."""
+    fields = {field: getattr(profile, field) if profile is not None else "" for field in PROFILE_FIELDS}
+    return {"account_id": account_id, **fields,
+            "updated_at": profile and utc_timestamp(profile.updated_at)}
+
+
+def invoice_item(invoice: Invoice) -> dict:
+    """An invoice or credit note as the admin API shows it: its document, money exact."""
+    issued = invoices.document(invoice)
+    return {
+        "number": issued.number, "kind": issued.kind, "refers_to": issued.refers_to,
+        "transaction_id": issued.transaction_id, "issued_at": utc_timestamp(issued.issued_at),
+        "paid_at": utc_timestamp(issued.paid_at), "time_zone": issued.time_zone, "currency": issued.currency,
+        "issuer": issued.issuer, "customer": issued.customer,
+        "lines": [{"kind": line["kind"], "description": line["description"], **money_fields(amount=line["amount_nano"])}
+                  for line in issued.lines],
+        "tax_rate": str(issued.tax_rate), "reverse_charge": issued.reverse_charge, "note": issued.note,
+        **money_fields(net=issued.net_nano, tax=issued.tax_nano, total=issued.total_nano),
+        "payment": issued.payment,
+    }
+
+
 def change_key_limits(settings: Settings, key_id: int, changes: dict) -> tuple[ApiKey, bool] | None:
     """Set a key's spend limit (`limit_nano`), `rpm` and `tpm` (those in changes; None: no limit),
     commit, publish: (the key, whether the gateway has it), or None for an unknown key.
@@ -223,14 +252,44 @@ def account_credit(account_id: int):
 def account_refund(account_id: int):
     account = _account(account_id)
     body = context.json_object('{"payment": 41, "amount": "10.00", "reason": "duplicate payment"}',
-                               ("amount", "payment", "reason", "refunds_seen"))
+                               ("amount", "payment", "reason", "refunds_seen", "sent_back"))
     payment_id = _whole(body, "payment", "the payment's transaction_id (GET /accounts/<id> lists them)")
     seen = _whole(body, "refunds_seen", "the payment's refunds count, or left out") \
         if body.get("refunds_seen") is not None else None
+    sent_back = body.get("sent_back", False)
+    if not isinstance(sent_back, bool):
+        raise bad_parameter("sent_back", "true once you sent a USDT deposit back yourself, else false or left out")
     amount = _refused(lambda: refunds.parse_amount(_required(body, "amount")))
     moved = _refused(lambda: refunds.refund(context.settings(), account.id, payment_id, amount, body.get("reason"),
-                                            seen))
+                                            seen, sent_back))
     return _moved(account, moved), 200 if moved.repeated else 201
+
+
+@admin_v1.get("/accounts/<int:account_id>/billing-profile")
+def billing_profile(account_id: int):
+    account = _account(account_id)
+    return profile_item(account.id, profiles.get(context.session(), account.id))
+
+
+@admin_v1.put("/accounts/<int:account_id>/billing-profile")
+def billing_profile_save(account_id: int):
+    account = _account(account_id)
+    body = context.json_object('{"legal_name": "Example GmbH", "country": "DE", "tax_id": "DE123456789"}',
+                               PROFILE_FIELDS)
+    try:
+        with db.session_scope(context.settings()) as session:
+            saved = profile_item(account.id, profiles.save(session, account.id, **{
+                field: body.get(field) for field in PROFILE_FIELDS}))
+    except profiles.ProfileError as exc:
+        raise ApiError("invalid_parameter", detail=f"'{exc.field}': {exc}.") from None
+    return saved
+
+
+@admin_v1.get("/accounts/<int:account_id>/invoices")
+def invoice_list(account_id: int):
+    account = _account(account_id)
+    rows, has_more, next_before = context.page(select(Invoice).where(Invoice.account_id == account.id), Invoice.id)
+    return {"data": [invoice_item(row) for row, _cursor in rows], "has_more": has_more, "next_before": next_before}
 
 
 @admin_v1.post("/accounts/<int:account_id>/suspend")

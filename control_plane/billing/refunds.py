@@ -17,7 +17,13 @@ its refunds have the keys `refund:payment:<its id>:<n>` for n = 0, 1, …. A ref
 the number of refunds of the payment it saw (the page's hidden field, the API's `refunds_seen`):
 a repeated request (a double click, a retry) finds its own transaction and refunds once, and one
 made from a stale page is refused. At most what was paid less the earlier refunds, and at most
-the live balance, is refunded. (The statements issue adds the credit note.)
+the live balance, is refunded.
+
+Policy: a card top-up is refundable within TOLLGATE_REFUND_WINDOW_HOURS of its payment (unset:
+always). A USDT deposit is never paid back by this code: the operator sends the USDT back
+themselves and then records it (`sent_back`), whenever that is. What is refundable is the credit
+a payment put in the wallet; a card top-up's fee (billing/topup_fees.py) never is. Each refund
+gets its credit note (billing/invoices.py) right after its commit.
 """
 from __future__ import annotations
 
@@ -25,7 +31,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
 from sqlalchemy import select
@@ -38,10 +44,10 @@ from ..hot import redis_keys
 from ..hot.connection import client, run_script, shard
 from ..hot.credits import APPLIED_TTL_SECONDS
 from ..hot.publish import publish_account
-from ..models import Account, Deposit, LedgerTransaction
+from ..models import Account, Deposit, LedgerTransaction, utcnow
 from ..money import NANO_PER_USD, format_usd, usd_to_nano
 from ..settings import Settings
-from . import ledger, wallet_history
+from . import invoices, ledger, wallet_history
 
 # One movement is at most $1,000,000 (a card checkout's most, too): far inside the 64-bit
 # columns and the 2^53 up to which the hot path's Lua numbers are exact.
@@ -164,10 +170,11 @@ def credit(settings: Settings, account_id: int, amount_nano: int, reason: str) -
 
 
 def refund(settings: Settings, account_id: int, payment_id: int, amount_nano: int, reason: str,
-           refunds_seen: int | None = None) -> Moved:
+           refunds_seen: int | None = None, sent_back: bool = False) -> Moved:
     """Pay back amount_nano of one of the account's payments, once per (payment, refunds_seen):
     see the module's docstring. None for refunds_seen: as many as it has now (no protection
-    against a repeated request). InvalidField names what cannot be done."""
+    against a repeated request). sent_back: the admin sent a USDT deposit's amount back by hand
+    (a USDT deposit is refused without it). InvalidField names what cannot be done."""
     reason = given_reason(reason)
     if amount_nano <= 0:
         raise InvalidField("amount", "A refund is a positive amount")
@@ -187,6 +194,7 @@ def refund(settings: Settings, account_id: int, payment_id: int, amount_nano: in
         if number != paid.refunds:
             raise InvalidField("payment", f"Payment #{payment_id} has {paid.refunds} refunds now, not {number}: "
                                           "reload the page to see them, then try again")
+        check_policy(settings, paid, sent_back)
         if amount_nano > paid.refundable_nano:
             raise InvalidField("amount", f"At most {format_usd(paid.refundable_nano)} of payment #{payment_id} can "
                                          f"be refunded (paid {format_usd(paid.amount_nano)}, refunded "
@@ -196,7 +204,30 @@ def refund(settings: Settings, account_id: int, payment_id: int, amount_nano: in
                                   [(ledger.wallet(account_id), -amount_nano), (ledger.DEPOSITS, amount_nano)],
                                   f"Refund of payment #{payment_id}: {reason}")
         take(transaction, amount_nano)
+    invoices.issue_pending_now(settings)
     return Moved(transaction, True)
+
+
+def check_policy(settings: Settings, paid: Payment, sent_back: bool = False, now: datetime | None = None) -> None:
+    """InvalidField ("payment") when the refund policy does not let this payment be refunded now:
+    a USDT deposit not sent back by hand, a card top-up past the refund window."""
+    if paid.deposit is not None:
+        if not sent_back:
+            raise InvalidField("payment", f"Payment #{paid.transaction_id} is a USDT deposit on {paid.deposit.chain}: "
+                                          "it is not refunded automatically. Send the USDT back yourself, then "
+                                          "confirm that you sent it back")
+        return
+    ends = refund_window_end(settings, paid)
+    if ends is not None and (now or utcnow()) > ends:
+        raise InvalidField("payment", f"Payment #{paid.transaction_id} is past the refund window: card top-ups are "
+                                      f"refundable for {settings.refund_window_hours} hours after payment")
+
+
+def refund_window_end(settings: Settings, paid: Payment) -> datetime | None:
+    """Until when a card top-up can be refunded (None: no window; a USDT deposit has none)."""
+    if settings.refund_window_hours is None or paid.deposit is not None:
+        return None
+    return paid.created_at + timedelta(hours=settings.refund_window_hours)
 
 
 def refund_key(payment_id: int, number: int) -> str:

@@ -1,7 +1,9 @@
 """Top-up endpoints.
 
 - `POST /api/v1/webhooks/payments`: the card provider's signed webhook (no API key; see payments.py).
-- `POST /api/v1/checkout` (customer key): `{"amount": "25.00"}` → `{"url": …}` of the hosted page.
+- `POST /api/v1/checkout` (customer key): `{"amount": "25.00"}` (the credit) → `{"url": …}` of the
+  hosted page, which charges the credit plus the card top-up fee; the answer states credit
+  (`amount`), `fee` and `total`.
 - `GET /api/v1/deposits` (customer key): the account's deposits, newest first, and its addresses.
 
 Registered by control_plane/app.py: `webhooks` under /api/v1/webhooks, `topups` under /api/v1 with
@@ -19,9 +21,10 @@ from sqlalchemy import select
 from .. import db
 from ..api import context
 from ..api.errors import ApiError, bad_parameter
+from ..billing import invoices, topup_fees
 from ..errors import ServiceError
 from ..models import Deposit, DepositAddress, utc_timestamp
-from ..money import format_usd, nano_to_decimal, usd_to_nano
+from ..money import format_usd, money_fields, nano_to_decimal, usd_to_nano
 from . import addresses, payments
 from .ledger import credit_topup, publish
 from .tokens import CHAIN_FAMILY
@@ -36,7 +39,8 @@ topups.before_request(context.authenticate)
 @webhooks.post("/payments")
 def payment_webhook():
     """Every input that is not a valid event is a 400 with the reason: `invalid_signature` (the
-    header), `invalid_event` (the body), `not_credited` (a paid checkout that cannot be credited)."""
+    header), `invalid_event` (the body), `not_credited` (a paid checkout that cannot be credited).
+    A paid checkout credits its total less the card top-up fee, posts the fee, and is invoiced."""
     settings = context.settings()
     if not settings.payment_webhook_secret:
         raise ApiError("not_configured", setting="TOLLGATE_PAYMENT_WEBHOOK_SECRET")
@@ -55,15 +59,20 @@ def payment_webhook():
     if not paid_checkout:
         return {"received": True, "credited": False}
     try:
-        account_id, amount_nano = payments.checkout_amount(event.object)
+        account_id, amount_nano, fee_nano = payments.checkout_amount(event.object, settings.topup_fee_percent)
+        key = f"payment:{event.id}"
         with db.session_scope(settings) as session:
-            posted = credit_topup(session, settings, account_id, amount_nano, f"payment:{event.id}",
+            posted = credit_topup(session, settings, account_id, amount_nano, key,
                                   f"Card top-up {format_usd(amount_nano)} (event {event.id})")
+            if posted and fee_nano:
+                posted.append(topup_fees.post_fee(session, account_id, fee_nano, key, settings.topup_fee_percent,
+                                                  amount_nano))
             ids = [transaction.id for transaction in posted]
     except ServiceError as exc:
         log.warning("payment event %s not credited: %s", event.id, exc)
         raise ApiError("not_credited", event=event.id, detail=str(exc)) from None
     publish(settings, ids)
+    invoices.issue_pending_now(settings)
     return {"received": True, "credited": bool(ids)}
 
 
@@ -84,11 +93,12 @@ def checkout():
     except (ValueError, ArithmeticError):
         raise bad_parameter("amount", "a USD amount such as \"25.00\"") from None
     try:
-        cents = payments.checkout_cents(nano, settings.min_deposit_nano)
+        charge = payments.checkout_charge(nano, settings.min_deposit_nano, settings.topup_fee_percent)
     except payments.CheckoutAmountError as exc:
         raise bad_parameter("amount", str(exc)) from None
-    url = payments.checkout_url(settings.payment_checkout_url, g.account.id, cents)
-    return {"url": url, "amount": nano_to_decimal(nano), "amount_nano": nano}
+    url = payments.checkout_url(settings.payment_checkout_url, g.account.id, charge.total_cents)
+    return {"url": url, **money_fields(amount=nano, fee=charge.fee_cents * payments.NANO_PER_CENT,
+                                       total=charge.total_cents * payments.NANO_PER_CENT)}
 
 
 @topups.get("/deposits")

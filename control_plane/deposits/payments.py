@@ -9,6 +9,9 @@ replays within the window are harmless because each event id credits once (`paym
 Every input is checked before it is used: a header that is not ASCII or is too long, a body that is
 not a UTF-8 JSON object with a string `id` and `type` and an object `data.object`, and a checkout
 whose amount, currency or account reference cannot be credited are all refused with a reason.
+
+With a card top-up fee (TOLLGATE_TOPUP_FEE_PERCENT, billing/topup_fees.py) the checkout charges
+the credit asked for plus the fee, and the webhook splits what was paid back into the two.
 """
 from __future__ import annotations
 
@@ -18,8 +21,10 @@ import json
 import re
 import time
 from dataclasses import dataclass
+from decimal import Decimal
 from urllib.parse import quote
 
+from ..billing import topup_fees
 from ..errors import ServiceError
 from ..money import format_usd
 
@@ -140,9 +145,10 @@ def is_paid(checkout: dict) -> bool:
     return status == "paid"
 
 
-def checkout_amount(checkout: dict) -> tuple[int, int]:
-    """(account id, nano-USD) of a paid checkout session, or ServiceError. The account's
-    existence is checked when it is credited."""
+def checkout_amount(checkout: dict, fee_percent: Decimal = Decimal(0)) -> tuple[int, int, int]:
+    """(account id, credit, fee), both nano-USD, of a paid checkout session, its total split by
+    the top-up fee in force; or ServiceError. The account's existence is checked when it is
+    credited."""
     reference = checkout.get("client_reference_id")
     if not isinstance(reference, str) or not _ACCOUNT_ID.fullmatch(reference) \
             or not 0 < int(reference) <= MAX_ACCOUNT_ID:
@@ -153,7 +159,8 @@ def checkout_amount(checkout: dict) -> tuple[int, int]:
     cents = checkout.get("amount_total")
     if type(cents) is not int or not 0 < cents <= MAX_CHECKOUT_CENTS:
         raise ServiceError(f"amount_total must be a whole number of cents from 1 to {MAX_CHECKOUT_CENTS}")
-    return int(reference), cents * NANO_PER_CENT
+    credit, fee = topup_fees.split_cents(cents, fee_percent)
+    return int(reference), credit * NANO_PER_CENT, fee * NANO_PER_CENT
 
 
 class CheckoutAmountError(ValueError):
@@ -171,8 +178,31 @@ def checkout_cents(amount_nano: int, min_deposit_nano: int) -> int:
     return cents
 
 
+@dataclass(frozen=True)
+class Charge:
+    """What a checkout charges: the credit asked for and the card top-up fee on it, in cents."""
+
+    credit_cents: int
+    fee_cents: int
+
+    @property
+    def total_cents(self) -> int:
+        return self.credit_cents + self.fee_cents
+
+
+def checkout_charge(amount_nano: int, min_deposit_nano: int, fee_percent: Decimal) -> Charge:
+    """The charge of a checkout for this credit (checked as checkout_cents does; the total, fee
+    included, within the provider's bound too), or CheckoutAmountError."""
+    credit = checkout_cents(amount_nano, min_deposit_nano)
+    charge = Charge(credit, topup_fees.fee_cents(credit, fee_percent))
+    if charge.total_cents > MAX_CHECKOUT_CENTS:
+        raise CheckoutAmountError(f"at most {format_usd(MAX_CHECKOUT_CENTS * NANO_PER_CENT)} with the card top-up "
+                                  f"fee of {fee_percent}%")
+    return charge
+
+
 def checkout_url(template: str, account_id: int, amount_cents: int) -> str:
-    """The operator's hosted-checkout URL for this account and amount. Placeholders:
-    {account_id}, {amount_cents}, {amount_usd} (e.g. 25.00)."""
+    """The operator's hosted-checkout URL for this account and amount (what it charges: a
+    Charge's total_cents). Placeholders: {account_id}, {amount_cents}, {amount_usd} (e.g. 25.00)."""
     amount_usd = f"{amount_cents // 100}.{amount_cents % 100:02d}"
     return template.format(account_id=quote(str(account_id)), amount_cents=amount_cents, amount_usd=amount_usd)
