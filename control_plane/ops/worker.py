@@ -2,7 +2,8 @@
 
 Besides the drain, every few seconds: correct what a restarted Redis lost, re-apply unpublished
 credits, publish balances missing from Redis, return expired leases, claim entries of dead
-consumers, replay the usage journal; every minute: re-publish providers (their hosts' addresses
+consumers, replay the usage journal, issue the invoices and credit notes of payments and refunds
+that have none (deposits the chain watchers credit, payments from before invoicing); every minute: re-publish providers (their hosts' addresses
 change); every TOLLGATE_PRICE_SYNC_HOURS, when TOLLGATE_PRICE_SYNC_SOURCE is set: sync routes'
 costs from that price list (catalog/price_sync.py; in a thread of its own, so a slow list never
 holds up the drain). SIGTERM / SIGINT stop it after the current batch.
@@ -20,7 +21,7 @@ import redis
 from sqlalchemy.exc import SQLAlchemyError
 
 from .. import db, logs
-from ..billing import restart_repair
+from ..billing import invoices, restart_repair
 from ..billing.journal_replay import JournalReplay
 from ..billing.usage_drain import UsageDrain
 from ..catalog import price_sync
@@ -59,6 +60,7 @@ class Worker:
                         correction.describe())
         self.reaper.reap()
         self.journal.run_once()
+        invoices.issue_pending_now(self.settings)
 
     def run(self, stopping: threading.Event) -> None:
         self.drain.ensure_groups()
