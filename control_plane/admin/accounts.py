@@ -1,4 +1,5 @@
-"""The Accounts pages (/admin/accounts…): search, an account's money, keys, requests and deposits; credits, refunds, suspension.
+"""The Accounts pages (/admin/accounts…): search, an account's money, keys, requests and deposits; credits, refunds,
+suspension; its billing profile, invoices and statements.
 
 - /admin/accounts: every account, newest first, searched by part of the email or the id and by
   status, paged by keyset (console/paging.py), with its live balance and active keys.
@@ -6,7 +7,11 @@
   rate limits); payments (with what was refunded of each); deposits; newest requests and ledger
   transactions (all of them, paged, at /admin/accounts/<id>/ledger); and the forms that change
   it: credit or debit with a reason (billing/refunds.credit), refund a payment
-  (billing/refunds.refund), suspend or reactivate (accounts/suspension.py).
+  (billing/refunds.refund; a USDT payment only once the admin says the USDT went back by hand),
+  suspend or reactivate (accounts/suspension.py).
+- /admin/accounts/<id>/billing: its billing profile (edited here as by its owner), its invoices and
+  credit notes as PDF, and its statements by month or any range as PDF and CSV — the customer's
+  Billing page's helpers (console/billing.py), for any account.
 
 Each form's mistakes are shown at its field with status 400; a change redirects back (303) with
 a message. The queries the admin API and `tollgate account` share are api/admin_accounts.py's.
@@ -19,17 +24,18 @@ import redis
 from flask import abort, flash, g, redirect, render_template, request
 from flask_wtf import FlaskForm
 from sqlalchemy import select
-from wtforms import IntegerField, SelectField, StringField
+from wtforms import BooleanField, IntegerField, SelectField, StringField
 from wtforms.validators import InputRequired, Length, NumberRange, Optional, ValidationError
 
 from ..accounts import api_keys, suspension
 from ..accounts.api_keys import MAX_RATE, InvalidKeyField
 from ..accounts.balances import current_balance_nano
 from ..api import admin_accounts, context
-from ..billing import refunds, usage_log, wallet_history
+from ..billing import profiles, refunds, usage_log, wallet_history
+from ..console import billing
 from ..console.paging import below_above, keyset_page
 from ..errors import ServiceError
-from ..models import ACCOUNT_STATUSES, Account, ApiKey, Deposit
+from ..models import ACCOUNT_STATUSES, Account, ApiKey, Deposit, utcnow
 from ..money import format_usd, usd_to_nano
 from . import admin
 from .sessions import admin_required, read_session
@@ -58,6 +64,9 @@ class RefundForm(FlaskForm):
                          description="At most what is left of the payment, and at most the live balance.")
     reason = StringField("Reason", validators=REASON_FIELD,
                          description="Required. Shown to the customer with the refund.")
+    sent_back = BooleanField("I have sent the USDT back by hand",
+                             description="Required to refund a USDT payment: Tollgate sends no crypto itself. The "
+                                         "refund then records what you sent.")
 
     def validate_payment(self, field):
         parts = (field.data or "").split(":")
@@ -176,7 +185,8 @@ def account_refund(account_id: int):
         payment_id, seen = form.chosen()
         try:
             amount = refunds.parse_amount(form.amount.data)
-            moved = refunds.refund(context.settings(), account.id, payment_id, amount, form.reason.data, seen)
+            moved = refunds.refund(context.settings(), account.id, payment_id, amount, form.reason.data, seen,
+                                   sent_back=form.sent_back.data)
         except refunds.InvalidField as exc:
             _field_error(form, exc)
         except redis.RedisError:
@@ -191,6 +201,48 @@ def account_refund(account_id: int):
                       f"#{moved.transaction.id}).", "success")
             return _back(account, "money")
     return _account_page(account, 400, refund_form=form)
+
+
+@admin.get("/accounts/<int:account_id>/billing")
+@admin_required
+def account_billing(account_id: int):
+    return _billing_page(_account(account_id))
+
+
+@admin.post("/accounts/<int:account_id>/billing/profile")
+@admin_required
+def account_billing_profile(account_id: int):
+    account = _account(account_id)
+    form = billing.BillingProfileForm(prefix="profile")
+    if not (form.validate() and billing.save_profile(form, account.id)):
+        return _billing_page(account, 400, profile_form=form)
+    flash("Billing profile saved: invoices issued from now on are made out to it; those issued already keep "
+          "theirs.", "success")
+    return redirect(f"/admin/accounts/{account.id}/billing#profile", code=303)
+
+
+@admin.get("/accounts/<int:account_id>/billing/invoices/<number>.pdf")
+@admin_required
+def account_invoice_pdf(account_id: int, number: str):
+    return billing.invoice_download(_account(account_id), number)
+
+
+@admin.get("/accounts/<int:account_id>/billing/statement.pdf")
+@admin_required
+def account_statement_pdf(account_id: int):
+    return _statement(account_id, "pdf")
+
+
+@admin.get("/accounts/<int:account_id>/billing/statement.csv")
+@admin_required
+def account_statement_csv(account_id: int):
+    return _statement(account_id, "csv")
+
+
+@admin.get("/accounts/<int:account_id>/billing/usage.csv")
+@admin_required
+def account_usage_csv(account_id: int):
+    return _statement(account_id, "usage")
 
 
 @admin.post("/accounts/<int:account_id>/suspend")
@@ -237,6 +289,22 @@ def key_limits(account_id: int, key_id: int):
                   else NOT_LIVE, "success" if live else "error")
             return _back(account, "keys")
     return _account_page(account, 400, key_forms={key_id: form})
+
+
+def _statement(account_id: int, what: str):
+    account = _account(account_id)
+    return billing.statement_download(account, what, lambda status, **forms: _billing_page(account, status, **forms))
+
+
+def _billing_page(account: Account, status: int = 200, **forms):
+    """The account's billing page, with the forms given (those sent with mistakes) and new ones."""
+    session = read_session()
+    forms = {"profile_form": billing.profile_form(profiles.get(session, account.id), prefix="profile"),
+             "range_form": billing.range_form(account), **forms}
+    return render_template(
+        "admin/accounts_billing.html", nav="accounts", subject=account, zone=account.time_zone,
+        invoices=billing.invoice_rows(session, account), months=billing.months(session, account, request.args.get("before")),
+        base=f"/admin/accounts/{account.id}/billing", **forms), status
 
 
 def _change_suspension(account: Account, suspended: bool):
@@ -302,15 +370,23 @@ def _refund_form(session, account: Account, sent: bool = False) -> RefundForm:
     """The refund form, its payments the account's with something left to refund (of the request's
     POST if sent, else new)."""
     form = RefundForm(prefix="refund", **({} if sent else {"formdata": None}))
+    settings, now = context.settings(), utcnow()
     form.payment.choices = [("", "Choose a payment…")] + [
-        (f"{paid.transaction_id}:{paid.refunds}", _payment_label(paid))
+        (f"{paid.transaction_id}:{paid.refunds}", _payment_label(settings, paid, now))
         for paid in refunds.payments(session, account.id) if paid.refundable_nano > 0]
     return form
 
 
-def _payment_label(paid: refunds.Payment) -> str:
-    return (f"#{paid.transaction_id} {paid.created_at:%Y-%m-%d} — {paid.description} — "
-            f"{format_usd(paid.refundable_nano)} refundable")
+def _payment_label(settings, paid: refunds.Payment, now) -> str:
+    """The payment, what is left to refund of it, and what the refund policy says of it now."""
+    label = (f"#{paid.transaction_id} {paid.created_at:%Y-%m-%d} — {paid.description} — "
+             f"{format_usd(paid.refundable_nano)} refundable")
+    if paid.deposit is not None:
+        return f"{label} (USDT: once sent back by hand)"
+    ends = refunds.refund_window_end(settings, paid)
+    if ends is not None:
+        return f"{label} ({'past the refund window' if now > ends else f'until {ends:%Y-%m-%d %H:%M} UTC'})"
+    return label
 
 
 def _account_page(account: Account, status: int = 200, **forms):
@@ -329,10 +405,13 @@ def _account_page(account: Account, status: int = 200, **forms):
                                   .order_by(wallet_history.CURSOR.desc()).limit(RECENT)).all()
     deposits = list(session.scalars(select(Deposit).where(Deposit.account_id == account.id)
                                     .order_by(Deposit.id.desc()).limit(RECENT)))
+    payments = refunds.payments(session, account.id)
     return render_template(
         "admin/accounts_detail.html", nav="accounts", subject=account, deleted=suspension.is_deleted(account),
         live_balance=current_balance_nano(settings, account), key_rows=key_rows,
-        keys_by_id={key.id: key for key in keys}, payments=refunds.payments(session, account.id),
+        keys_by_id={key.id: key for key in keys}, payments=payments,
+        usdt_refundable=any(paid.deposit and paid.refundable_nano > 0 for paid in payments),
+        refund_window_hours=settings.refund_window_hours, profile=profiles.get(session, account.id),
         refund_form=refund_form, requests=requests, ledger_rows=ledger_rows, deposits=deposits, **forms), status
 
 
