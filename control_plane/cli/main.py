@@ -17,7 +17,7 @@ from .. import settings as settings_module
 from ..crypto import SecretError
 from ..deposits import cli as deposits
 from ..errors import ServiceError
-from . import accounts, admin, audit_log, billing, catalog, operations, prices
+from . import accounts, admin, audit_log, billing, catalog, documents, operations, prices
 from .common import UserMistake
 
 
@@ -48,7 +48,7 @@ for command in (
     operations.up, operations.worker, operations.db_group, operations.publish_command, operations.demo_command,
     accounts.account, accounts.key, accounts.credit, accounts.balance, admin.admin,
     catalog.provider, catalog.model, catalog.route, catalog.alias, prices.prices, audit_log.audit_command,
-    billing.reconcile_command, billing.quarantine,
+    billing.reconcile_command, billing.quarantine, documents.invoice, documents.statement_command,
     deposits.deposit, deposits.deposits, deposits.chain,
 ):
     main.add_command(command)
