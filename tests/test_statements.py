@@ -31,6 +31,7 @@ class Books:
         self.account = accounts.create_account(session, email)
         self.account.time_zone = zone
         self.keys = [api_keys.create_key(session, self.account, name)[0] for name in key_names]
+        self.charges: list[tuple[str, int]] = []  # (request id, transaction id) of each usage row
         session.flush()
 
     def post(self, kind: str, amount: int, at: datetime, description: str = "", key: int = 0,
@@ -48,6 +49,7 @@ class Books:
                                    key_id=self.keys[key].id, model=model, status=200, billing_basis="provider",
                                    input_tokens=tokens[0], output_tokens=tokens[1], cost_nano=-amount,
                                    created_at=at - timedelta(seconds=2), transaction_id=transaction.id))
+            self.charges.append((f"req-{number}", transaction.id))
         self.session.flush()
         return transaction.id
 
@@ -73,6 +75,11 @@ def test_a_month_by_hand_in_new_york(settings):
         books.post("adjustment", -2_500_000_000, local(zone, 2026, 1, 25, 8, 0), "Correction")
         books.post("expiry", -10_000_000_000, local(zone, 2026, 1, 31, 23, 30), "Unused credit expired")
         books.post("usage", -99, local(zone, 2026, 2, 1, 0, 0), model="chat-small")
+        # A card fee names the account but moves no wallet: not on its statement.
+        fee = ledger.post(session, "fee", "fee:payment:evt_ny", books.account.id,
+                          [("system:fees", 3_000_000_000), (ledger.DEPOSITS, -3_000_000_000)], "Card top-up fee 3%")
+        session.execute(update(LedgerTransaction).where(LedgerTransaction.id == fee.id)
+                        .values(created_at=local(zone, 2026, 1, 2, 9, 0)))
         account = books.account
 
         january = statements.statement(session, account, date(2026, 1, 1), date(2026, 1, 31))
