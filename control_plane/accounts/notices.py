@@ -66,7 +66,7 @@ def deliver_pending(settings: Settings, now: datetime | None = None) -> int:
     sent = 0
     after = 0
     while True:
-        with db.session_scope(settings) as session:
+        with db.read_session(settings) as session:
             page = session.execute(
                 select(Notice.id, Notice.attempts).where(Notice.id > after, _due(now)).order_by(Notice.id).limit(PAGE)
             ).all()

@@ -74,7 +74,7 @@ def run(settings: Settings, now: datetime | None = None) -> Report:
     report = Report()
     after = 0
     while True:
-        with db.session_scope(settings) as session:
+        with db.read_session(settings) as session:
             page = list(session.scalars(select(Account.id).where(
                 Account.id > after, Account.balance_nano > 0,
                 exists().where(LedgerTransaction.account_id == Account.id,
