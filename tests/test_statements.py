@@ -108,6 +108,10 @@ def test_a_month_by_hand_in_new_york(settings):
         february = statements.statement(session, account, date(2026, 2, 1), date(2026, 2, 28))
         assert february.opening_nano == 140_497_999_992
         assert february.closing_nano == 140_497_999_893 == ledger.account_balance(session, account.id)
+        assert statements.balances_before(session, account, [
+            statements.bounds(ZoneInfo(zone), date(2026, 1, 1), date(2026, 1, 31))[0],
+            statements.bounds(ZoneInfo(zone), date(2026, 2, 1), date(2026, 2, 28))[0],
+            datetime(2030, 1, 1, tzinfo=UTC)]) == [50_000_000_000, 140_497_999_992, 140_497_999_893]
         assert statements.months(session, account, now=datetime(2026, 3, 1, 4, 59, tzinfo=UTC)) == [
             (2026, 2), (2026, 1), (2025, 12)]
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from ..db import total
@@ -105,9 +105,16 @@ def _wallet_entries(account: Account):
 
 def balance_before(session: Session, account: Account, moment: datetime) -> int:
     """Σ of the account's wallet entries recorded before `moment`."""
+    return balances_before(session, account, [moment])[0]
+
+
+def balances_before(session: Session, account: Account, moments: list[datetime]) -> list[int]:
+    """balance_before of each moment, from one pass over the wallet's entries (a list of months'
+    opening and closing balances in one query, not two per month)."""
     joined, owned = _wallet_entries(account)
-    return session.scalar(select(total(LedgerEntry.amount)).select_from(joined)
-                          .where(*owned, LedgerTransaction.created_at < moment))
+    sums = [total(case((LedgerTransaction.created_at < moment, LedgerEntry.amount), else_=0)) for moment in moments]
+    return list(session.execute(select(*sums).select_from(joined)
+                                .where(*owned, LedgerTransaction.created_at < max(moments))).one())
 
 
 def statement(session: Session, account: Account, start: date, end: date) -> Statement:
