@@ -16,6 +16,7 @@ from functools import cache
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from flask import current_app, has_app_context
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.orm import Session
 
@@ -46,8 +47,6 @@ def _standalone() -> Environment:
 
 
 def _render(name: str, **context) -> str:
-    from flask import current_app, has_app_context
-
     environment = current_app.jinja_env if has_app_context() else _standalone()
     return environment.get_template(f"documents/{name}").render(
         usd=format_usd, day=day, minute=minute, percent=percent, lines_of=_lines_of, **context)
@@ -65,9 +64,9 @@ def day(moment: date | datetime, zone: ZoneInfo | None = None) -> str:
     return f"{local.day} {local:%B %Y}"
 
 
-def minute(moment: datetime, zone: ZoneInfo | None = None) -> str:
-    """'2026-01-02 09:00' (in the zone, if given)."""
-    return (moment.astimezone(zone) if zone is not None else moment).strftime("%Y-%m-%d %H:%M")
+def minute(moment: datetime) -> str:
+    """'2026-01-02 09:00' (a statement's times are in its zone already)."""
+    return moment.strftime("%Y-%m-%d %H:%M")
 
 
 def percent(rate: Decimal) -> str:
@@ -131,7 +130,7 @@ def statement_csv(statement: statements.Statement) -> str:
     return buffer.getvalue()
 
 
-def usage_csv(session: Session, account: Account, start, end) -> Iterator[str]:
+def usage_csv(session: Session, account: Account, start: date, end: date) -> Iterator[str]:
     """The statement's usage as CSV, one row per charged request (statements.usage_rows), streamed
     in chunks; the cost column adds up to the statement's usage."""
     buffer = io.StringIO()
