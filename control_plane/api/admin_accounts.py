@@ -256,12 +256,12 @@ def account_refund(account_id: int):
     payment_id = _whole(body, "payment", "the payment's transaction_id (GET /accounts/<id> lists them)")
     seen = _whole(body, "refunds_seen", "the payment's refunds count, or left out") \
         if body.get("refunds_seen") is not None else None
-    sent_back = body.get("sent_back", False)
-    if not isinstance(sent_back, bool):
+    sent_back = body.get("sent_back")
+    if sent_back is not None and not isinstance(sent_back, bool):
         raise bad_parameter("sent_back", "true once you sent a USDT deposit back yourself, else false or left out")
     amount = _refused(lambda: refunds.parse_amount(_required(body, "amount")))
     moved = _refused(lambda: refunds.refund(context.settings(), account.id, payment_id, amount, body.get("reason"),
-                                            seen, sent_back))
+                                            seen, bool(sent_back)))
     return _moved(account, moved), 200 if moved.repeated else 201
 
 
