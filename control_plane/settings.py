@@ -148,6 +148,17 @@ def _tron_address(env, name, default):
     return raw
 
 
+def _address(env, name):
+    """host:port (an IPv6 host in brackets) or None when unset."""
+    raw = _raw(env, name, None)
+    if raw is None:
+        return None
+    host, _sep, port = raw.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536 or any(c in host for c in " /;{}"):
+        raise SettingsError(f"{name} must be host:port (such as 10.0.0.5:8000), got {raw!r}")
+    return raw
+
+
 def _percent(env, name, default):
     """A percent within 0..100 with at most 4 decimals, as a Decimal."""
     raw = _raw(env, name, default)
@@ -301,6 +312,10 @@ class Settings:
     secret_key: str | None
     nginx_workers: str
     gunicorn_workers: int
+    # Nodes (ops/supervisor.py roles): where a control node's gunicorn listens (None: a Unix
+    # socket in run/), and where a gateway node finds the control plane (None: this machine's).
+    control_listen: str | None
+    control_plane: str | None
     max_body_bytes: int
     lease_chunk_nano: int
     lease_idle_seconds: int
@@ -403,6 +418,16 @@ class Settings:
         return self.run_dir / "gunicorn.sock"
 
     @property
+    def gunicorn_bind(self) -> str:
+        """gunicorn's --bind: TOLLGATE_CONTROL_LISTEN, else the Unix socket."""
+        return self.control_listen or f"unix:{self.gunicorn_socket}"
+
+    @property
+    def control_plane_upstream(self) -> str:
+        """The `server` nginx passes /api/, /console/ and /admin/ to."""
+        return self.control_plane or self.control_listen or f"unix:{self.gunicorn_socket}"
+
+    @property
     def base_url(self) -> str:
         host = "127.0.0.1" if self.listen in ("0.0.0.0", "*", "") else self.listen
         return f"http://{host}:{self.port}"
@@ -431,6 +456,8 @@ def load(env=None) -> Settings:
         secret_key=_raw(env, "TOLLGATE_SECRET_KEY", None),
         nginx_workers=_raw(env, "TOLLGATE_NGINX_WORKERS", "auto"),
         gunicorn_workers=_int(env, "TOLLGATE_GUNICORN_WORKERS", 2, 1, 64),
+        control_listen=_address(env, "TOLLGATE_CONTROL_LISTEN"),
+        control_plane=_address(env, "TOLLGATE_CONTROL_PLANE"),
         # Every body byte counts as a token in a request's hold (at most MAX_TOKENS).
         max_body_bytes=_size(env, "TOLLGATE_MAX_BODY", "32m", MAX_BODY_BYTES),
         lease_chunk_nano=_usd(env, "TOLLGATE_LEASE_CHUNK_USD", "1"),

@@ -37,8 +37,10 @@ def free_port() -> int:
 
 
 class Gateway:
-    def __init__(self, home: Path, database_url: str | None = None, extra_env: dict | None = None):
+    def __init__(self, home: Path, database_url: str | None = None, extra_env: dict | None = None,
+                 role: str = "all"):
         self.home = home
+        self.role = role
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
@@ -63,7 +65,7 @@ class Gateway:
     def start(self, timeout: float = 60) -> "Gateway":
         self.home.mkdir(parents=True, exist_ok=True)
         self.output = open(self.output_path, "wb")
-        self.proc = subprocess.Popen([TOLLGATE, "up"], env=self.env, stdout=self.output,
+        self.proc = subprocess.Popen([TOLLGATE, "up", "--role", self.role], env=self.env, stdout=self.output,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      start_new_session=True)
         deadline = time.monotonic() + timeout

@@ -12,12 +12,34 @@ from .common import REPUBLISH_HINT, publish_after
 
 
 @click.command()
+@click.option("--role", type=click.Choice(("all", "control", "gateway")), default="all", show_default=True,
+              help="all: everything on this machine. control: the console, the APIs and the worker "
+              "(gunicorn on TOLLGATE_CONTROL_LISTEN). gateway: nginx alone, on the shared Redis and "
+              "database, passing the console and the APIs to TOLLGATE_CONTROL_PLANE.")
 @click.pass_obj
-def up(settings: Settings) -> None:
-    """Start Redis, nginx, the control plane and the worker in the foreground."""
+def up(settings: Settings, role: str) -> None:
+    """Start Redis, nginx, the control plane and the worker in the foreground (or a role's share)."""
     from ..ops import supervisor
 
-    raise SystemExit(supervisor.run(settings))
+    raise SystemExit(supervisor.run(settings, role))
+
+
+@click.group("journal")
+def journal_group() -> None:
+    """The gateway's usage journal (records nginx wrote to disk besides Redis)."""
+
+
+@journal_group.command("replay")
+@click.option("--follow", is_flag=True, help="Keep replaying every few seconds (a gateway node's "
+              "`tollgate up --role gateway` runs this) until SIGTERM / Ctrl-C.")
+@click.pass_obj
+def journal_replay(settings: Settings, follow: bool) -> None:
+    """Settle again the journaled usage records that never reached Redis or that it lost."""
+    from ..ops import worker as usage_worker
+
+    replayed = usage_worker.replay_journal(settings, follow)
+    if not follow:
+        click.echo(f"replayed {replayed} journaled usage records")
 
 
 @click.command()

@@ -104,6 +104,7 @@ def render(settings: Settings) -> Path:
         "lease_dict": settings.lease_dict_bytes,
         "connect_timeout": settings.upstream_connect_timeout,
         "read_timeout": settings.upstream_read_timeout,
+        "control_plane": settings.control_plane_upstream,
     }
     for source in sorted((REPO_ROOT / "proxy").glob("*.conf")):
         (conf_dir / "proxy" / source.name).write_text(_fill(source.read_text(), values))

@@ -1,7 +1,13 @@
 """`tollgate up`: starts Redis, migrates the database, starts nginx, gunicorn, the usage
 worker and, when a deposit chain is configured, the chain watcher; prints the gateway URL and the
 demo key, and stops everything cleanly on Ctrl-C or SIGTERM. A process that dies is restarted
-(with a growing pause) and its death logged."""
+(with a growing pause) and its death logged.
+
+Roles split one machine's set across several (`tollgate up --role …`): `all` (the default) runs
+everything; `control` runs gunicorn (on TOLLGATE_CONTROL_LISTEN), the worker and the chain
+watcher; `gateway` runs nginx and the replay of its own usage journal, pointed at the shared
+Redis (TOLLGATE_REDIS_URL), database and control plane (TOLLGATE_CONTROL_PLANE). Only `all`
+may run a Redis of its own."""
 from __future__ import annotations
 
 import os
@@ -86,16 +92,52 @@ def redis_conf(settings: Settings) -> str:
     ])
 
 
-def children(settings: Settings, nginx_conf_path: Path) -> list[Child]:
+ROLES = ("all", "control", "gateway")
+
+
+def check_role(settings: Settings, role: str) -> None:
+    """What a node of this role needs from the settings; RuntimeError naming what is missing."""
+    if role == "all":
+        return
+    if settings.manage_redis:
+        raise RuntimeError(f"a {role} node shares its Redis with the other nodes: set TOLLGATE_REDIS_URL")
+    if settings.database_url.startswith("sqlite"):
+        raise RuntimeError(f"a {role} node shares its database with the other nodes: set TOLLGATE_DATABASE_URL "
+                           "to a PostgreSQL database")
+    if role == "gateway" and not settings.control_plane:
+        raise RuntimeError("a gateway node passes the console and the API to the control plane: set "
+                           "TOLLGATE_CONTROL_PLANE to the host:port of a control node's TOLLGATE_CONTROL_LISTEN")
+    if role == "control" and not settings.control_listen:
+        raise RuntimeError("a control node serves the gateway nodes over TCP: set TOLLGATE_CONTROL_LISTEN "
+                           "(such as 10.0.0.5:8000, on a private network)")
+
+
+def children(settings: Settings, nginx_conf_path: Path, role: str = "all") -> list[Child]:
     logs = settings.log_dir
     result = []
     if settings.manage_redis:
         conf = settings.redis_dir / "redis.conf"
         conf.write_text(redis_conf(settings))
         result.append(Child("redis", ["redis-server", str(conf)], log_path=logs / "redis-stdout.log"))
-    result += [
+    if role != "gateway":
+        result += _control_children(settings)
+    if role != "control":
+        result.append(Child("nginx", [
+            nginx_conf.nginx_binary(), "-p", str(settings.nginx_dir), "-c", str(nginx_conf_path),
+            "-g", "daemon off;",
+        ], stop_signal=signal.SIGQUIT, log_path=logs / "nginx-stdout.log"))
+    if role == "gateway":
+        # The control node's worker replays only the journal on its own disk.
+        result.append(Child("journal", [_venv_bin("tollgate"), "journal", "replay", "--follow"],
+                            log_path=logs / "journal.log"))
+    return result
+
+
+def _control_children(settings: Settings) -> list[Child]:
+    logs = settings.log_dir
+    result = [
         Child("gunicorn", [
-            _venv_bin("gunicorn"), "--bind", f"unix:{settings.gunicorn_socket}",
+            _venv_bin("gunicorn"), "--bind", settings.gunicorn_bind,
             "--workers", str(settings.gunicorn_workers), "--graceful-timeout", "10",
             # A streamed CSV of the request log may take minutes: no worker timeout cuts it.
             "--timeout", "0",
@@ -106,10 +148,6 @@ def children(settings: Settings, nginx_conf_path: Path) -> list[Child]:
         # once the entries its killed predecessor had read, instead of claiming them after a minute.
         Child("worker", [_venv_bin("tollgate"), "worker", "--consumer", f"{socket.gethostname()}-up-{os.getpid()}"],
               log_path=logs / "worker.log"),
-        Child("nginx", [
-            nginx_conf.nginx_binary(), "-p", str(settings.nginx_dir), "-c", str(nginx_conf_path),
-            "-g", "daemon off;",
-        ], stop_signal=signal.SIGQUIT, log_path=logs / "nginx-stdout.log"),
     ]
     if watched_chains(settings):
         result.append(Child("chain-watch", [_venv_bin("tollgate"), "chain", "watch"],
@@ -158,7 +196,12 @@ def prepare(settings: Settings) -> tuple[str | None, str | None]:
     return demo_key, demo_link
 
 
-def banner(settings: Settings, demo_key: str | None, demo_link: str | None = None) -> str:
+def banner(settings: Settings, demo_key: str | None, demo_link: str | None = None, role: str = "all") -> str:
+    if role == "control":
+        return "\n".join(["", (f"  Tollgate control node: the control plane listens on {settings.control_listen} "
+                                "for the gateway nodes (TOLLGATE_CONTROL_PLANE there);"),
+                           f"    the worker drains usage; state: {settings.home}   logs: {settings.log_dir}",
+                           "", "  Ctrl-C stops everything.", ""])
     lines = [
         "",
         f"  Tollgate is running at {settings.base_url}",
@@ -186,8 +229,9 @@ def banner(settings: Settings, demo_key: str | None, demo_link: str | None = Non
 
 
 class Supervisor:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, role: str = "all"):
         self.settings = settings
+        self.role = role
         self.stopping = False
         self.children: list[Child] = []
 
@@ -250,23 +294,26 @@ class Supervisor:
         for directory in (settings.run_dir, settings.log_dir, settings.redis_dir, settings.nginx_dir,
                           settings.journal_dir):
             directory.mkdir(parents=True, exist_ok=True)
+        check_role(settings, self.role)
         self._claim_home()
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGTERM, self._on_signal)
         conf_path = nginx_conf.render(settings)
-        check_nginx(conf_path, settings)
-        self.children = children(settings, conf_path)
+        if self.role != "control":
+            check_nginx(conf_path, settings)
+        self.children = children(settings, conf_path, self.role)
         try:
             if self.children and self.children[0].name == "redis":
                 self.children[0].start()
                 wait_for_redis(settings, self.children[0].proc)
             else:
                 wait_for_redis(settings, None)
-            demo_key, demo_link = prepare(settings)
+            # The control plane migrates and publishes; a gateway node finds both done.
+            demo_key, demo_link = prepare(settings) if self.role != "gateway" else (None, None)
             for child in self.children:
                 if child.proc is None:
                     child.start()
-            print(banner(settings, demo_key, demo_link), flush=True)
+            print(banner(settings, demo_key, demo_link, self.role), flush=True)
             self._watch()
         finally:
             log("stopping")
@@ -276,9 +323,9 @@ class Supervisor:
         return 0
 
 
-def run(settings: Settings) -> int:
+def run(settings: Settings, role: str = "all") -> int:
     try:
-        return Supervisor(settings).run()
+        return Supervisor(settings, role).run()
     except RuntimeError as exc:
         log(str(exc))
         return 1
