@@ -65,8 +65,8 @@ class RefundForm(FlaskForm):
     reason = StringField("Reason", validators=REASON_FIELD,
                          description="Required. Shown to the customer with the refund.")
     sent_back = BooleanField("I have sent the USDT back by hand",
-                             description="Required to refund a USDT payment: Tollgate sends no crypto itself. The "
-                                         "refund then records what you sent.")
+                             description="Required to refund a USDT payment: Tollgate sends no crypto itself. "
+                                         "Tick it once you have sent the amount back from your wallet.")
 
     def validate_payment(self, field):
         parts = (field.data or "").split(":")

@@ -70,7 +70,7 @@ class TimeZoneForm(FlaskForm):
 
 class BalanceAlertForm(FlaskForm):
     balance_alert = StringField("Mail me when my balance falls below (USD)",
-                                description="Empty: no alert. Mailed once each time the balance drops below it.")
+                                description="Empty: no alert.")
     amount_nano: int | None = None  # the threshold read, once validated (None: no alert)
 
     def validate_balance_alert(self, field):

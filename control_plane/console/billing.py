@@ -46,8 +46,7 @@ class StatementRangeForm(Form):
     """The first and last day of a statement (a GET form: nothing changes, no CSRF token)."""
 
     start = DateField("From", validators=[InputRequired("Give the first day, e.g. 2026-01-01.")])
-    end = DateField("To", validators=[InputRequired("Give the last day, e.g. 2026-01-31.")],
-                    description="Both days included, in your time zone.")
+    end = DateField("To", validators=[InputRequired("Give the last day, e.g. 2026-01-31.")])
 
     def validate_start(self, field):
         if field.data and field.data < EARLIEST:
@@ -116,6 +115,8 @@ def save_profile(form: BillingProfileForm, account_id: int) -> bool:
     except profiles.ProfileError as exc:
         field = getattr(form, exc.field, None) or form.legal_name
         field.errors = [*field.errors, f"{exc}."]
+        # The form is at the page's foot: the top of the page says where to look.
+        flash(f"The billing profile was not saved: see {field.label.text}.", "error")
         return False
     return True
 
