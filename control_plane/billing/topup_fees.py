@@ -43,4 +43,4 @@ def post_fee(session: Session, account_id: int, fee_nano: int, deposit_key: str,
     has nothing to apply."""
     return ledger.post(session, "fee", fee_key(deposit_key), account_id,
                        [(FEES, fee_nano), (ledger.DEPOSITS, -fee_nano)],
-                       f"Card top-up fee {percent}% on {format_usd(credit_nano)}", published=True)
+                       f"Card top-up fee {format(percent, 'f')}% on {format_usd(credit_nano)}", published=True)
