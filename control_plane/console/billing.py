@@ -130,17 +130,16 @@ def invoice_rows(session: Session, account: Account) -> list[InvoiceRow]:
 def months(session: Session, account: Account, before: str | None = None) -> Months:
     """MONTHS_PAGE statement months, newest first (those before the "YYYY-MM" `before`, if given),
     each with its opening and closing balance (Σ of the wallet before its first and after its last
-    day, as its statement has them)."""
+    day, as its statement has them), all read in one query."""
     found = statements.months(session, account)
     if before:
         found = [(year, month) for year, month in found if f"{year:04d}-{month:02d}" < before]
-    zone, rows = statements.zone_of(account), []
-    for year, month in found[:MONTHS_PAGE]:
-        start, end = statements.month_range(year, month)
-        since, until = statements.bounds(zone, start, end)
-        rows.append(MonthRow(f"{calendar.month_name[month]} {year}", start, end,
-                             statements.balance_before(session, account, since),
-                             statements.balance_before(session, account, until)))
+    zone = statements.zone_of(account)
+    days = [statements.month_range(year, month) for year, month in found[:MONTHS_PAGE]]
+    moments = [moment for start, end in days for moment in statements.bounds(zone, start, end)]
+    balances = statements.balances_before(session, account, moments) if moments else []  # none before `before`
+    rows = [MonthRow(f"{calendar.month_name[start.month]} {start.year}", start, end, *balances[2 * n:2 * n + 2])
+            for n, (start, end) in enumerate(days)]
     older = f"{found[MONTHS_PAGE - 1][0]:04d}-{found[MONTHS_PAGE - 1][1]:02d}" if len(found) > MONTHS_PAGE else None
     return Months(rows, older)
 
