@@ -408,3 +408,22 @@ def test_a_card_payment_past_the_refund_window_is_refused_beside_the_form(tollga
         "refund-payment": f"{new.transaction_id}:0", "refund-amount": "10", "refund-reason": "asked"})
     assert done.status_code == 200 and f"Refunded $10.00 of payment #{new.transaction_id}" in done.text
     admin.close()
+
+
+def test_statement_months_are_paged_twelve_at_a_time(app, settings, customer):
+    now = datetime.now(UTC)
+    first_moved = now - timedelta(days=430)
+    with db.session_scope(settings) as session:
+        session.execute(update(LedgerTransaction).where(LedgerTransaction.account_id == customer.account.id)
+                        .values(created_at=first_moved))
+    every = (now.year - first_moved.year) * 12 + now.month - first_moved.month + 1  # 15 or 16 months
+    client = signed_in(app, settings, customer)
+    first = client.get("/console/billing").text
+    months = re.findall(r'<td class="month">([^<]+)</td>', first)
+    assert len(months) == 12 and months[0] == now.strftime("%B %Y")
+    older = re.search(r'<a href="\?before=(\d{4}-\d{2})#statements" rel="next">Older months →</a>', first).group(1)
+    second = client.get(f"/console/billing?before={older}").text
+    rest = re.findall(r'<td class="month">([^<]+)</td>', second)
+    assert len(rest) == every - 12 and rest[-1] == first_moved.strftime("%B %Y") and "Older months" not in second
+    balances = re.findall(r'<td class="num" data-label="[^"]+">([^<]+)</td>', second)
+    assert balances[:2] == ["$10.00", "$10.00"] and balances[-2:] == ["$0.00", "$10.00"]
