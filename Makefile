@@ -4,9 +4,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEB_PACKAGES := nginx libnginx-mod-http-lua lua-resty-core lua-nginx-redis lua-cjson redis-server wrk libjs-chart.js \
 	libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core
-# The console's browser tests drive Debian's Chromium; the document tests read PDFs with poppler.
+# The console's browser tests drive Debian's Chromium; the document tests read PDFs with poppler;
+# docker-compose checks docker-compose.yml.
 # (pango and the DejaVu fonts above: WeasyPrint renders invoices and statements to PDF.)
-TEST_DEB_PACKAGES := chromium poppler-utils
+TEST_DEB_PACKAGES := chromium poppler-utils docker-compose
 STAMP := $(VENV)/.installed
 
 .PHONY: run test bench install deps venv clean

@@ -45,8 +45,8 @@ def main(ctx: click.Context) -> None:
 
 
 for command in (
-    operations.up, operations.worker, operations.journal_group, operations.db_group, operations.publish_command,
-    operations.demo_command,
+    operations.up, operations.worker, operations.journal_group, operations.nginx_config, operations.db_group,
+    operations.publish_command, operations.demo_command,
     accounts.account, accounts.key, accounts.credit, accounts.balance, admin.admin,
     catalog.provider, catalog.model, catalog.route, catalog.alias, prices.prices, audit_log.audit_command,
     billing.reconcile_command, billing.quarantine, documents.invoice, documents.statement_command,

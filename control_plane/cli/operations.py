@@ -24,6 +24,19 @@ def up(settings: Settings, role: str) -> None:
     raise SystemExit(supervisor.run(settings, role))
 
 
+@click.command("nginx-config")
+@click.option("--openresty/--debian-nginx", default=None,
+              help="Render for OpenResty (Lua built in) or Debian's nginx with its Lua module "
+              "(default: whichever is installed here).")
+@click.pass_obj
+def nginx_config(settings: Settings, openresty: bool | None) -> None:
+    """Render the gateway's nginx configuration into TOLLGATE_HOME/nginx (what `tollgate up` runs
+    nginx with) for an nginx started elsewhere, such as the docker-compose gateway."""
+    from ..ops import nginx_conf
+
+    click.echo(nginx_conf.render(settings, openresty))
+
+
 @click.group("journal")
 def journal_group() -> None:
     """The gateway's usage journal (records nginx wrote to disk besides Redis)."""

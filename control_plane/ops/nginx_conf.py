@@ -27,10 +27,22 @@ def nginx_binary() -> str:
     raise RuntimeError("nginx is not installed: run `make install` (or apt-get install nginx libnginx-mod-http-lua)")
 
 
-def _load_modules(binary: str) -> str:
-    if Path(binary).name == "openresty":
+def _load_modules(openresty: bool) -> str:
+    if openresty:
         return ""
     return "\n".join(f"load_module {path};" for path in DEBIAN_LUA_MODULES if Path(path).exists())
+
+
+def _resolver(resolv_conf: Path = Path("/etc/resolv.conf")) -> str:
+    """A `resolver` directive with this machine's IPv4 name servers, so the hot path can reach
+    Redis by a host name (a container's, say); empty when there are none."""
+    try:
+        lines = resolv_conf.read_text().splitlines()
+    except OSError:
+        return ""
+    servers = [parts[1] for parts in (line.split() for line in lines)
+               if len(parts) >= 2 and parts[0] == "nameserver" and parts[1].count(".") == 3]
+    return f"resolver {' '.join(servers)} valid=30s ipv6=off;" if servers else ""
 
 
 def redis_target(redis_url: str) -> dict:
@@ -86,13 +98,16 @@ def _fill(template: str, values: dict) -> str:
     return template
 
 
-def render(settings: Settings) -> Path:
-    """Writes nginx.conf, proxy/*.conf and tollgate.json; returns the nginx.conf path."""
+def render(settings: Settings, openresty: bool | None = None) -> Path:
+    """Writes nginx.conf, proxy/*.conf and tollgate.json; returns the nginx.conf path. For
+    OpenResty (Lua built in: no modules to load) or Debian's nginx; None: whichever is installed."""
     conf_dir = settings.nginx_dir
-    for sub in ("proxy", "tmp"):
-        (conf_dir / sub).mkdir(parents=True, exist_ok=True)
+    for directory in (conf_dir / "proxy", conf_dir / "tmp", settings.log_dir, settings.run_dir, settings.journal_dir):
+        directory.mkdir(parents=True, exist_ok=True)
+    if openresty is None:
+        openresty = Path(nginx_binary()).name == "openresty"
     values = {
-        "load_modules": _load_modules(nginx_binary()),
+        "load_modules": _load_modules(openresty),
         "user": _user_directive(),
         "workers": settings.nginx_workers,
         "home": settings.home,
@@ -105,6 +120,7 @@ def render(settings: Settings) -> Path:
         "connect_timeout": settings.upstream_connect_timeout,
         "read_timeout": settings.upstream_read_timeout,
         "control_plane": settings.control_plane_upstream,
+        "resolver": _resolver(),
     }
     for source in sorted((REPO_ROOT / "proxy").glob("*.conf")):
         (conf_dir / "proxy" / source.name).write_text(_fill(source.read_text(), values))

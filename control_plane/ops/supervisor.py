@@ -112,7 +112,7 @@ def check_role(settings: Settings, role: str) -> None:
                            "(such as 10.0.0.5:8000, on a private network)")
 
 
-def children(settings: Settings, nginx_conf_path: Path, role: str = "all") -> list[Child]:
+def children(settings: Settings, nginx_conf_path: Path | None, role: str = "all") -> list[Child]:
     logs = settings.log_dir
     result = []
     if settings.manage_redis:
@@ -298,8 +298,9 @@ class Supervisor:
         self._claim_home()
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGTERM, self._on_signal)
-        conf_path = nginx_conf.render(settings)
+        conf_path = None
         if self.role != "control":
+            conf_path = nginx_conf.render(settings)
             check_nginx(conf_path, settings)
         self.children = children(settings, conf_path, self.role)
         try:
