@@ -138,3 +138,28 @@ def test_fee_rounding_is_half_up_to_the_cent():
     assert topup_fees.fee_cents(2550, Decimal(3)) == 77  # 76.5
     assert topup_fees.fee_cents(2549, Decimal(3)) == 76  # 76.47
     assert topup_fees.split_cents(2627, Decimal(3)) == (2550, 77)
+
+
+def test_the_consoles_card_checkout_charges_the_credit_and_its_fee(with_fee, make_customer):
+    from console_client import PASSWORD, ConsoleClient
+
+    from control_plane.accounts import passwords
+    from control_plane.models import Account, utcnow
+
+    customer = make_customer("fees@example.com", None)
+    with db.session_scope(with_fee) as session:
+        account = session.get(Account, customer.account.id)
+        account.password_hash, account.email_verified_at = passwords.hash_password(PASSWORD), utcnow()
+        email = account.email
+    client = ConsoleClient(app=create_app({"TESTING": True, "TOLLGATE_SETTINGS": with_fee}))
+    try:
+        client.log_in(email, PASSWORD)
+        page = client.get("/console/topup").text
+        assert "A card top-up fee of 3% is charged on top of it." in " ".join(page.split())
+        response = client.post_form("/console/topup/checkout", {"amount": "25.50"}, follow=False)
+        # $25.50 of credit and 3% of it, 76.5 cents rounded half-up to 77: 2,627 cents in all.
+        assert response.status_code == 303
+        assert response.headers["Location"] == (f"https://pay.example.com/checkout?ref={customer.account.id}"
+                                                "&cents=2627&usd=26.27")
+    finally:
+        client.close()

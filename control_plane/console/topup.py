@@ -56,34 +56,35 @@ def topup_page():
     return render_template(
         "console/topup.html", nav="topup", offers=_offers(settings, g.account.id),
         minimum=format_usd(settings.min_deposit_nano), tiers=_tiers(settings),
-        checkout=bool(settings.payment_checkout_url),
+        checkout=bool(settings.payment_checkout_url), fee_percent=settings.topup_fee_percent,
         deposits=[_deposit_row(settings, row) for row in deposits[:DEPOSITS_PAGE]], older=older)
 
 
 @console.post("/topup/checkout")
 @login_required
 def topup_checkout():
-    """Off to the card provider's hosted page for this amount (its webhook credits the account)."""
+    """Off to the card provider's hosted page for this credit and the top-up fee on it (its
+    webhook credits the account)."""
     settings = context.settings()
     if not settings.payment_checkout_url:
         flash("Card top-ups are not configured on this server.", "error")
         return redirect("/console/topup", code=303)
     try:
-        cents = _checkout_cents(settings, request.form.get("amount", ""))
+        charge = _checkout_charge(settings, request.form.get("amount", ""))
     except ValueError as exc:
         flash(str(exc), "error")
         return redirect("/console/topup", code=303)
-    return redirect(payments.checkout_url(settings.payment_checkout_url, g.account.id, cents), code=303)
+    return redirect(payments.checkout_url(settings.payment_checkout_url, g.account.id, charge.total_cents), code=303)
 
 
-def _checkout_cents(settings: Settings, raw: str) -> int:
-    """The whole cents of a checkout amount (ValueError: what is wrong, for the customer)."""
+def _checkout_charge(settings: Settings, raw: str) -> payments.Charge:
+    """The charge for a credit of this amount (ValueError: what is wrong, for the customer)."""
     try:
         nano = usd_to_nano(raw)
     except (ValueError, ArithmeticError):
         raise ValueError("Give the amount in USD, e.g. 25.00.") from None
     try:
-        return payments.checkout_cents(nano, settings.min_deposit_nano)
+        return payments.checkout_charge(nano, settings.min_deposit_nano, settings.topup_fee_percent)
     except payments.CheckoutAmountError as exc:
         raise ValueError(f"The amount must be {exc}.") from None
 
