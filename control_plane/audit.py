@@ -53,8 +53,10 @@ ENTITIES = {Account: "account", ApiKey: "api_key", AdminApiKey: "admin_api_key",
 # Columns whose values never reach the log: a change shows as "[redacted]".
 SECRETS = {"password_hash", "key_hash", "api_key_encrypted", "totp_secret_encrypted"}
 # Columns that move on their own and are no one's change (a balance moves with the ledger, which
-# has its own entries; a TOTP step moves at every admin sign-in).
-UNAUDITED = {(Account, "balance_nano"), (Account, "totp_last_step")}
+# has its own entries; a TOTP step moves at every admin sign-in; an alert's armed flag moves as
+# the balance or the spend crosses its threshold).
+UNAUDITED = {(Account, "balance_nano"), (Account, "totp_last_step"), (Account, "balance_alert_sent"),
+             (ApiKey, "limit_alert_percent")}
 
 
 class AuditLogIsAppendOnly(Exception):
