@@ -371,6 +371,14 @@ class LedgerTransaction(Base):
             postgresql_where=text("NOT published"),
             sqlite_where=text("published = 0"),
         ),
+        # Credit expiry (billing/credit_expiry.py) looks for accounts with a top-up past a date.
+        Index(
+            "ix_ledger_transactions_account_topups",
+            "account_id",
+            "created_at",
+            postgresql_where=text("kind IN ('deposit', 'bonus')"),
+            sqlite_where=text("kind IN ('deposit', 'bonus')"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

@@ -1,7 +1,7 @@
 """Statements, invoices, credit policies and alerts: billing profiles, numbered invoices and credit
 notes (immutable: triggers refuse UPDATE and DELETE) in gapless series, the `fee` and `expiry`
-ledger kinds with their system accounts, each account's time zone and balance alert, each key's
-limit alert, and the outbox of alert mails.
+ledger kinds with their system accounts (and an index of the top-ups, for credit expiry), each
+account's time zone and balance alert, each key's limit alert, and the outbox of alert mails.
 
 Revision ID: 0010
 Revises: 0009
@@ -23,6 +23,9 @@ OLD_KINDS = "kind IN ('deposit', 'bonus', 'usage', 'refund', 'adjustment')"
 
 def upgrade() -> None:
     _ledger_kinds(KINDS)
+    op.create_index("ix_ledger_transactions_account_topups", "ledger_transactions", ["account_id", "created_at"],
+                    postgresql_where=sa.text("kind IN ('deposit', 'bonus')"),
+                    sqlite_where=sa.text("kind IN ('deposit', 'bonus')"))
     op.bulk_insert(sa.table("ledger_accounts", sa.column("code", sa.String)),
                    [{"code": code} for code in NEW_SYSTEM_ACCOUNTS])
     with op.batch_alter_table("accounts") as batch:
@@ -151,4 +154,5 @@ def downgrade() -> None:
         batch.drop_column("time_zone")
     codes = ", ".join(f"'{code}'" for code in NEW_SYSTEM_ACCOUNTS)
     op.execute(f"DELETE FROM ledger_accounts WHERE code IN ({codes})")
+    op.drop_index("ix_ledger_transactions_account_topups", table_name="ledger_transactions")
     _ledger_kinds(OLD_KINDS)
