@@ -8,6 +8,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from . import admin, api, audit, console, exact_json, logs
 from . import settings as settings_module
 from .deposits import api as deposits_api
+from .ops.metrics import metrics
 
 
 class ExactJSONProvider(DefaultJSONProvider):
@@ -49,6 +50,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(deposits_api.webhooks, url_prefix="/api/v1/webhooks")
     console.register(app)  # /console/…, /models
     admin.register(app)  # /admin/…
+    app.register_blueprint(metrics)  # /metrics: nginx serves it as /metrics/control-plane
     app.before_request(_visitor_actor)
     app.teardown_request(lambda _exc: audit.set_actor(None))
     api.handle_errors(app)

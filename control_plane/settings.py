@@ -316,6 +316,8 @@ class Settings:
     # socket in run/), and where a gateway node finds the control plane (None: this machine's).
     control_listen: str | None
     control_plane: str | None
+    # Who may read /metrics besides loopback: the bearer of this token (repr=False: never printed).
+    metrics_token: str | None = field(repr=False)
     max_body_bytes: int
     lease_chunk_nano: int
     lease_idle_seconds: int
@@ -458,6 +460,7 @@ def load(env=None) -> Settings:
         gunicorn_workers=_int(env, "TOLLGATE_GUNICORN_WORKERS", 2, 1, 64),
         control_listen=_address(env, "TOLLGATE_CONTROL_LISTEN"),
         control_plane=_address(env, "TOLLGATE_CONTROL_PLANE"),
+        metrics_token=_raw(env, "TOLLGATE_METRICS_TOKEN", None),
         # Every body byte counts as a token in a request's hold (at most MAX_TOKENS).
         max_body_bytes=_size(env, "TOLLGATE_MAX_BODY", "32m", MAX_BODY_BYTES),
         lease_chunk_nano=_usd(env, "TOLLGATE_LEASE_CHUNK_USD", "1"),

@@ -1,6 +1,7 @@
 """Renders the gateway's nginx configuration and the hot path's settings into TOLLGATE_HOME."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -61,7 +62,7 @@ def redis_target(redis_url: str) -> dict:
 
 
 def hot_path_settings(settings: Settings) -> dict:
-    return {
+    values = {
         "redis": redis_target(settings.redis_url),
         "errors_path": str(REPO_ROOT / "errors.json"),
         "node_name": socket.gethostname().split(".")[0] or "node",
@@ -79,6 +80,10 @@ def hot_path_settings(settings: Settings) -> dict:
         "journal_dir": str(settings.journal_dir),
         "node_file": str(settings.run_dir / "nginx-node"),
     }
+    if settings.metrics_token:
+        # Only its SHA-256 is written down (lua/tollgate/metrics.lua compares a bearer's).
+        values["metrics_token_sha256"] = hashlib.sha256(settings.metrics_token.encode()).hexdigest()
+    return values
 
 
 def _user_directive() -> str:

@@ -14,6 +14,7 @@ local health = require "tollgate.health"
 local hold = require "tollgate.hold"
 local journal = require "tollgate.journal"
 local lease = require "tollgate.lease"
+local metrics = require "tollgate.metrics"
 local node = require "tollgate.node"
 local ratelimit = require "tollgate.ratelimit"
 local record = require "tollgate.record"
@@ -73,6 +74,7 @@ function _M.init_worker()
     collectgarbage("setpause", 400)
     math.randomseed(ngx.worker.pid() + ngx.now() * 1000)
     node.start_worker()
+    metrics.start_worker()
     if ngx.worker.id() == 0 then
         lease.start_maintenance()
         journal.start_recovery()
@@ -128,6 +130,7 @@ function _M.access()
     end
     st.hold, st.route, st.first, st.probe, st.strip, st.request_bytes, st.tries = held, first, first, probe,
         strip, #raw, 1
+    metrics.admitted()
     route.point(ep, provider, st)
     if #model.routes > 1 and config.get().max_attempts > 1 then
         -- Another route may serve if this one fails before its first byte: nginx.conf's @attempt.
@@ -328,6 +331,7 @@ function _M.log()
     local ms = (now - ngx.req.start_time()) * 1000
     local key = st.key
     if not st.hold then -- refused before anything was held
+        metrics.finished(st.model and st.model.name or "", "", status, "refused", nil, 0, 0, 0, 0, ms / 1000)
         return settle.push(key.shard, key.id, key.acct, 0, record.refused(st, status, now, ms))
     end
     local kept = st.error_body
@@ -335,6 +339,8 @@ function _M.log()
         st.ecode, st.emsg = error_body.read(sub(concat(kept), 1, error_body.MAX_BYTES))
     end
     local tokens, basis, charge, over, pv, provider_cost = hold.close(st)
+    metrics.finished(st.model.name, st.route.provider, status, basis, tokens, charge, provider_cost, over, st.tries,
+        ms / 1000, st.ttfb, metrics.upstream_seconds(ngx_var.upstream_response_time), true)
     settle.push(key.shard, key.id, key.acct, charge, record.pack(st, status, tokens, basis, charge,
         over, pv, provider_cost, now, ms))
 end

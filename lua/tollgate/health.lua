@@ -6,6 +6,7 @@
 -- (tg:route_health:<node>, for `tollgate route list`).
 local cjson = require "cjson.safe"
 local config = require "tollgate.config"
+local metrics = require "tollgate.metrics"
 local node = require "tollgate.node"
 local redis = require "tollgate.redis"
 local redis_keys = require "tollgate.redis_keys"
@@ -74,6 +75,7 @@ local function cool(id, seconds, state, status, fails)
     dict:set(HALF_OPEN .. id, true)
     dict:delete(FAILS .. id)
     dict:delete(PROBE .. id)
+    metrics.route_cooled(id)
     publish(id, value)
 end
 
