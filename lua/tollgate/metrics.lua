@@ -60,16 +60,59 @@ local function add(series, amount)
     counts[series] = (counts[series] or 0) + amount
 end
 
--- A histogram's buckets, sum (kept in microseconds) and count for `seconds`.
-local function observe(name, seconds)
+-- Each histogram's series names, made once: a request only looks them up.
+local HISTOGRAMS = {}
+for _, name in ipairs({ "tollgate_request_duration_seconds", "tollgate_upstream_duration_seconds",
+                        "tollgate_ttfb_seconds" }) do
+    local buckets = {}
     for i = 1, #BUCKETS do
-        if seconds <= BUCKETS[i] then
-            add(format('%s_bucket{le="%s"}', name, BUCKETS[i]), 1)
-        end
+        buckets[i] = format('%s_bucket{le="%s"}', name, BUCKETS[i])
     end
-    add(name .. '_bucket{le="+Inf"}', 1)
-    add(name .. "_sum_us", seconds * 1000000 - (seconds * 1000000) % 1)
-    add(name .. "_count", 1)
+    HISTOGRAMS[name] = { buckets = buckets, inf = name .. '_bucket{le="+Inf"}', sum = name .. "_sum_us",
+                         count = name .. "_count" }
+end
+
+-- A histogram's buckets, sum (kept in whole microseconds) and count for `seconds`.
+local function observe(name, seconds)
+    local series = HISTOGRAMS[name]
+    local buckets = series.buckets
+    for i = #BUCKETS, 1, -1 do
+        if seconds > BUCKETS[i] then
+            break
+        end
+        add(buckets[i], 1)
+    end
+    add(series.inf, 1)
+    local us = seconds * 1000000
+    add(series.sum, us - us % 1)
+    add(series.count, 1)
+end
+
+-- tollgate_requests_total's series of these labels, made once per combination (they are bounded).
+local request_names = {}
+local function requests_series(model, provider, status, basis)
+    local by_provider = request_names[model]
+    if not by_provider then
+        by_provider = {}
+        request_names[model] = by_provider
+    end
+    local by_status = by_provider[provider]
+    if not by_status then
+        by_status = {}
+        by_provider[provider] = by_status
+    end
+    local by_basis = by_status[status]
+    if not by_basis then
+        by_basis = {}
+        by_status[status] = by_basis
+    end
+    local name = by_basis[basis]
+    if not name then
+        name = format('tollgate_requests_total{model="%s",provider="%s",status="%d",basis="%s"}',
+            escape(model), escape(provider), status, basis)
+        by_basis[basis] = name
+    end
+    return name
 end
 
 local CLASS_SERIES = {}
@@ -90,8 +133,7 @@ function _M.finished(model, provider, status, basis, tokens, charge, provider_co
     if held then
         in_flight = in_flight - 1
     end
-    add(format('tollgate_requests_total{model="%s",provider="%s",status="%d",basis="%s"}',
-        escape(model), escape(provider), status, basis), 1)
+    add(requests_series(model, provider, status, basis), 1)
     if tokens then
         for field, series in pairs(CLASS_SERIES) do
             local n = tokens[field]
