@@ -10,11 +10,11 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from .. import audit
+from .. import audit, db
 from ..db import total
 from ..models import (
     TRANSACTION_KINDS,
@@ -22,6 +22,7 @@ from ..models import (
     LedgerAccount,
     LedgerEntry,
     LedgerTransaction,
+    utcnow,
 )
 
 USAGE = "system:usage"
@@ -118,12 +119,11 @@ def post_new(session: Session, postings: list[Posting]) -> list[int]:
                 if owner != posting.account_id:
                     raise ValueError(f"{code} does not belong to account {posting.account_id}")
                 balance_changes[owner] += amount
-    transaction_ids = session.scalars(
-        insert(LedgerTransaction).returning(LedgerTransaction.id, sort_by_parameter_order=True),
-        [{"kind": p.kind, "idempotency_key": p.idempotency_key, "account_id": p.account_id,
-          "description": p.description, "published": p.published} for p in postings],
-    ).all()
-    session.execute(insert(LedgerEntry), [
+    now = utcnow()
+    transaction_ids = db.insert_rows(session, LedgerTransaction.__table__, [
+        {"kind": p.kind, "idempotency_key": p.idempotency_key, "account_id": p.account_id,
+         "description": p.description, "published": p.published, "created_at": now} for p in postings])
+    db.insert_rows(session, LedgerEntry.__table__, [
         {"transaction_id": transaction_id, "ledger_account_id": owners[code][0], "amount": amount}
         for transaction_id, posting in zip(transaction_ids, postings, strict=True)
         for code, amount in posting.legs

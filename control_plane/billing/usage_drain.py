@@ -180,7 +180,7 @@ def _write(session: Session, lines: list[Line]) -> int:
     transaction_ids = {record.request_id: tx_id for record, tx_id in zip(charged, posted, strict=True)}
     if new:
         rows = [record.row_values(transaction_ids.get(record.request_id)) for record in new]
-        ids = session.scalars(insert(Usage).returning(Usage.id, sort_by_parameter_order=True), rows).all()
+        ids = db.insert_rows(session, Usage.__table__, rows)
         daily_usage.add(session, [{**row, "id": usage_id} for row, usage_id in zip(rows, ids, strict=True)])
         usage_rollup.add(session, rows)
     _quarantine(session, refused)
