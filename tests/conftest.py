@@ -4,14 +4,13 @@ postgresql+psycopg://postgres@127.0.0.1:5432/test): a fresh database is created 
 and dropped after it."""
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import os
 import secrets
 import shutil
 import socket
 import subprocess
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -117,13 +116,12 @@ def migrated_database(request, tmp_path_factory):
 def database_url(migrated_database):
     """The session's database, emptied of every row a test makes (the system ledger accounts the
     migration created stay)."""
-    with db.engine_for(migrated_database).begin() as connection:
-        with _audit_log_writable(connection):
-            for table in reversed(Base.metadata.sorted_tables):
-                if table.name == "ledger_accounts":
-                    connection.execute(delete(table).where(table.c.account_id.is_not(None)))
-                else:
-                    connection.execute(delete(table))
+    with db.engine_for(migrated_database).begin() as connection, _audit_log_writable(connection):
+        for table in reversed(Base.metadata.sorted_tables):
+            if table.name == "ledger_accounts":
+                connection.execute(delete(table).where(table.c.account_id.is_not(None)))
+            else:
+                connection.execute(delete(table))
     return migrated_database
 
 

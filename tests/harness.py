@@ -62,9 +62,9 @@ class Gateway:
         return self.env.get("TOLLGATE_DATABASE_URL") or f"sqlite:///{self.home / 'tollgate.db'}"
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def start(self, timeout: float = 60) -> "Gateway":
+    def start(self, timeout: float = 60) -> Gateway:
         self.home.mkdir(parents=True, exist_ok=True)
-        self.output = open(self.output_path, "wb")
+        self.output = open(self.output_path, "wb")  # noqa: SIM115 (open while the instance runs; stop() closes it)
         self.proc = subprocess.Popen([TOLLGATE, "up", "--role", self.role], env=self.env, stdout=self.output,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      start_new_session=True)

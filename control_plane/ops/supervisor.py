@@ -46,7 +46,7 @@ class Child:
 
     def start(self) -> None:
         self.started = time.monotonic()
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115 (closed once the child has it)
         self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
         if self.log_path:
@@ -172,7 +172,7 @@ def wait_for_redis(settings: Settings, proc: subprocess.Popen | None, timeout: f
 
 def check_nginx(conf_path: Path, settings: Settings) -> None:
     result = subprocess.run([nginx_conf.nginx_binary(), "-t", "-q", "-p", str(settings.nginx_dir),
-                             "-c", str(conf_path)], capture_output=True, text=True)
+                             "-c", str(conf_path)], check=False, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"nginx rejected {conf_path}:\n{result.stderr.strip()}")
 
