@@ -331,18 +331,19 @@ function _M.log()
     local ms = (now - ngx.req.start_time()) * 1000
     local key = st.key
     if not st.hold then -- refused before anything was held
-        metrics.finished(st.model and st.model.name or "", "", status, "refused", nil, 0, 0, 0, 0, ms / 1000)
-        return settle.push(key.shard, key.id, key.acct, 0, record.refused(st, status, now, ms))
+        settle.push(key.shard, key.id, key.acct, 0, record.refused(st, status, now, ms))
+        -- After the record: the metrics never stand between a request and its billing.
+        return metrics.finished(st.model and st.model.name or "", "", status, "refused", nil, 0, 0, 0, 0, ms / 1000)
     end
     local kept = st.error_body
     if kept then
         st.ecode, st.emsg = error_body.read(sub(concat(kept), 1, error_body.MAX_BYTES))
     end
     local tokens, basis, charge, over, pv, provider_cost = hold.close(st)
-    metrics.finished(st.model.name, st.route.provider, status, basis, tokens, charge, provider_cost, over, st.tries,
-        ms / 1000, st.ttfb, metrics.upstream_seconds(ngx_var.upstream_response_time), true)
     settle.push(key.shard, key.id, key.acct, charge, record.pack(st, status, tokens, basis, charge,
         over, pv, provider_cost, now, ms))
+    metrics.finished(st.model.name, st.route.provider, status, basis, tokens, charge, provider_cost, over, st.tries,
+        ms / 1000, st.ttfb, metrics.upstream_seconds(ngx_var.upstream_response_time), true)
 end
 
 return _M
