@@ -15,7 +15,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .. import audit, db
-from ..db import total
 from ..models import (
     TRANSACTION_KINDS,
     Account,
@@ -170,7 +169,7 @@ def _ledger_accounts(session: Session, codes: set[str]) -> dict[str, tuple[int, 
 def account_balance(session: Session, account_id: int) -> int:
     """Σ of the account's wallet entries: the balance of record."""
     return session.scalar(
-        select(total(LedgerEntry.amount))
+        select(db.total(LedgerEntry.amount))
         .join(LedgerAccount, LedgerEntry.ledger_account_id == LedgerAccount.id)
         .where(LedgerAccount.account_id == account_id)
     )
