@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from ..db import total
 from ..hot import connection, redis_keys, usage_records
 from ..hot.expected import expected_balance, expected_spent
 from ..models import Account, ApiKey, Usage, UsageQuarantine
 from ..money import format_usd
 from ..settings import Settings
 from . import usage_drain
-from .ledger import total
 
 # KEYS: the shard's usage stream, its account hashes, then for each of its keys the key hash and
 # the key's lease hash (every key the script reads is declared, as Redis Cluster requires).
