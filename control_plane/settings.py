@@ -159,6 +159,17 @@ def _address(env, name):
     return raw
 
 
+def _addresses(env, name):
+    """A comma-separated list of host:port, as a tuple (empty when unset)."""
+    raw = _raw(env, name, None)
+    if raw is None:
+        return ()
+    parts = tuple(part.strip() for part in raw.split(",") if part.strip())
+    for part in parts:
+        _address({name: part}, name)
+    return parts
+
+
 def _percent(env, name, default):
     """A percent within 0..100 with at most 4 decimals, as a Decimal."""
     raw = _raw(env, name, default)
@@ -308,6 +319,8 @@ class Settings:
     redis_url: str
     manage_redis: bool
     redis_shards: int
+    # Seed nodes of a Redis Cluster ("host:port"); empty: the one Redis at redis_url.
+    redis_cluster: tuple[str, ...]
     secret_key_file: Path
     secret_key: str | None
     nginx_workers: str
@@ -439,7 +452,8 @@ def load(env=None) -> Settings:
     env = os.environ if env is None else env
     home = Path(_raw(env, "TOLLGATE_HOME", "./var")).expanduser().resolve()
     redis_url = _raw(env, "TOLLGATE_REDIS_URL", None)
-    manage_redis = redis_url is None
+    redis_cluster = _addresses(env, "TOLLGATE_REDIS_CLUSTER")
+    manage_redis = redis_url is None and not redis_cluster
     if redis_url is None:
         redis_url = f"unix://{home / 'run' / 'redis.sock'}"
     database_url = _raw(env, "TOLLGATE_DATABASE_URL", f"sqlite:///{home / 'tollgate.db'}")
@@ -454,6 +468,7 @@ def load(env=None) -> Settings:
         redis_url=redis_url,
         manage_redis=manage_redis,
         redis_shards=_int(env, "TOLLGATE_REDIS_SHARDS", 4, 1, 1024),
+        redis_cluster=redis_cluster,
         secret_key_file=home / "secret.key",
         secret_key=_raw(env, "TOLLGATE_SECRET_KEY", None),
         nginx_workers=_raw(env, "TOLLGATE_NGINX_WORKERS", "auto"),

@@ -46,9 +46,16 @@ def _resolver(resolv_conf: Path = Path("/etc/resolv.conf")) -> str:
     return f"resolver {' '.join(servers)} valid=30s ipv6=off;" if servers else ""
 
 
-def redis_target(redis_url: str) -> dict:
+def redis_target(redis_url: str, cluster: tuple[str, ...] = ()) -> dict:
+    """Where the hot path's Redis is: a socket, a host and port, or (cluster) the seed nodes
+    lua/tollgate/redis.lua reads the slot map from."""
     parts = urlsplit(redis_url)
     target = {"connect_timeout_ms": 500, "send_timeout_ms": 500, "read_timeout_ms": 700}
+    if cluster:
+        target["cluster"] = list(cluster)
+        if parts.password:
+            target["password"] = parts.password
+        return target
     if parts.scheme == "unix":
         target["socket"] = parts.path
     else:
@@ -63,7 +70,7 @@ def redis_target(redis_url: str) -> dict:
 
 def hot_path_settings(settings: Settings) -> dict:
     values = {
-        "redis": redis_target(settings.redis_url),
+        "redis": redis_target(settings.redis_url, settings.redis_cluster),
         "errors_path": str(REPO_ROOT / "errors.json"),
         "node_name": socket.gethostname().split(".")[0] or "node",
         "lease_chunk_nano": settings.lease_chunk_nano,
