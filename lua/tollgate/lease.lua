@@ -152,8 +152,9 @@ function _M.acquire(kid, acct, shard, need)
         undo(available, got, in_use)
         return nil, "unavailable", 0, err
     end
+    local account = redis_keys.account(shard, acct)
     local res, eerr = redis.eval(red, scripts.grant, 4,
-        redis_keys.account(shard, acct), redis_keys.key_state(shard, kid), redis_keys.lease(shard, kid),
+        account, redis_keys.key_state(shard, kid), redis_keys.lease(shard, kid),
         redis_keys.leases(shard), node.id, missing, config.get().lease_chunk_nano, expiry_ms(),
         member(kid, acct))
     if not res then
@@ -161,8 +162,11 @@ function _M.acquire(kid, acct, shard, need)
         undo(available, got, in_use)
         return nil, "unavailable", 0, eerr
     end
-    redis.release(red)
     local granted, avail = res[1], res[2]
+    if granted > 0 then
+        redis.replicate(red, account)
+    end
+    redis.release(red)
     if granted <= 0 then
         undo(available, got, in_use)
         return nil, res[3] == 1 and "key_limit" or "balance", avail + got

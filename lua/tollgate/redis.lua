@@ -6,6 +6,7 @@ if not ok then
 end
 
 local config = require "tollgate.config"
+local redis_cluster = require "tollgate.redis_cluster"
 
 -- Older clients (Debian's nginx.redis 0.27) have only set_timeout, and turn any unknown method
 -- into a Redis command, so the method must be looked up without that fallback.
@@ -16,9 +17,9 @@ local _M = {}
 local POOL_IDLE_MS = 60000
 local POOL_SIZE = 256
 
--- Returns a connected client, or nil and "failed to connect to redis: <err>".
-function _M.connect()
-    local conf = config.get().redis
+-- A client connected to `host`:`port` (or the socket), authenticated and on its database; or
+-- nil and "failed to connect to redis: <err>".
+local function open(conf, host, port)
     local red = redis:new()
     if HAS_SET_TIMEOUTS then
         red:set_timeouts(conf.connect_timeout_ms, conf.send_timeout_ms, conf.read_timeout_ms)
@@ -26,10 +27,10 @@ function _M.connect()
         red:set_timeout(conf.read_timeout_ms)
     end
     local ok, err
-    if conf.socket then
-        ok, err = red:connect("unix:" .. conf.socket)
+    if host then
+        ok, err = red:connect(host, port)
     else
-        ok, err = red:connect(conf.host, conf.port)
+        ok, err = red:connect("unix:" .. conf.socket)
     end
     if not ok then
         return nil, "failed to connect to redis: " .. tostring(err)
@@ -49,6 +50,27 @@ function _M.connect()
         end
     end
     return red
+end
+
+-- Returns a client, or nil and an error. On a Redis Cluster the client sends each command to
+-- the node serving its key (redis_cluster.lua); callers see no difference.
+function _M.connect()
+    local conf = config.get().redis
+    if conf.cluster then
+        return redis_cluster.client(conf, open)
+    end
+    return open(conf, conf.host, conf.port)
+end
+
+local REPLICA_WAIT_MS = 100
+
+-- On a Redis Cluster, waits (at most REPLICA_WAIT_MS) until a replica has the write just made to
+-- `key`'s node: funds leased to this node must not come back to the account with a failed
+-- master. One Redis: nothing to wait for.
+function _M.replicate(red, key)
+    if config.get().redis.cluster then
+        red:replicate(key, REPLICA_WAIT_MS)
+    end
 end
 
 function _M.release(red)
