@@ -15,6 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import redis
+from redis.cluster import ClusterNode, RedisCluster
 
 REPO = Path(__file__).resolve().parent.parent
 TOLLGATE = str(Path(sys.executable).parent / "tollgate")
@@ -187,7 +188,12 @@ class Gateway:
         return out
 
     # -- stores --------------------------------------------------------------------------------
-    def redis(self) -> redis.Redis:
+    def redis(self) -> redis.Redis | RedisCluster:
+        """A client of this instance's Redis: its own, or the Redis Cluster TOLLGATE_REDIS_CLUSTER names."""
+        seeds = self.env.get("TOLLGATE_REDIS_CLUSTER")
+        if seeds:
+            nodes = [ClusterNode(host, int(port)) for host, port in (seed.rsplit(":", 1) for seed in seeds.split(","))]
+            return RedisCluster(startup_nodes=nodes, decode_responses=True)
         return redis.Redis(unix_socket_path=str(self.home / "run" / "redis.sock"), decode_responses=True)
 
     def wait_drained(self, timeout: float = 20) -> None:

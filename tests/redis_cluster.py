@@ -11,7 +11,7 @@ from pathlib import Path
 
 import redis
 from harness import free_port, wait_for
-from redis.cluster import RedisCluster
+from redis.cluster import ClusterNode, RedisCluster
 
 REDIS_SERVER = shutil.which("redis-server")
 REDIS_CLI = shutil.which("redis-cli")
@@ -77,7 +77,8 @@ class LoopbackCluster:
 
     # -- clients -------------------------------------------------------------------------------
     def client(self) -> RedisCluster:
-        return RedisCluster(host=HOST, port=self._live_ports()[0], decode_responses=True)
+        return RedisCluster(startup_nodes=[ClusterNode(HOST, port) for port in self._live_ports()],
+                            decode_responses=True)
 
     def node(self, port: int) -> redis.Redis:
         return redis.Redis(host=HOST, port=port, decode_responses=True, socket_timeout=2)
