@@ -74,10 +74,10 @@ function _M.init_worker()
     collectgarbage("setpause", 400)
     math.randomseed(ngx.worker.pid() + ngx.now() * 1000)
     node.start_worker()
+    journal.start_worker()
     metrics.start_worker()
     if ngx.worker.id() == 0 then
         lease.start_maintenance()
-        journal.start_recovery()
     end
 end
 

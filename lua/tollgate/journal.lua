@@ -1,122 +1,112 @@
--- The usage journal: every settlement batch's records are appended to a local file, in one
--- write(2), before the batch is sent to Redis; one file per worker and hour
--- (<home>/journal/<node>-<pid>-<YYYYMMDDHH>.tsv). The control plane's worker replays records that
--- never reached Redis, or that Redis lost, by their batch id. A line: shard, batch id, then the
--- packed record (record.lua), tab-separated. No prompt or completion text is ever in it.
---
--- Until its batch is written here, a record waits in the `tollgate_journal` shared dict (one list
--- per batch), which outlives the worker: if the worker dies first, worker 0 finds the orphaned
--- list and writes it here for it (recover_orphans).
+-- The usage journal: every finished request's record is appended to a local file, in one
+-- write(2) of one whole line, the moment it joins its settlement batch (settle.push), before the
+-- batch is sent to Redis; one file per worker and hour (<home>/journal/<node>-<pid>-<YYYYMMDDHH>.tsv).
+-- The control plane replays (control_plane/billing/journal_replay.py), by their batch id, the
+-- records of batches their worker can no longer send or that Redis lost. No prompt or completion
+-- text is ever in it. Lines, tab-separated (docs/internals.md, "Usage journal"):
+--   <shard> <batch id> <packed record (record.lua)>   one per record of the batch
+--   <shard> <batch id> <epoch ms>                     the batch was applied in Redis (sent)
+-- Each worker holds an exclusive flock(2) on <node>-<pid>.lock while it lives: the kernel drops
+-- it when the worker dies, however it dies, which tells the replay that the worker's unsent
+-- batches will never be sent.
 local config = require "tollgate.config"
 local node = require "tollgate.node"
 
+local ffi = require "ffi"
+local bit = require "bit"
+
 local ngx = ngx
-local concat = table.concat
+local C = ffi.C
+local floor = math.floor
+local format = string.format
+
+ffi.cdef [[
+int open(const char *pathname, int flags, int mode);
+long write(int fd, const void *buf, size_t count);
+int close(int fd);
+int flock(int fd, int operation);
+char *strerror(int errnum);
+]]
 
 local _M = {}
 
-local buffer = ngx.shared.tollgate_journal
+-- Linux's open(2) and flock(2) flags.
+local O_WRONLY, O_CREAT, O_APPEND, O_CLOEXEC = 0x1, 0x40, 0x400, 0x80000
+local APPEND_FLAGS = bit.bor(O_WRONLY, O_CREAT, O_APPEND, O_CLOEXEC)
+local LOCK_FLAGS = bit.bor(O_WRONLY, O_CREAT, O_CLOEXEC)
+local LOCK_EX, LOCK_NB = 2, 4
+local MODE = 420 -- 0644
 
--- A journal line's values are tab-separated. The buffer's lists are named by their batch's key
--- (key()), the lines' first two values: "<shard>\t<batch id>".
+-- A journal line's values are tab-separated; a batch's lines start with its key (key()).
 local SEPARATOR = "\t"
-local LIST_BATCH_ID = "^%d+\t(.+)$"
 
-local ORPHAN_SECONDS = 5 -- a live worker writes its batches within milliseconds
+local fd, fd_hour = -1, nil
 
-local file, file_hour
-
-local function current_file()
-    local hour = math.floor(ngx.time() / 3600) -- hours since the epoch: no date formatting per line
-    if file and file_hour == hour then
-        return file
-    end
-    if file then
-        file:close()
-    end
-    local conf = config.get()
-    local path = conf.journal_dir .. "/" .. node.id .. "-" .. ngx.worker.pid() .. "-"
-        .. os.date("!%Y%m%d%H", hour * 3600) .. ".tsv"
-    local f, err = io.open(path, "a")
-    if not f then
-        ngx.log(ngx.ERR, "failed to open usage journal ", path, ": ", err)
-        file = nil
-        return nil
-    end
-    f:setvbuf("no")
-    file, file_hour = f, hour
-    return f
+local function failure()
+    return ffi.string(C.strerror(ffi.errno()))
 end
 
--- A batch's key: its journal lines' first two values ("<shard>\t<batch id>"), and the name of
--- the shared-dict list its records wait in. Made once per batch (settle.lua keeps it).
+-- This worker's file for the current hour, opened when the hour changes (the previous one closed).
+local function current_fd()
+    local hour = floor(ngx.time() / 3600) -- hours since the epoch: no date formatting per line
+    if fd_hour == hour then
+        return fd
+    end
+    if fd >= 0 then
+        C.close(fd)
+    end
+    local path = config.get().journal_dir .. "/" .. node.id .. "-" .. ngx.worker.pid() .. "-"
+        .. os.date("!%Y%m%d%H", hour * 3600) .. ".tsv"
+    fd = C.open(path, APPEND_FLAGS, MODE)
+    if fd < 0 then
+        ngx.log(ngx.ERR, "failed to open usage journal ", path, ": ", failure())
+        fd_hour = nil
+        return fd
+    end
+    fd_hour = hour
+    return fd
+end
+
+-- Appends one whole line in one write(2) to a file opened O_APPEND: a crash never leaves half a
+-- line followed by another.
+local function append(line)
+    local f = current_fd()
+    if f < 0 then
+        return
+    end
+    local n = #line
+    local written = C.write(f, line, n)
+    if written ~= n then
+        ngx.log(ngx.ERR, "failed to write usage journal: ",
+            written < 0 and failure() or ("wrote " .. tonumber(written) .. " of " .. n .. " bytes"))
+    end
+end
+
+-- At each worker's start (init_worker_by_lua): takes the flock this worker holds until it dies.
+-- The descriptor is never closed, as closing it would drop the lock.
+function _M.start_worker()
+    local path = config.get().journal_dir .. "/" .. node.id .. "-" .. ngx.worker.pid() .. ".lock"
+    local lock = C.open(path, LOCK_FLAGS, MODE)
+    if lock < 0 or C.flock(lock, bit.bor(LOCK_EX, LOCK_NB)) ~= 0 then
+        ngx.log(ngx.ERR, "failed to lock ", path, ": ", failure(),
+            " (the journal replay will take this worker's open batches for a dead worker's)")
+    end
+end
+
+-- A batch's key: its journal lines' first two values ("<shard>\t<batch id>"). Made once per
+-- batch (settle.lua keeps it).
 function _M.key(shard, batch_id)
     return shard .. SEPARATOR .. batch_id
 end
 
--- Appends the records of the batch `key` (records[1..n], packed) in one write(2): a crash never
--- leaves half a line followed by another.
-local function write(key, records, n)
-    local f = current_file()
-    if not f then
-        return
-    end
-    local prefix = key .. SEPARATOR
-    local ok, err = f:write(prefix, concat(records, "\n" .. prefix, 1, n), "\n")
-    if not ok then
-        ngx.log(ngx.ERR, "failed to write usage journal: ", err)
-    end
+-- Journals one record (packed) of the batch `key`: done before the record is queued.
+function _M.record(key, packed)
+    append(key .. SEPARATOR .. packed .. "\n")
 end
 
--- Keeps one record of an open batch where it survives this worker, until write_batch.
-function _M.hold(key, packed)
-    local len, err = buffer:rpush(key, packed)
-    if not len then
-        ngx.log(ngx.WARN, "usage journal buffer: ", err, " (the record waits for its batch's write)")
-    end
-end
-
--- Writes a batch's records to the journal file and drops their copy from the shared dict.
-function _M.write_batch(key, records, n)
-    write(key, records, n)
-    buffer:delete(key)
-end
-
--- Worker 0, every second: batches left in the shared dict by a worker that died (their id holds
--- the time they opened) are written to this worker's journal file.
-local function recover_orphans(premature)
-    if premature then
-        return
-    end
-    local now = ngx.time()
-    for _, name in ipairs(buffer:get_keys(0)) do
-        local batch_id = name:match(LIST_BATCH_ID)
-        local opened = batch_id and node.batch_opened(batch_id)
-        if opened and now - opened >= ORPHAN_SECONDS then
-            local records, n = {}, 0
-            while true do
-                local packed = buffer:lpop(name)
-                if not packed then
-                    break
-                end
-                n = n + 1
-                records[n] = packed
-            end
-            if n > 0 then
-                ngx.log(ngx.WARN, "journaling ", n, " usage records of batch ", batch_id,
-                    " left by a worker that stopped")
-                write(name, records, n)
-            end
-            buffer:delete(name)
-        end
-    end
-end
-
-function _M.start_recovery()
-    local ok, err = ngx.timer.every(1, recover_orphans)
-    if not ok then
-        ngx.log(ngx.ERR, "failed to start usage journal recovery: ", err)
-    end
+-- Journals that the batch `key` was applied in Redis: the replay leaves it to the batch marker.
+function _M.sent(key)
+    append(format("%s\t%d\n", key, floor(ngx.now() * 1000)))
 end
 
 return _M

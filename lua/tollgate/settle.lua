@@ -1,9 +1,9 @@
 -- Settles finished requests in batches: one script call per shard every few milliseconds per
 -- worker debits the exact costs, summed per key, and appends the batch's usage records as one
--- stream entry (scripts.settle). Each batch gets its id when it opens; its records wait in the
--- journal's shared dict while it fills and are journaled with it (journal.lua), in one write,
--- before it is first sent; a batch that fails is retried as it was, under that id, so it applies
--- exactly once whether this worker's retry or the journal's replay gets there first.
+-- stream entry (scripts.settle). Each batch gets its id when it opens; each record is journaled
+-- under it as it joins (journal.lua), and the batch once it is applied. A batch that fails is
+-- retried as it was, under that id, for as long as its worker lives; the journal's replay settles
+-- it only once its worker is gone, and the batch marker makes it apply exactly once.
 local config = require "tollgate.config"
 local journal = require "tollgate.journal"
 local lease = require "tollgate.lease"
@@ -78,12 +78,6 @@ local function flush(premature)
     if #batches == 0 then
         return
     end
-    for _, batch in ipairs(batches) do
-        if not batch.journaled then
-            journal.write_batch(batch.journal_key, batch.records, batch.n)
-            batch.journaled = true
-        end
-    end
     local red, err = redis.connect()
     for _, batch in ipairs(batches) do
         local ok, serr
@@ -96,7 +90,9 @@ local function flush(premature)
         else
             serr = err
         end
-        if not ok then
+        if ok then
+            journal.sent(batch.journal_key)
+        else
             ready[#ready + 1] = batch
             ngx.log(ngx.ERR, "failed to settle batch ", batch.id, " (", batch.n,
                 " records), will retry: ", serr)
@@ -122,7 +118,7 @@ schedule = function(delay)
     end
 end
 
--- Holds and queues one finished request: its key, account, cost and packed usage record
+-- Journals and queues one finished request: its key, account, cost and packed usage record
 -- (record.lua).
 function _M.push(shard, kid, acct, cost, packed)
     local batch = open[shard]
@@ -130,6 +126,7 @@ function _M.push(shard, kid, acct, cost, packed)
         batch = new_batch(shard)
         open[shard] = batch
     end
+    journal.record(batch.journal_key, packed)
     local n = batch.n + 1
     batch.n = n
     batch.records[n] = packed
@@ -141,7 +138,6 @@ function _M.push(shard, kid, acct, cost, packed)
         costs[kid] = cost
         batch.accounts[kid] = acct
     end
-    journal.hold(batch.journal_key, packed)
     if n >= MAX_RECORDS then
         ready[#ready + 1] = batch
         open[shard] = nil
