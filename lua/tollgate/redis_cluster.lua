@@ -18,9 +18,18 @@ local _M = {}
 
 local REFRESH_GAP_SECONDS = 0.1 -- at most ten CLUSTER SLOTS a second per worker, even when stale
 
-local map          -- the slot map, or nil before the first CLUSTER SLOTS
-local stale = true -- read the map again before the next command
-local refreshed_at = 0
+-- What this worker knows of a cluster, by its config table: the slot map (nil before the first
+-- CLUSTER SLOTS), whether to read it again before the next command, and when it last did.
+local known = setmetatable({}, { __mode = "k" })
+
+local function cluster_of(conf)
+    local cluster = known[conf]
+    if not cluster then
+        cluster = { map = nil, stale = true, refreshed_at = 0 }
+        known[conf] = cluster
+    end
+    return cluster
+end
 
 local function node_address(node)
     local host, port = match(node, "^(.*):(%d+)$")
@@ -43,11 +52,11 @@ end
 
 -- Reads the slot map again, from the nodes of the current map, then the seeds.
 local function refresh(self)
-    local now = ngx.now()
-    if not stale or now - refreshed_at < REFRESH_GAP_SECONDS then
-        return map ~= nil
+    local cluster, now = self.cluster, ngx.now()
+    if now - cluster.refreshed_at < REFRESH_GAP_SECONDS then
+        return
     end
-    refreshed_at = now
+    cluster.refreshed_at = now
     local tried, last_err = {}, "no seed node"
     local function try(node)
         if tried[node] then
@@ -56,24 +65,23 @@ local function refresh(self)
         tried[node] = true
         local fresh, err = ask_slots(self, node)
         if fresh then
-            map, stale = fresh, false
+            cluster.map, cluster.stale = fresh, false
             return true
         end
         last_err = node .. ": " .. tostring(err)
         return false
     end
-    for _, range in ipairs(map or {}) do
+    for _, range in ipairs(cluster.map or {}) do
         if try(range.node) then
-            return true
+            return
         end
     end
     for _, seed in ipairs(self.conf.cluster) do
         if try(seed) then
-            return true
+            return
         end
     end
     ngx.log(ngx.WARN, "redis cluster: no node gave its slot map: ", last_err)
-    return map ~= nil
 end
 
 local Router = {}
@@ -87,7 +95,7 @@ local function connection(self, node)
     local err
     red, err = self.open(self.conf, node_address(node))
     if not red then
-        stale = true
+        self.cluster.stale = true
         return nil, err
     end
     self.nodes[node] = red
@@ -113,22 +121,27 @@ local function attempt(self, node, command, ...)
     res, err = red[command](red, ...)
     if res == nil then
         drop(self, node)
-        stale = true
+        self.cluster.stale = true
     elseif res == false and (find(err, "^MOVED ") or find(err, "^CLUSTERDOWN") or find(err, "^TRYAGAIN")) then
-        stale = true
+        self.cluster.stale = true
     end
     return res, err
 end
 
 -- Sends `command` (arguments `...`, first key `key`) to the node serving the key's slot, and
 -- follows one redirection.
+local function node_of(self, key)
+    local map = self.cluster.map
+    return map and cluster_slots.node_for(map, cluster_slots.key_slot(key))
+end
+
 local function send(self, command, key, ...)
-    if stale then
+    if self.cluster.stale then
         refresh(self)
     end
-    local node = map and cluster_slots.node_for(map, cluster_slots.key_slot(key))
+    local node = node_of(self, key)
     if not node then
-        stale = true
+        self.cluster.stale = true
         return nil, "redis cluster: no node serves the slot of " .. key
     end
     local res, err = attempt(self, node, command, ...)
@@ -166,7 +179,7 @@ end
 -- Waits until a replica has what this client last wrote on the node serving `key` (WAIT), so
 -- a master that fails right after cannot take it with it; returns how many replicas have it.
 function Router.replicate(self, key, timeout_ms)
-    local node = map and cluster_slots.node_for(map, cluster_slots.key_slot(key))
+    local node = node_of(self, key)
     local red = node and self.nodes[node]
     if not red then
         return 0
@@ -203,7 +216,7 @@ local RouterMeta = {
 -- A client for the cluster of `conf` (config.redis with `cluster`); `open(conf, host, port)`
 -- returns a client connected to one node (redis.lua: timeouts, AUTH), or nil, err.
 function _M.client(conf, open)
-    return setmetatable({ conf = conf, open = open, nodes = {} }, RouterMeta)
+    return setmetatable({ conf = conf, open = open, cluster = cluster_of(conf), nodes = {} }, RouterMeta)
 end
 
 return _M
