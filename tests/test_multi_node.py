@@ -2,8 +2,9 @@
 on TCP) and a gateway-only node (`tollgate up --role gateway`, nginx and its journal replay,
 passing the console and the APIs to the first). Under load split over both, an account whose
 balance covers a tenth of the requests is never overdrawn and is charged exactly; a rate limit
-holds across the nodes; one node killed with -9 mid-load doubles nothing and loses nothing it
-had journaled, its leases are reaped, and Redis agrees with the ledger."""
+holds across the nodes; one node killed with -9 mid-load loses and doubles nothing it answered (its
+journal replay settles what its batches had not), its leases are reaped, and Redis agrees with the
+ledger."""
 from __future__ import annotations
 
 import json
@@ -123,21 +124,16 @@ def test_two_nodes_share_an_account_exactly_and_survive_a_node_killed_mid_load(n
     served_by_first, served_by_second = served[1], served[0]
     assert 0 < len(served_by_first | served_by_second) <= 50
 
-    # Every request the surviving node answered is recorded. The killed node's records are in
-    # its journal file once written (its journal replay settles those its batches lost, after
-    # their grace); what it answered in its last milliseconds, while the record still waited in
-    # memory for its batch, went with it: never charged (never more than once), at most a few.
+    # Every request either node answered is recorded: the killed node's records were in its
+    # journal before their batches were sent, and its journal replay settles those its batches had
+    # not, once its workers are gone (after the replay's grace).
     r = first.redis()
 
     def recorded() -> set[str]:
         return {row["request_id"] for row in first.usage_rows(key)}
 
     wait_for(lambda: served_by_first <= recorded(), 60, "every request the surviving node served")
-    deadline = time.monotonic() + 30
-    while not served_by_second <= recorded() and time.monotonic() < deadline:
-        time.sleep(1)
-    lost = served_by_second - recorded()
-    assert len(lost) <= 10, f"{len(lost)} of the killed node's {len(served_by_second)} answered requests unrecorded"
+    wait_for(lambda: served_by_second <= recorded(), 90, "every request the killed node served, from its journal")
 
     def usage() -> list[dict]:
         return first.usage_rows(key)

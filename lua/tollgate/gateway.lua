@@ -1,9 +1,10 @@
 -- The metered request, phase by phase (DESIGN §3): access decides and holds, the balancer
--- picks the peer, the body filter reads the answer's usage, the log phase settles. Each step is
--- its module's: request.lua reads the request, route.lua picks the provider, rewrite.lua edits
--- the body, ratelimit.lua and hold.lua admit it, record.lua writes its usage record, settle.lua
--- settles it. Every request of a known, active key gets one usage record, the ones refused after
--- authentication too (basis "refused", nothing charged), with the error the client got.
+-- picks the peer, the body filter reads the answer's usage and settles at its end (the log phase
+-- when the answer never got there). Each step is its module's: request.lua reads the request,
+-- route.lua picks the provider, rewrite.lua edits the body, ratelimit.lua and hold.lua admit it,
+-- record.lua writes its usage record, settle.lua settles it. Every request of a known, active
+-- key gets one usage record, the ones refused after authentication too (basis "refused", nothing
+-- charged), with the error the client got.
 local auth = require "tollgate.auth"
 local client = require "tollgate.client"
 local config = require "tollgate.config"
@@ -261,11 +262,7 @@ end
 
 -- Streams: once the client has gone, the rest of the answer is swallowed (not written, so
 -- nginx keeps reading the provider) until the provider's usage arrives or the drain limit.
-function _M.body_filter()
-    local st = inflight[request_key()]
-    if not st then
-        return
-    end
+local function filter(st)
     local refusal = st.refusal
     if refusal then
         ngx.arg[1] = refusal
@@ -316,12 +313,9 @@ function _M.error_page()
     return errors.nginx_error()
 end
 
-function _M.log()
-    local id = request_key()
-    local st = inflight[id]
-    if not st then
-        return
-    end
+-- Records request `st` (its usage record journaled and queued for settlement, then its metrics)
+-- and forgets it.
+local function finish(id, st)
     inflight[id] = nil
     if st.ep.unbilled then
         return
@@ -344,6 +338,34 @@ function _M.log()
         over, pv, provider_cost, now, ms))
     metrics.finished(st.model.name, st.route.provider, status, basis, tokens, charge, provider_cost, over, st.tries,
         ms / 1000, st.ttfb, metrics.upstream_seconds(ngx_var.upstream_response_time), true)
+end
+
+-- A request is recorded when nginx ends its answer (the body filter's last call), before that end
+-- goes on to the client: a chunked answer (every stream) is not whole without its closing chunk,
+-- so a node killed once a client has its answer has its record in the journal. (An answer of a
+-- known Content-Length is whole with its last byte, passed on in the call before, in the same
+-- pass of nginx's event loop.)
+function _M.body_filter()
+    local id = request_key()
+    local st = inflight[id]
+    if not st then
+        return
+    end
+    local rc = filter(st)
+    if ngx.arg[2] then
+        finish(id, st)
+    end
+    return rc
+end
+
+-- A request whose answer never ended in the body filter (cut short by the provider or the drain
+-- limit, nginx's own error page) is recorded here.
+function _M.log()
+    local id = request_key()
+    local st = inflight[id]
+    if st then
+        finish(id, st)
+    end
 end
 
 return _M
