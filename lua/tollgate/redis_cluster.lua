@@ -17,6 +17,7 @@ local tonumber = tonumber
 local _M = {}
 
 local REFRESH_GAP_SECONDS = 0.1 -- at most ten CLUSTER SLOTS a second per worker, even when stale
+local WAIT_FOR_MAP_SECONDS = 1
 
 -- What this worker knows of a cluster, by its config table: the slot map (nil before the first
 -- CLUSTER SLOTS), whether to read it again before the next command, and when it last did.
@@ -50,13 +51,8 @@ local function ask_slots(self, node)
     return cluster_slots.slot_map(reply)
 end
 
--- Reads the slot map again, from the nodes of the current map, then the seeds.
-local function refresh(self)
-    local cluster, now = self.cluster, ngx.now()
-    if now - cluster.refreshed_at < REFRESH_GAP_SECONDS then
-        return
-    end
-    cluster.refreshed_at = now
+-- Asks the nodes of the current map, then the seeds, for the slot map.
+local function read_map(self, cluster)
     local tried, last_err = {}, "no seed node"
     local function try(node)
         if tried[node] then
@@ -82,6 +78,30 @@ local function refresh(self)
         end
     end
     ngx.log(ngx.WARN, "redis cluster: no node gave its slot map: ", last_err)
+end
+
+-- Reads the slot map again, from the nodes of the current map, then the seeds. One request of
+-- the worker reads it; the others meanwhile use the map they have, or, having none yet, wait
+-- for it (at most WAIT_FOR_MAP_SECONDS).
+local function refresh(self)
+    local cluster, now = self.cluster, ngx.now()
+    if cluster.reading then
+        local waited = 0
+        while cluster.reading and not cluster.map and waited < WAIT_FOR_MAP_SECONDS do
+            ngx.sleep(0.002)
+            waited = waited + 0.002
+        end
+        return
+    end
+    if now - cluster.refreshed_at < REFRESH_GAP_SECONDS then
+        return
+    end
+    cluster.refreshed_at, cluster.reading = now, true
+    local ok, err = pcall(read_map, self, cluster)
+    cluster.reading = false
+    if not ok then
+        ngx.log(ngx.ERR, "redis cluster: failed to read the slot map: ", err)
+    end
 end
 
 local Router = {}
