@@ -20,7 +20,7 @@ def healthz():
     except SQLAlchemyError:
         checks["database"] = "unavailable"
     try:
-        connection.client(settings).ping()
+        connection.ping(settings)
         checks["redis"] = "ok"
     except redis.RedisError:
         checks["redis"] = "unavailable"

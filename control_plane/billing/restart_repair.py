@@ -45,7 +45,7 @@ class Correction:
 def repair_if_restarted(settings: Settings) -> list[Correction]:
     """The corrections made if Redis restarted from its files since its state last agreed with SQL."""
     redis = connection.client(settings)
-    run_id = redis.info("server")["run_id"]
+    run_id = connection.run_id(settings)
     known = redis.get(redis_keys.REDIS_RUN)
     if known == run_id:
         return []

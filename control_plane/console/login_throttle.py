@@ -22,17 +22,22 @@ def _keys(email: str, ip: str) -> tuple[str, str]:
 
 def blocked(settings: Settings, email: str, ip: str) -> bool:
     """Whether logins to email, or from ip, must wait."""
-    by_email, by_ip = client(settings).mget(_keys(email, ip))
+    pipe = client(settings).pipeline(transaction=False)  # two keys: two slots on a cluster
+    for name in _keys(email, ip):
+        pipe.get(name)
+    by_email, by_ip = pipe.execute()
     return int(by_email or 0) >= MAX_PER_EMAIL or int(by_ip or 0) >= MAX_PER_IP
 
 
 def failed(settings: Settings, email: str, ip: str) -> None:
-    """Count a failed login; the window starts with the first failure."""
-    pipe = client(settings).pipeline()
+    """Count a failed login; the window starts with the first failure. A counter and its expiry
+    go in one transaction (a counter never outlives its window), one per counter: a cluster holds
+    the two in different slots."""
     for name in _keys(email, ip):
+        pipe = client(settings).pipeline(transaction=True)
         pipe.incr(name)
         pipe.expire(name, WINDOW_SECONDS, nx=True)
-    pipe.execute()
+        pipe.execute()
 
 
 def succeeded(settings: Settings, email: str, ip: str) -> None:

@@ -18,7 +18,7 @@ MAX_PER_ADDRESS = 5
 def allow(settings: Settings, to: str) -> bool:
     """Count one mail to `to`; False when the address had its MAX_PER_ADDRESS this hour."""
     name = redis_keys.mail_to_address(hashlib.sha256(to.strip().lower().encode()).hexdigest())
-    pipe = client(settings).pipeline()
+    pipe = client(settings).pipeline(transaction=True)  # one key: atomic on a cluster too
     pipe.incr(name)
     pipe.expire(name, WINDOW_SECONDS, nx=True)
     sent, _ = pipe.execute()

@@ -22,7 +22,7 @@ from ..models import Account, ApiKey, Model, Provider
 from ..settings import Settings
 from ..usage_classes import PRICE_FIELDS
 from . import redis_keys
-from .connection import client, run_script, shard
+from .connection import client, pipeline_across_slots, run_script, shard
 from .expected import initial_balance, initial_spent
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ def _publish_key_lookup(settings: Settings, key: ApiKey, owner: Account) -> None
                 "models": key.allowed_models,
                 "exp": None if key.expires_at is None else math.floor(key.expires_at.timestamp())}
     fields.update({field: value for field, value in optional.items() if value is not None})
-    pipe = client(settings).pipeline()
+    pipe = client(settings).pipeline(transaction=True)  # one key: atomic on a cluster too
     pipe.hset(name, mapping=fields)
     unset = [field for field, value in optional.items() if value is None]
     if unset:
@@ -190,9 +190,10 @@ def publish_model(session: Session, settings: Settings, model: Model) -> bool:
     answer 404 model_not_found, as an unknown model, once nginx's 1 s cache lets go): False."""
     document = model_document(session, model)
     names = [model.name, *(alias.name for alias in upstreams.aliases(session, model.id))]
-    pipe = client(settings).pipeline()
+    pipe = pipeline_across_slots(settings)
     if document is None:
-        pipe.delete(*(redis_keys.model(name) for name in names))
+        for name in names:
+            pipe.delete(redis_keys.model(name))
         pipe.srem(redis_keys.MODELS, *names)
     else:
         text = json.dumps(document)
@@ -217,7 +218,7 @@ def publish_provider_change(session: Session, settings: Settings, provider: Prov
 
 def unpublish_alias(settings: Settings, name: str) -> None:
     """A removed alias: nginx stops answering to it (within its 1 s cache)."""
-    pipe = client(settings).pipeline()
+    pipe = pipeline_across_slots(settings)
     pipe.delete(redis_keys.model(name))
     pipe.srem(redis_keys.MODELS, name)
     pipe.execute()

@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 from ..models import Alias, ApiKey, Model
 from ..settings import Settings
 from . import redis_keys
-from .connection import client
+from .connection import client, pipeline_across_slots, run_id
 from .credits import apply_unpublished
 from .publish import (
     publish_key,
@@ -28,7 +28,7 @@ def publish_all(session: Session, settings: Settings) -> None:
     apply_unpublished(session, settings)
     remove_stale(session, settings)
     redis = client(settings)
-    redis.set(redis_keys.REDIS_RUN, redis.info("server")["run_id"])  # what it has agrees with SQL
+    redis.set(redis_keys.REDIS_RUN, run_id(settings))  # what it has agrees with SQL
     redis.set(redis_keys.PUBLISHED, "1")
 
 
@@ -60,7 +60,7 @@ def remove_stale(session: Session, settings: Settings) -> int:
     names = set(session.scalars(select(Model.name))) | set(session.scalars(select(Alias.name)))
     gone = [name for name in redis.smembers(redis_keys.MODELS) if name not in names]
     stale += [redis_keys.model(name) for name in gone]
-    pipe = redis.pipeline()
+    pipe = pipeline_across_slots(settings)
     for name in stale:
         pipe.delete(name)
     if gone:

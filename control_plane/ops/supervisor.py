@@ -156,17 +156,21 @@ def _control_children(settings: Settings) -> list[Child]:
 
 
 def wait_for_redis(settings: Settings, proc: subprocess.Popen | None, timeout: float = 15) -> None:
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=1)
+    from ..hot import connection
+
+    ping = (lambda: connection.ping(settings)) if settings.redis_cluster else \
+        redis.Redis.from_url(settings.redis_url, socket_timeout=1).ping
     deadline = time.monotonic() + timeout
     while True:
         try:
-            client.ping()
+            ping()
             return
         except redis.RedisError as exc:
             if proc is not None and proc.poll() is not None:
                 raise RuntimeError(f"redis exited with status {proc.returncode}; see {settings.log_dir}/redis.log") from exc
             if time.monotonic() > deadline:
-                raise RuntimeError(f"redis did not answer at {settings.redis_url}: {exc}") from exc
+                raise RuntimeError(f"redis did not answer at {','.join(settings.redis_cluster) or settings.redis_url}: "
+                                   f"{exc}") from exc
             time.sleep(0.05)
 
 
