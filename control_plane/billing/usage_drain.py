@@ -84,10 +84,7 @@ class UsageDrain:
         block_ms for them)."""
         while True:
             walking = [stream for stream, cursor in self._cursors.items() if cursor != NEW]
-            response = self.redis.xreadgroup(
-                GROUP, self.consumer, dict(self._cursors), count=BATCH, block=None if walking else block_ms
-            )
-            messages = {stream: batch for stream, batch in response or []}
+            messages = dict(self._xreadgroup(None if walking else block_ms))
             for stream in walking:
                 batch = messages.get(stream)
                 self._cursors[stream] = batch[-1][0] if batch else NEW
@@ -98,6 +95,18 @@ class UsageDrain:
             ]
             if entries or not walking:
                 return entries
+
+    def _xreadgroup(self, block_ms: int | None) -> list:
+        """XREADGROUP of every stream from its cursor: in one call on one Redis; on a cluster,
+        where each stream lives in a slot of its own, one call per stream, the wait shared out
+        among them until one has entries."""
+        if not self.settings.redis_cluster:
+            return self.redis.xreadgroup(GROUP, self.consumer, dict(self._cursors), count=BATCH, block=block_ms) or []
+        response = []
+        for stream, cursor in self._cursors.items():
+            block = None if block_ms is None or response else max(1, block_ms // len(self._cursors))
+            response += self.redis.xreadgroup(GROUP, self.consumer, {stream: cursor}, count=BATCH, block=block) or []
+        return response
 
     def claim_stale(self) -> list[Entry]:
         """Entries another consumer took and has not acknowledged for a minute (it died)."""
