@@ -88,6 +88,10 @@ class LoopbackCluster:
         """The port of the master serving key's slot."""
         return self._master_of_slot(self._slot(key))
 
+    def replicated(self, key: str) -> bool:
+        """Whether the master serving key's slot has a replica in sync (one that can take over)."""
+        return int(self.node(self.master_for(key)).info("replication")["connected_slaves"]) > 0
+
     def kill_master_for(self, key: str) -> int:
         """SIGKILL the master serving key's slot; its port."""
         port = self.master_for(key)
