@@ -11,11 +11,13 @@ import time
 import pytest
 import redis
 from cluster_fixtures import redis_cluster  # noqa: F401 (the fixture)
-from harness import REPO, wait_for
+from harness import REPO, free_port, wait_for
 from helpers import COST, drain_all, packed_record, reconcile_report, usage_record
 from sqlalchemy import func, select
 
 from control_plane import db
+from control_plane import settings as settings_module
+from control_plane.app import create_app
 from control_plane.billing.journal_replay import JournalReplay
 from control_plane.console import login_throttle, mail_throttle
 from control_plane.hot import connection, redis_keys
@@ -152,6 +154,15 @@ def test_health_and_route_health_read_every_master(settings, client, redis_clien
     redis_client.hset(redis_keys.route_health("node-b"), "3", json.dumps({"state": "refused", "fails": 2}))
     assert client.get("/api/healthz").json == {"status": "ok", "database": "ok", "redis": "ok"}
     assert [view.node for view in route_views(settings, [3])[3]] == ["node-b"]
+
+
+def test_a_cluster_that_does_not_answer_is_a_redis_outage(tmp_path, database_url):
+    settings = settings_module.load({"TOLLGATE_HOME": str(tmp_path), "TOLLGATE_DATABASE_URL": database_url,
+                                     "TOLLGATE_REDIS_CLUSTER": f"127.0.0.1:{free_port()}"})
+    with pytest.raises(redis.ConnectionError):
+        connection.client(settings)
+    health = create_app({"TESTING": True, "TOLLGATE_SETTINGS": settings}).test_client().get("/api/healthz")
+    assert (health.status_code, health.json["redis"]) == (503, "unavailable")
 
 
 def test_a_master_failover_while_the_worker_drains_loses_and_doubles_nothing(
