@@ -60,7 +60,9 @@ local function add(series, amount)
     counts[series] = (counts[series] or 0) + amount
 end
 
--- Each histogram's series names, made once: a request only looks them up.
+-- Each histogram's series names, made once, and this worker's observations since the last flush:
+-- a request adds one to the count of the first bucket its value fits (counts[#BUCKETS + 1]:
+-- above every bound), and the flush makes the cumulative `le` series of them.
 local HISTOGRAMS = {}
 for _, name in ipairs({ "tollgate_request_duration_seconds", "tollgate_upstream_duration_seconds",
                         "tollgate_ttfb_seconds" }) do
@@ -68,24 +70,42 @@ for _, name in ipairs({ "tollgate_request_duration_seconds", "tollgate_upstream_
     for i = 1, #BUCKETS do
         buckets[i] = format('%s_bucket{le="%s"}', name, BUCKETS[i])
     end
-    HISTOGRAMS[name] = { buckets = buckets, inf = name .. '_bucket{le="+Inf"}', sum = name .. "_sum_us",
-                         count = name .. "_count" }
+    buckets[#BUCKETS + 1] = name .. '_bucket{le="+Inf"}'
+    HISTOGRAMS[name] = { buckets = buckets, sum = name .. "_sum_us", count = name .. "_count",
+                         counts = {}, sum_us = 0, n = 0 }
+end
+local REQUEST_DURATION = HISTOGRAMS.tollgate_request_duration_seconds
+local UPSTREAM_DURATION = HISTOGRAMS.tollgate_upstream_duration_seconds
+local TTFB = HISTOGRAMS.tollgate_ttfb_seconds
+
+-- Notes `seconds` in a histogram: its bucket's count, the sum (in whole microseconds), the count.
+local function observe(histogram, seconds)
+    local i = 1
+    while i <= #BUCKETS and seconds > BUCKETS[i] do
+        i = i + 1
+    end
+    local counts = histogram.counts
+    counts[i] = (counts[i] or 0) + 1
+    local us = seconds * 1000000
+    histogram.sum_us = histogram.sum_us + (us - us % 1)
+    histogram.n = histogram.n + 1
 end
 
--- A histogram's buckets, sum (kept in whole microseconds) and count for `seconds`.
-local function observe(name, seconds)
-    local series = HISTOGRAMS[name]
-    local buckets = series.buckets
-    for i = #BUCKETS, 1, -1 do
-        if seconds > BUCKETS[i] then
-            break
-        end
-        add(buckets[i], 1)
+-- Moves a histogram's observations into `pending` as its exposition series: each bucket counts
+-- the observations at or below its bound.
+local function take_histogram(histogram, pending)
+    if histogram.n == 0 then
+        return
     end
-    add(series.inf, 1)
-    local us = seconds * 1000000
-    add(series.sum, us - us % 1)
-    add(series.count, 1)
+    local counts, buckets, below = histogram.counts, histogram.buckets, 0
+    for i = 1, #buckets do
+        below = below + (counts[i] or 0)
+        if below > 0 then
+            pending[buckets[i]] = below
+        end
+    end
+    pending[histogram.sum], pending[histogram.count] = histogram.sum_us, histogram.n
+    histogram.counts, histogram.sum_us, histogram.n = {}, 0, 0
 end
 
 -- tollgate_requests_total's series of these labels, made once per combination (they are bounded).
@@ -115,9 +135,10 @@ local function requests_series(model, provider, status, basis)
     return name
 end
 
+-- tollgate_tokens_total's series, in usage_classes order: { record field, series }.
 local CLASS_SERIES = {}
-for _, class in ipairs(usage_classes) do
-    CLASS_SERIES[class.field] = format('tollgate_tokens_total{class="%s"}', class.price)
+for i, class in ipairs(usage_classes) do
+    CLASS_SERIES[i] = { class.field, format('tollgate_tokens_total{class="%s"}', class.price) }
 end
 
 -- A request was admitted (its hold placed) / finished (its log phase ran, admitted or not).
@@ -135,10 +156,11 @@ function _M.finished(model, provider, status, basis, tokens, charge, provider_co
     end
     add(requests_series(model, provider, status, basis), 1)
     if tokens then
-        for field, series in pairs(CLASS_SERIES) do
-            local n = tokens[field]
+        for i = 1, #CLASS_SERIES do
+            local class = CLASS_SERIES[i]
+            local n = tokens[class[1]]
             if n and n > 0 then
-                add(series, n)
+                add(class[2], n)
             end
         end
     end
@@ -148,14 +170,22 @@ function _M.finished(model, provider, status, basis, tokens, charge, provider_co
     if status == 402 and basis == "refused" then add("tollgate_holds_refused_total", 1) end
     if status == 429 and basis == "refused" then add("tollgate_rate_limited_total", 1) end
     if tries > 1 then add("tollgate_fallbacks_total", 1) end
-    observe("tollgate_request_duration_seconds", seconds)
-    if ttfb then observe("tollgate_ttfb_seconds", ttfb) end
-    if upstream then observe("tollgate_upstream_duration_seconds", upstream) end
+    observe(REQUEST_DURATION, seconds)
+    if ttfb then observe(TTFB, ttfb) end
+    if upstream then observe(UPSTREAM_DURATION, upstream) end
 end
 
--- The seconds of the last attempt in nginx's $upstream_response_time ("0.012, 0.100 : 0.3").
+-- The seconds of the last attempt in nginx's $upstream_response_time ("0.012, 0.100 : 0.3"; a
+-- request of one attempt, the usual, has a plain number, read without a pattern).
 function _M.upstream_seconds(value)
-    local last = value and match(value, "([%d.]+)%s*$")
+    if not value then
+        return nil
+    end
+    local seconds = tonumber(value)
+    if seconds then
+        return seconds
+    end
+    local last = match(value, "([%d.]+)%s*$")
     return last and tonumber(last)
 end
 
@@ -169,6 +199,9 @@ local function flush(premature)
     end
     local pending = counts
     counts = {}
+    for _, histogram in pairs(HISTOGRAMS) do
+        take_histogram(histogram, pending)
+    end
     for series, amount in pairs(pending) do
         local _, err = dict:incr(series, amount, 0)
         if err then

@@ -53,14 +53,8 @@ local function anything()
     return true
 end
 
--- The route to try next (none in `skip`, the ids tried): a healthy one, or a half-open one this
--- request may trial (then `probe` is true); when every one is cooling, one of those all the same
--- (a request is never refused for health alone). nil when none is left.
-function _M.pick(model, skip)
-    local routes = model.routes
-    if #routes == 1 then
-        return not skip[routes[1].id] and routes[1] or nil, false
-    end
+-- pick() among more than one route.
+local function pick_among(routes, skip)
     local states = {}
     for i = 1, #routes do
         local id = routes[i].id
@@ -84,6 +78,18 @@ function _M.pick(model, skip)
         end
         states[r.id] = "cooling" -- another request is trying it
     end
+end
+
+-- The route to try next (none in `skip`, the ids tried): a healthy one, or a half-open one this
+-- request may trial (then `probe` is true); when every one is cooling, one of those all the same
+-- (a request is never refused for health alone). nil when none is left. (A model of one route,
+-- the usual, takes no closure: a function that makes one is not compiled by LuaJIT's JIT.)
+function _M.pick(model, skip)
+    local routes = model.routes
+    if #routes == 1 then
+        return not skip[routes[1].id] and routes[1] or nil, false
+    end
+    return pick_among(routes, skip)
 end
 
 -- A route's provider, if it speaks `protocol`; else nil and why.

@@ -122,8 +122,21 @@ tests["input held at the body's bytes, or the context window when the provider a
         '{"model":"m","messages":[{"content":[{"type":"document","source":{"type":"file","file_id":"f_1"}}]}]}',
         '{"model":"m","tools":[{"type":"web_search_20250305","name":"web_search"}]}',
         '{"model":"m","tools":[{"type":"mcp","server_url":"https://mcp.example"}]}',
+        '{"model":"m","input":"go on","conversation":"conv_1"}',
+        '{"model":"m","tools":[{"type":"web_fetch_20250910","name":"web_fetch"}]}',
+        '{"model":"m","tools":[{"type":"file_search","vector_store_ids":["vs_1"]}]}',
+        '{"model":"m","tools":[{"type":"code_interpreter","container":{"type":"auto"}}]}',
+        '{"model":"m","tools":[{"type":"code_execution_20250522","name":"code_execution"}]}',
+        '{"model":"m","mcp_servers":[{"type":"url","url":"https://mcp.example"}]}',
     }) do
         t.eq(request.input_tokens(raw, MODEL), 200000, raw)
+    end
+    -- The words in text, not as the markers' quoted names: the body's bytes.
+    for _, raw in ipairs({
+        '{"model":"m","messages":[{"role":"user","content":"my url, a curl\\"url\\" and mcp"}]}',
+        '{"model":"m","messages":[{"role":"user","content":"urls","name":"file_ids"}]}',
+    }) do
+        t.eq(request.input_tokens(raw, MODEL), #raw, raw)
     end
     local big = '{"model":"m","previous_response_id":"r","input":"' .. string.rep("a", 300000) .. '"}'
     t.eq(request.input_tokens(big, MODEL), #big, "a body larger than the window")
