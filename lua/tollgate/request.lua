@@ -12,7 +12,7 @@ local ngx_var = ngx.var
 local req = ngx.req
 local decode = cjson.decode
 local null = cjson.null
-local re_find = ngx.re.find
+local find = string.find
 local floor = math.floor
 local format = string.format
 local type = type
@@ -161,21 +161,19 @@ end
 
 -- Markers of input a provider may fetch or keep beyond the request body: media and documents by
 -- URL, uploaded files, earlier responses and conversations kept by the provider, server-side tools
--- whose results are input (search, fetch, code execution, MCP servers). One regular expression of
--- literals, found in one pass over the body (ten plain finds took ten; PCRE's JIT skips to the
--- bytes a marker can start with).
-local BEYOND_BODY = [["(?:url"|file_id"|previous_response_id"|conversation"|mcp)]]
-    .. [[|web_search|web_fetch|file_search|code_interpreter|code_execution]]
+-- whose results are input (search, fetch, code execution, MCP servers).
+local BEYOND_BODY = { '"url"', '"file_id"', '"previous_response_id"', '"conversation"', "web_search",
+    "web_fetch", "file_search", "code_interpreter", "code_execution", '"mcp' }
 
 -- The input tokens a request may cost: every body byte a token, or, when the provider may add
--- input of its own (BEYOND_BODY, or a body the search failed on), at least the model's context
--- window.
+-- input of its own (BEYOND_BODY), at least the model's context window.
 function _M.input_tokens(raw, model)
     local n = #raw
-    local at, _, err = re_find(raw, BEYOND_BODY, "jo")
-    if at or err then
-        local window = model.max_input
-        return n > window and n or window
+    for i = 1, #BEYOND_BODY do
+        if find(raw, BEYOND_BODY[i], 1, true) then
+            local window = model.max_input
+            return n > window and n or window
+        end
     end
     return n
 end
