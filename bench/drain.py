@@ -169,7 +169,8 @@ def run_drain(env: dict[str, str], workers: int) -> tuple[float, float]:
 
 def raw_copy(database_url: str, records: int) -> float:
     """Seconds to COPY `records` usage rows as the drain writes them into an empty table of the
-    usage table's shape (PostgreSQL), or to executemany them (SQLite)."""
+    usage table's shape (PostgreSQL: a binary COPY, as db.insert_rows), or to executemany them
+    (SQLite)."""
     engine = sa.create_engine(database_url)
     with engine.connect() as connection:
         row = connection.execute(sa.text("SELECT * FROM usage LIMIT 1")).mappings().one()
@@ -179,9 +180,12 @@ def raw_copy(database_url: str, records: int) -> float:
         cursor = raw.cursor()
         if engine.dialect.name == "postgresql":
             cursor.execute("CREATE TABLE usage_copy (LIKE usage INCLUDING DEFAULTS)")
+            cursor.execute(f"SELECT {', '.join(columns)} FROM usage_copy LIMIT 0")
+            types = [column.type_code for column in cursor.description]
             raw.commit()
             began = time.perf_counter()
-            with cursor.copy(f"COPY usage_copy ({', '.join(columns)}) FROM STDIN") as copy:
+            with cursor.copy(f"COPY usage_copy ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(types)
                 for i in range(records):
                     copy.write_row([f"copy-{i:09d}" if name == "request_id" else row[name] for name in columns])
         else:

@@ -104,11 +104,12 @@ def upsert(session: Session, table):
 
 
 def insert_rows(session: Session, table, rows: list[dict]) -> list[int]:
-    """Insert many rows of a table with an integer `id`; their ids, in order. On PostgreSQL the
-    ids come from the table's sequence in one query and the rows go in by COPY: a multi-row
-    INSERT of thousands of values is a statement too long for psycopg's statement cache, parsed
-    again every time (most of the usage drain's CPU). A duplicate raises IntegrityError either way,
-    a lost connection OperationalError."""
+    """Insert many rows of a table with an integer `id` (each row's keys in one order); their
+    ids, ascending in the rows' order. On PostgreSQL the ids come from the table's sequence in
+    one query and the rows go in by a binary COPY: a multi-row INSERT of thousands of values is a
+    statement too long for psycopg's statement cache, parsed again every time, and a text COPY
+    formats every value as text (most of the usage drain's CPU, both). A duplicate raises
+    IntegrityError either way, a lost connection OperationalError."""
     if not rows:
         return []
     if session.get_bind().dialect.name != "postgresql":
@@ -116,15 +117,31 @@ def insert_rows(session: Session, table, rows: list[dict]) -> list[int]:
     import psycopg
 
     sequence = f"pg_get_serial_sequence('{table.name}', 'id')"
-    ids = list(session.scalars(text(f"SELECT nextval({sequence}) FROM generate_series(1, :n)"), {"n": len(rows)}))
-    columns = ["id", *rows[0]]
+    ids = sorted(session.scalar(text(f"SELECT array_agg(nextval({sequence})) FROM generate_series(1, :n)"),
+                                {"n": len(rows)}))
+    columns = ("id", *rows[0])
     cursor = session.connection().connection.driver_connection.cursor()
     try:
-        with cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
+        types = _column_types(cursor, table.name, columns)
+        with cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(types)
             for row_id, row in zip(ids, rows, strict=True):
-                copy.write_row([row_id, *row.values()])
+                copy.write_row((row_id, *row.values()))
     except psycopg.Error as exc:  # as SQLAlchemy raises it: IntegrityError, OperationalError, …
         raise DBAPIError.instance(f"COPY {table.name}", None, exc, psycopg.Error) from exc
     finally:
         cursor.close()
     return ids
+
+
+_column_type_oids: dict[tuple[str, tuple[str, ...]], list[int]] = {}
+
+
+def _column_types(cursor, table_name: str, columns: tuple[str, ...]) -> list[int]:
+    """The PostgreSQL type OIDs of a table's columns (a binary COPY sends each value as its
+    column's type), read once per process."""
+    key = (table_name, columns)
+    if key not in _column_type_oids:
+        cursor.execute(f"SELECT {', '.join(columns)} FROM {table_name} LIMIT 0")
+        _column_type_oids[key] = [column.type_code for column in cursor.description]
+    return _column_type_oids[key]

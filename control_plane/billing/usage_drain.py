@@ -10,15 +10,18 @@ once per stream entry line: it never holds up the records next to it.
 """
 from __future__ import annotations
 
+import gc
 import logging
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import redis
-from sqlalchemy import insert, select
+from sqlalchemy import ARRAY, any_, bindparam, insert, select
 from sqlalchemy.orm import Session
 
-from .. import db
+from .. import db, money
 from ..catalog import pricing
 from ..hot import connection, redis_keys, usage_records
 from ..hot.usage_records import UsageRecord
@@ -48,8 +51,7 @@ class Entry:
     fields: dict[str, str]  # empty if the entry was deleted while pending
 
 
-@dataclass(frozen=True)
-class Line:
+class Line(NamedTuple):  # one per record of a batch: a tuple, fast to make
     """One packed record of a stream entry."""
 
     stream: str
@@ -128,7 +130,7 @@ class UsageDrain:
             for entry in entries if entry.fields  # no fields: deleted while pending
             for number, packed in enumerate(usage_records.lines_of(entry.fields), 1)
         ]
-        with db.session_scope(self.settings) as session:
+        with _collection_paused(), db.session_scope(self.settings) as session:
             written = _write(session, lines)
         self._acknowledge(entries)
         return written
@@ -144,6 +146,20 @@ class UsageDrain:
         pipe.execute()
 
 
+@contextmanager
+def _collection_paused():
+    """No automatic garbage collection while a batch is written: its tens of thousands of live
+    objects (records, rows) would have the collector walk them again and again (a third of the
+    drain's CPU); they are freed by reference counting when the batch is done."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _write(session: Session, lines: list[Line]) -> int:
     """Usage rows and ledger transactions for the records SQL does not have yet, quarantine rows
     for the lines it cannot use; returns how many usage rows were written."""
@@ -155,7 +171,7 @@ def _write(session: Session, lines: list[Line]) -> int:
         except ValueError as exc:
             refused.append((line, str(exc)))
     records = [record for _line, record in parsed]
-    seen = set(session.scalars(select(Usage.request_id).where(Usage.request_id.in_({r.request_id for r in records}))))
+    seen = _recorded(session, [r.request_id for r in records])
     key_owners = dict(
         session.execute(select(ApiKey.id, ApiKey.account_id).where(ApiKey.id.in_({r.key_id for r in records}))).all()
     )
@@ -164,6 +180,7 @@ def _write(session: Session, lines: list[Line]) -> int:
         version.id: version
         for version in session.scalars(select(PriceVersion).where(PriceVersion.id.in_(named_versions - {None})))
     }
+    prices = {version_id: pricing.resolve(version) for version_id, version in versions.items()}
     new: list[UsageRecord] = []
     for line, record in parsed:
         if record.request_id in seen:
@@ -178,7 +195,7 @@ def _write(session: Session, lines: list[Line]) -> int:
         if record.cost_version_id is not None and record.cost_version_id not in versions:
             refused.append((line, f"unknown cost version {record.cost_version_id}"))
             continue
-        _check_cost(record, version, versions.get(record.cost_version_id))
+        _check_cost(record, version, versions.get(record.cost_version_id), prices)
         seen.add(record.request_id)
         new.append(record)
     charged = [record for record in new if record.cost_nano]
@@ -194,6 +211,16 @@ def _write(session: Session, lines: list[Line]) -> int:
         usage_rollup.add(session, rows)
     _quarantine(session, refused)
     return len(new)
+
+
+def _recorded(session: Session, request_ids: list[str]) -> set[str]:
+    """The request ids SQL has usage rows of. On PostgreSQL the ids go as one array (= ANY): an
+    IN list of a batch's thousands of values is a statement psycopg converts anew every time."""
+    if session.get_bind().dialect.name == "postgresql":
+        condition = Usage.request_id == any_(bindparam("ids", request_ids, type_=ARRAY(Usage.request_id.type)))
+    else:
+        condition = Usage.request_id.in_(request_ids)
+    return set(session.scalars(select(Usage.request_id).where(condition)))
 
 
 def _quarantine(session: Session, refused: list[tuple[Line, str]]) -> None:
@@ -239,23 +266,26 @@ def quarantine_item(row: UsageQuarantine) -> dict:
     }
 
 
-def _check_cost(record: UsageRecord, version: PriceVersion | None, cost_version: PriceVersion | None) -> None:
+def _check_cost(record: UsageRecord, version: PriceVersion | None, cost_version: PriceVersion | None,
+                prices: dict[int, dict[str, int]]) -> None:
     """Flag a charge its billing basis does not give, and a provider cost its route's cost version
-    does not give; both stand as recorded (Redis made the charge)."""
-    expectation = _charge_rule_broken(record, version)
+    does not give; both stand as recorded (Redis made the charge). `prices`: each version's,
+    resolved (pricing.resolve), by id."""
+    expectation = _charge_rule_broken(record, version, prices)
     if expectation:
         log.error("usage %s (%s): charged %s nano with overage %s, but %s; recorded as charged",
                   record.request_id, record.billing_basis, record.cost_nano, record.overage_nano, expectation)
     counted = record.billing_basis in ("provider", "drained", "estimated")
     if cost_version is not None:
-        provider_cost = pricing.cost_nano(record.tokens, cost_version) if counted else 0
+        provider_cost = money.cost_nano(record.tokens, prices[cost_version.id]) if counted else 0
         if record.provider_cost_nano != provider_cost:
             log.error("usage %s (%s): provider cost %s nano, but cost version %s gives %s; recorded as reported",
                       record.request_id, record.billing_basis, record.provider_cost_nano, cost_version.id,
                       provider_cost)
 
 
-def _charge_rule_broken(record: UsageRecord, version: PriceVersion | None) -> str | None:
+def _charge_rule_broken(record: UsageRecord, version: PriceVersion | None,
+                        prices: dict[int, dict[str, int]]) -> str | None:
     """What the record's charge should have been, if it is not that (docs/internals.md, Usage
     record): provider usage is charged its price capped at the hold, the rest is overage; an
     estimate at most the hold; invalid provider usage exactly the hold; no usage nothing."""
@@ -264,7 +294,7 @@ def _charge_rule_broken(record: UsageRecord, version: PriceVersion | None) -> st
     if basis in ("provider", "drained") and version is None:
         return None if cost <= hold else f"a charge is at most its hold, {hold}"
     if basis in ("provider", "drained"):
-        exact = pricing.cost_nano(record.tokens, version)
+        exact = money.cost_nano(record.tokens, prices[version.id])
         charge = min(exact, hold)
         if (cost, overage) == (charge, exact - charge):
             return None

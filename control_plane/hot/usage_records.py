@@ -1,9 +1,10 @@
 """Usage records as the hot path appends them to tg:{s<n>}:usage (docs/internals.md)."""
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 from .. import money, usage_classes
 from ..models import Usage
@@ -25,10 +26,12 @@ MAX_NANO = 2**53  # cost, hold, overage and provider cost of one record
 MAX_TRIES = 10  # provider attempts of one request
 MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last moment a datetime holds
 INT32_MAX = 2**31 - 1
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# (record field, usage column) of each usage class's token count
+TOKEN_COLUMNS = tuple((usage.field, usage.column) for usage in usage_classes.USAGE_CLASSES)
 
 
-@dataclass(frozen=True)
-class UsageRecord:
+class UsageRecord(NamedTuple):  # a tuple: the drain makes one per record, and tuples are made fast
     request_id: str
     ts_ms: int
     account_id: int
@@ -68,36 +71,23 @@ class UsageRecord:
 
     def row_values(self, transaction_id: int | None) -> dict:
         """The usage row's column values."""
-        return dict(
-            request_id=self.request_id,
-            account_id=self.account_id,
-            key_id=self.key_id,
-            model=self.model,
-            upstream_model=self.upstream_model,
-            provider=self.provider,
-            price_version_id=self.price_version_id,
-            endpoint=self.endpoint,
-            stream=self.stream,
-            status=self.status,
-            billing_basis=self.billing_basis,
-            cost_nano=self.cost_nano,
-            hold_nano=self.hold_nano,
-            overage_nano=self.overage_nano,
-            latency_ms=self.latency_ms,
-            ttfb_ms=self.ttfb_ms,
-            node=self.node,
-            requested_model=self.requested_model,
-            route_id=self.route_id,
-            cost_version_id=self.cost_version_id,
-            provider_cost_nano=self.provider_cost_nano,
-            attempts=self.attempts,
-            failed_statuses=self.failed_statuses,
-            error_code=self.error_code,
-            error_message=self.error_message,
-            created_at=datetime.fromtimestamp(self.ts_ms // 1000, UTC).replace(microsecond=self.ts_ms % 1000 * 1000),
-            transaction_id=transaction_id,
-            **{usage.column: self.tokens[usage.field] for usage in usage_classes.USAGE_CLASSES},
-        )
+        row = {
+            "request_id": self.request_id, "account_id": self.account_id, "key_id": self.key_id,
+            "model": self.model, "upstream_model": self.upstream_model, "provider": self.provider,
+            "price_version_id": self.price_version_id, "endpoint": self.endpoint, "stream": self.stream,
+            "status": self.status, "billing_basis": self.billing_basis, "cost_nano": self.cost_nano,
+            "hold_nano": self.hold_nano, "overage_nano": self.overage_nano, "latency_ms": self.latency_ms,
+            "ttfb_ms": self.ttfb_ms, "node": self.node, "requested_model": self.requested_model,
+            "route_id": self.route_id, "cost_version_id": self.cost_version_id,
+            "provider_cost_nano": self.provider_cost_nano, "attempts": self.attempts,
+            "failed_statuses": self.failed_statuses, "error_code": self.error_code,
+            "error_message": self.error_message, "created_at": EPOCH + timedelta(milliseconds=self.ts_ms),
+            "transaction_id": transaction_id,
+        }
+        tokens = self.tokens
+        for field, column in TOKEN_COLUMNS:
+            row[column] = tokens[field]
+        return row
 
 
 def unpack(packed: str) -> dict[str, str]:
@@ -114,7 +104,12 @@ def lines_of(fields: dict[str, str]) -> list[str]:
     records, one per line; an entry with one field per value holds one record, packed here."""
     if "r" in fields:
         return fields["r"].split("\n")
-    return ["\t".join(fields.get(name, "") for name in RECORD_FIELDS)]
+    return [pack(fields)]
+
+
+def pack(fields: dict[str, str]) -> str:
+    """A record's named values packed as the hot path packs them (absent ones empty)."""
+    return "\t".join(fields.get(name, "") for name in RECORD_FIELDS)
 
 
 def valid_records(fields: dict[str, str]) -> Iterator[UsageRecord]:
@@ -127,13 +122,57 @@ def valid_records(fields: dict[str, str]) -> Iterator[UsageRecord]:
             continue
 
 
-def parse_packed(packed: str) -> UsageRecord:
-    """One packed record (tab-separated RECORD_FIELDS values) as a record."""
-    return parse(unpack(packed))
-
-
 def parse(fields: dict[str, str]) -> UsageRecord:
     """A record from its named values; ValueError names the first bad field."""
+    return parse_packed(pack(fields))
+
+
+def parse_packed(packed: str) -> UsageRecord:
+    """One packed record (tab-separated RECORD_FIELDS values, or an older layout's) as a record;
+    ValueError names the first bad field.
+
+    The drain parses every record, so a well-formed one is read in one pass: _WELL_FORMED checks
+    every value's shape at once (digits, lengths, the basis, the failed statuses; C speed), and
+    what is left are the integers' ranges. Anything else is checked value by value (_checked),
+    which says what is wrong: the two agree on every record (tests/test_usage_records.py)."""
+    missing = len(RECORD_FIELDS) - 1 - packed.count("\t")
+    match = _WELL_FORMED.fullmatch(packed + "\t" * missing if missing in _OLDER_MISSING else packed)
+    if match is None:
+        return _checked(unpack(packed))
+    values = match.groups()
+    rid, ts, acct, key, model, umodel, provider, pv, ep, stream, status, basis = values[:_TOKENS_AT]
+    (cost, ms, ttfb, node, hold, over, asked, route, cv, pcost, tries, failed, ecode,
+     emsg) = values[_TOKENS_END:]
+    basis = basis or "none"
+    refused = basis == "refused"
+    cost = int(cost)
+    tokens = dict(zip(usage_classes.RECORD_FIELDS, [int(count or 0) for count in values[_TOKENS_AT:_TOKENS_END]]))
+    record = UsageRecord(
+        rid, int(ts), int(acct), int(key), model, umodel, provider, int(pv) if pv else None, ep, stream == "1",
+        int(status), basis, tokens, cost, int(hold) if hold else cost, int(over or 0),
+        int(ms) if ms else None, int(ttfb) if ttfb else None, node, asked or model, int(route or 0) or None,
+        int(cv or 0) or None, int(pcost or 0), int(tries) if tries else 1, failed,
+        ecode[:_TEXT_LIMITS["ecode"]], emsg[:_TEXT_LIMITS["emsg"]])
+    if ((not model and not refused) or record.attempts < (0 if refused else 1)
+            or not _in_ranges(record)):
+        return _checked(unpack(packed))
+    return record
+
+
+def _in_ranges(record: UsageRecord) -> bool:
+    """The integers of a well-formed record within their bounds (_checked's)."""
+    tokens = record.tokens
+    return (record.ts_ms <= MAX_TS_MS and record.account_id <= INT32_MAX and record.key_id <= INT32_MAX
+            and (record.price_version_id or 0) <= INT32_MAX and record.status <= INT32_MAX
+            and max(tokens.values()) <= money.MAX_TOKENS
+            and max(record.cost_nano, record.hold_nano, record.overage_nano, record.provider_cost_nano) <= MAX_NANO
+            and max(record.latency_ms or 0, record.ttfb_ms or 0, record.route_id or 0,
+                    record.cost_version_id or 0) <= INT32_MAX
+            and record.attempts <= MAX_TRIES)
+
+
+def _checked(fields: dict[str, str]) -> UsageRecord:
+    """A record from its named values, checked one by one; ValueError names the first bad field."""
     cost = _count(fields, "cost", MAX_NANO)
     basis = _basis(fields)
     refused = basis == "refused"
@@ -192,6 +231,32 @@ _TEXT_LIMITS = {name: Usage.__table__.c[column].type.length for name, column in 
     ("rid", "request_id"), ("model", "model"), ("umodel", "upstream_model"), ("provider", "provider"),
     ("ep", "endpoint"), ("node", "node"), ("asked", "requested_model"), ("ecode", "error_code"),
     ("emsg", "error_message"))}
+
+
+_TOKENS_AT = RECORD_FIELDS.index(usage_classes.RECORD_FIELDS[0])  # the token counts' place in a record
+_TOKENS_END = _TOKENS_AT + len(usage_classes.RECORD_FIELDS)
+_OLDER_MISSING = {len(RECORD_FIELDS) - count for count in OLDER_FIELD_COUNTS}
+
+
+def _text_shape(name: str, required: bool = False) -> str:
+    """A text value of up to its column's length without tab or NUL, one or more if required."""
+    return f"([^\\t\\x00]{{{int(required)},{_TEXT_LIMITS[name]}}})"
+
+
+# Each value's shape in a well-formed record (what _checked accepts, but for the integers' ranges
+# and a missing model or attempt: parse_packed checks those after).
+_SHAPES = {
+    **dict.fromkeys(("ts", "acct", "key", "status", "cost"), "([0-9]+)"),
+    **dict.fromkeys((*usage_classes.RECORD_FIELDS, "pv", "ms", "ttfb", "hold", "over", "route", "cv", "pcost",
+                     "tries"), "([0-9]*)"),
+    **{name: _text_shape(name) for name in ("model", "umodel", "provider", "ep", "node", "asked")},
+    "rid": _text_shape("rid", required=True),
+    "stream": "([^\\t]*)",
+    "basis": f"({'|'.join(BASES)}|)",
+    "failed": f"((?:[1-5][0-9][0-9](?:,[1-5][0-9][0-9]){{0,{MAX_TRIES - 1}}})?)",
+    **dict.fromkeys(("ecode", "emsg"), "([^\\t\\x00]*)"),  # cut to the column, not refused
+}
+_WELL_FORMED = re.compile("\t".join(_SHAPES[name] for name in RECORD_FIELDS))
 
 
 def _text(fields, name, required=False, cut=False) -> str:
