@@ -7,7 +7,6 @@ journal replay settles what its batches had not), its leases are reaped, and Red
 ledger."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
@@ -20,6 +19,7 @@ import pytest
 from gateway_fixtures import POSTGRES
 from harness import Gateway, free_port, wait_for
 from helpers import CACHE_SECONDS
+from load import call
 
 REQUESTS = 500
 # The sandbox's answer to body(i): 25 prompt tokens and 24 output tokens, at sandbox-chat's
@@ -28,26 +28,6 @@ COST = 18_150
 # A tenth of the requests' cost: 50 × 18,150 nano.
 BUDGET_USD = "0.0009075"
 KILL_AFTER = 150  # answers before the gateway-only node is killed
-
-
-def body(i: int) -> dict:
-    return {"model": "sandbox-chat", "max_tokens": 30, "messages": [{"role": "user", "content": f"load {i:03d}"}]}
-
-
-def call(node: Gateway, key: str, i: int) -> tuple[int, str | None]:
-    """(status, the gateway's request id) of one chat completion; status -1 when the node did not
-    answer (it was killed)."""
-    request = urllib.request.Request(f"{node.url}/v1/chat/completions", data=json.dumps(body(i)).encode(),
-                                     headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            response.read()
-            return response.status, response.headers.get("x-request-id")
-    except urllib.error.HTTPError as error:
-        error.read()
-        return error.code, error.headers.get("x-request-id")
-    except OSError:
-        return -1, None
 
 
 @pytest.fixture
@@ -93,7 +73,7 @@ def test_two_nodes_share_an_account_exactly_and_survive_a_node_killed_mid_load(n
     time.sleep(CACHE_SECONDS)
     with ThreadPoolExecutor(40) as pool:
         statuses = [status for status, _id in pool.map(
-            lambda i: call(first if i % 2 else second, limited, i), range(40))]
+            lambda i: call((first if i % 2 else second).url, limited, i), range(40))]
     assert statuses.count(200) == 20 and statuses.count(429) == 20, statuses
 
     email = "shared@example.com"
@@ -106,7 +86,7 @@ def test_two_nodes_share_an_account_exactly_and_survive_a_node_killed_mid_load(n
     killed = threading.Event()
 
     def one(i: int) -> tuple[int, str | None]:
-        result = call(first if i % 2 else second, key, i)
+        result = call((first if i % 2 else second).url, key, i)
         with lock:
             answered.append(result)
             if len(answered) == KILL_AFTER and not killed.is_set():

@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -17,6 +15,7 @@ import redis
 from cluster_fixtures import redis_cluster  # noqa: F401 (the fixture)
 from harness import Gateway, wait_for
 from helpers import CACHE_SECONDS
+from load import call
 
 # The sandbox counts a prompt token per 4 bytes of the request and answers 24 output tokens; at
 # sandbox-chat's $0.15 / $0.60 per million, body(i) (98 bytes: 25 tokens) costs
@@ -24,28 +23,6 @@ from helpers import CACHE_SECONDS
 # 40 × 150 + 24 × 600 = 20,400.
 COST = 18_150
 STREAM_COST = 20_400
-
-
-def body(i: int, stream: bool = False) -> dict:
-    message = {"model": "sandbox-chat", "max_tokens": 30, "messages": [{"role": "user", "content": f"load {i % 1000:03d}"}]}
-    if stream:
-        message.update(stream=True, stream_options={"include_usage": True})
-    return message
-
-
-def call(node: Gateway, key: str, i: int, stream: bool = False) -> tuple[int, str | None]:
-    """(status, request id) of one chat completion, read to its end; -1 when nothing answered."""
-    request = urllib.request.Request(f"{node.url}/v1/chat/completions", data=json.dumps(body(i, stream)).encode(),
-                                     headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            response.read()
-            return response.status, response.headers.get("x-request-id")
-    except urllib.error.HTTPError as error:
-        error.read()
-        return error.code, error.headers.get("x-request-id")
-    except OSError:
-        return -1, None
 
 
 @pytest.fixture(scope="module")
@@ -74,14 +51,14 @@ def test_billing_holds_leases_rate_limits_and_reconcile_on_a_cluster(gateway, re
 
     jobs = [(key, i, i % 2 == 0) for key in keys.values() for i in range(10)]
     with ThreadPoolExecutor(8) as pool:
-        statuses = list(pool.map(lambda job: call(gateway, *job)[0], jobs))
+        statuses = list(pool.map(lambda job: call(gateway.url, *job)[0], jobs))
     assert statuses == [200] * len(jobs)
 
-    limited_statuses = [call(gateway, limited, i)[0] for i in range(10)]
+    limited_statuses = [call(gateway.url, limited, i)[0] for i in range(10)]
     assert limited_statuses.count(200) == 5 and limited_statuses.count(429) == 5, limited_statuses
 
     with ThreadPoolExecutor(10) as pool:
-        scarce_statuses = list(pool.map(lambda i: call(gateway, scarce, i)[0], range(10)))
+        scarce_statuses = list(pool.map(lambda i: call(gateway.url, scarce, i)[0], range(10)))
     assert set(scarce_statuses) <= {200, 402} and 1 <= scarce_statuses.count(200) <= 3, scarce_statuses
 
     gateway.wait_drained()
@@ -137,7 +114,7 @@ def test_a_shard_moved_to_another_master_under_load_is_followed(gateway, redis_c
     def load(worker: int) -> None:
         i = 0
         while not stop.is_set():
-            results.append(call(gateway, key, worker * 10_000 + i)[0])
+            results.append(call(gateway.url, key, worker * 10_000 + i)[0])
             i += 1
 
     threads = [threading.Thread(target=load, args=(worker,)) for worker in range(4)]
@@ -184,7 +161,7 @@ def test_a_master_killed_under_load_is_replaced_and_nothing_is_lost_or_doubled(g
         i = 0
         while not stop.is_set():
             stream = i % 3 == 0
-            status, request_id = call(gateway, key, worker * 10_000 + i, stream=stream)
+            status, request_id = call(gateway.url, key, worker * 10_000 + i, stream=stream)
             with lock:
                 results.append((time.monotonic(), status, request_id))
                 if stream:
