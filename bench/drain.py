@@ -132,29 +132,42 @@ def fill_streams(settings, owners: list[tuple[int, int]], template: dict[str, st
     pipe.execute()
 
 
-def drain_worker(env: dict[str, str], name: str, started) -> None:
+def drain_worker(env: dict[str, str], name: str, started, cpu_seconds) -> None:
+    """Drain until the streams stay empty; add this worker's CPU from the start signal to the
+    last record (user + system; not its start-up, connecting, or the idle reads that end it) to
+    cpu_seconds: the worker's cost a record as it runs, which a worker that runs for days pays."""
     logging.disable(logging.CRITICAL)
     settings = settings_module.load(env)
     drain = UsageDrain(settings, name)
     drain.ensure_groups()
     started.wait()
+    began = busy = process_cpu()
     idle = 0
     while idle < 3:
         entries = drain.read(block_ms=50)
         if entries:
             drain.record(entries)
+            busy = process_cpu()
             idle = 0
         else:
             idle += 1
+    with cpu_seconds.get_lock():
+        cpu_seconds.value += busy - began
     db.dispose_engines()
+
+
+def process_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run_drain(env: dict[str, str], workers: int) -> tuple[float, float]:
     """(wall seconds, CPU seconds of every worker) to drain the streams."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     context = multiprocessing.get_context("fork")
     started = context.Event()
-    procs = [context.Process(target=drain_worker, args=(env, f"bench-{n}", started)) for n in range(workers)]
+    cpu_seconds = context.Value("d", 0.0)
+    procs = [context.Process(target=drain_worker, args=(env, f"bench-{n}", started, cpu_seconds))
+             for n in range(workers)]
     for proc in procs:
         proc.start()
     time.sleep(1)  # every worker connected and in its group
@@ -163,8 +176,7 @@ def run_drain(env: dict[str, str], workers: int) -> tuple[float, float]:
     for proc in procs:
         proc.join()
     wall = time.perf_counter() - began - 0.15  # the last worker's three idle reads
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu_seconds.value
 
 
 def raw_copy(database_url: str, records: int) -> float:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import BigInteger, cast, create_engine, event, func, insert, text
+from sqlalchemy import BigInteger, cast, create_engine, event, func, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -104,31 +104,53 @@ def upsert(session: Session, table):
 
 
 def insert_rows(session: Session, table, rows: list[dict]) -> list[int]:
-    """Insert many rows of a table with an integer `id` (each row's keys in one order); their
-    ids, ascending in the rows' order. On PostgreSQL the ids come from the table's sequence in
-    one query and the rows go in by a binary COPY: a multi-row INSERT of thousands of values is a
-    statement too long for psycopg's statement cache, parsed again every time, and a text COPY
-    formats every value as text (most of the usage drain's CPU, both). A duplicate raises
-    IntegrityError either way, a lost connection OperationalError."""
+    """Insert many rows of a table with an integer `id` (each row's keys in one order, naming
+    every column without a server default: SQLAlchemy's Python-side defaults do not run); their
+    ids, ascending in the rows' order. A duplicate raises IntegrityError, a lost connection
+    OperationalError, as SQLAlchemy raises them.
+
+    The usage drain's thousands of rows a batch go in without SQLAlchemy's INSERT: on PostgreSQL
+    the ids come from the table's sequence in one query and the rows by a binary COPY (a
+    multi-row INSERT of thousands of values is too long for psycopg's statement cache, parsed
+    again every time; a text COPY formats every value as text); on SQLite, whose writer holds the
+    database's write lock for its whole transaction (BEGIN IMMEDIATE), the ids follow the
+    table's largest, as SQLite's own would, and the rows go by the driver's executemany
+    (SQLAlchemy's INSERT … RETURNING in row order runs one statement a row there)."""
     if not rows:
         return []
-    if session.get_bind().dialect.name != "postgresql":
-        return list(session.scalars(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows))
-    import psycopg
-
-    sequence = f"pg_get_serial_sequence('{table.name}', 'id')"
-    ids = sorted(session.scalar(text(f"SELECT array_agg(nextval({sequence})) FROM generate_series(1, :n)"),
-                                {"n": len(rows)}))
+    dialect = session.get_bind().dialect
     columns = ("id", *rows[0])
-    cursor = session.connection().connection.driver_connection.cursor()
+    connection = session.connection().connection.driver_connection
+    if dialect.name == "postgresql":
+        import psycopg as driver
+
+        sequence = f"pg_get_serial_sequence('{table.name}', 'id')"
+        ids = sorted(session.scalar(text(f"SELECT array_agg(nextval({sequence})) FROM generate_series(1, :n)"),
+                                    {"n": len(rows)}))
+    else:
+        import sqlite3 as driver
+
+        first = session.scalar(text(f"SELECT coalesce(max(id), 0) + 1 FROM {table.name}"))
+        ids = list(range(first, first + len(rows)))
+    cursor = connection.cursor()
     try:
-        types = _column_types(cursor, table.name, columns)
-        with cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(types)
-            for row_id, row in zip(ids, rows, strict=True):
-                copy.write_row((row_id, *row.values()))
-    except psycopg.Error as exc:  # as SQLAlchemy raises it: IntegrityError, OperationalError, …
-        raise DBAPIError.instance(f"COPY {table.name}", None, exc, psycopg.Error) from exc
+        if dialect.name == "postgresql":
+            types = _column_types(cursor, table.name, columns)
+            with cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(types)
+                for row_id, row in zip(ids, rows, strict=True):
+                    copy.write_row((row_id, *row.values()))
+        else:
+            convert = [(index, processor) for index, name in enumerate(columns)
+                       if (processor := table.c[name].type.dialect_impl(dialect).bind_processor(dialect))]
+            values = [[row_id, *row.values()] for row_id, row in zip(ids, rows, strict=True)]
+            for value in values:
+                for index, processor in convert:
+                    value[index] = processor(value[index])
+            cursor.executemany(f"INSERT INTO {table.name} ({', '.join(columns)}) "
+                               f"VALUES ({', '.join('?' * len(columns))})", values)
+    except driver.Error as exc:
+        raise DBAPIError.instance(f"INSERT INTO {table.name}", None, exc, driver.Error) from exc
     finally:
         cursor.close()
     return ids

@@ -7,6 +7,8 @@ from .usage_classes import USAGE_CLASSES
 
 NANO_PER_USD = 1_000_000_000
 TOKENS_PER_PRICE_UNIT = 1_000_000
+# (record field, price field) of each usage class (cost_nano runs for every usage record drained)
+_FIELD_PRICES = tuple((usage.field, usage.price) for usage in USAGE_CLASSES)
 # The bounds that keep the hot path's arithmetic exact (lua/tollgate/cost.lua): token counts per
 # usage class of one request, prices per class (nano-USD per 1M tokens: $10,000).
 MAX_TOKENS = 100_000_000
@@ -60,7 +62,7 @@ def cost_nano(tokens: dict[str, int], prices: dict[str, int]) -> int:
 
     `tokens` is keyed by usage record field (in, cr, …), `prices` by price field (input, …).
     """
-    total = sum(int(tokens.get(usage.field, 0)) * int(prices[usage.price]) for usage in USAGE_CLASSES)
+    total = sum([int(tokens.get(field, 0)) * int(prices[price]) for field, price in _FIELD_PRICES])
     quotient, remainder = divmod(total, TOKENS_PER_PRICE_UNIT)
     if remainder * 2 >= TOKENS_PER_PRICE_UNIT:
         quotient += 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from typing import NamedTuple
 
 from .. import money, usage_classes
@@ -71,23 +72,18 @@ class UsageRecord(NamedTuple):  # a tuple: the drain makes one per record, and t
 
     def row_values(self, transaction_id: int | None) -> dict:
         """The usage row's column values."""
-        row = {
-            "request_id": self.request_id, "account_id": self.account_id, "key_id": self.key_id,
-            "model": self.model, "upstream_model": self.upstream_model, "provider": self.provider,
-            "price_version_id": self.price_version_id, "endpoint": self.endpoint, "stream": self.stream,
-            "status": self.status, "billing_basis": self.billing_basis, "cost_nano": self.cost_nano,
-            "hold_nano": self.hold_nano, "overage_nano": self.overage_nano, "latency_ms": self.latency_ms,
-            "ttfb_ms": self.ttfb_ms, "node": self.node, "requested_model": self.requested_model,
-            "route_id": self.route_id, "cost_version_id": self.cost_version_id,
-            "provider_cost_nano": self.provider_cost_nano, "attempts": self.attempts,
-            "failed_statuses": self.failed_statuses, "error_code": self.error_code,
-            "error_message": self.error_message, "created_at": EPOCH + timedelta(milliseconds=self.ts_ms),
-            "transaction_id": transaction_id,
-        }
+        row = dict(zip(SAME_NAMED, _same_named(self)))
+        row["created_at"] = EPOCH + timedelta(milliseconds=self.ts_ms)
+        row["transaction_id"] = transaction_id
         tokens = self.tokens
         for field, column in TOKEN_COLUMNS:
             row[column] = tokens[field]
         return row
+
+
+# The record's values that are usage columns of the same name (all but ts_ms and tokens).
+SAME_NAMED = tuple(name for name in UsageRecord._fields if name not in ("ts_ms", "tokens"))
+_same_named = attrgetter(*SAME_NAMED)
 
 
 def unpack(packed: str) -> dict[str, str]:
@@ -132,9 +128,10 @@ def parse_packed(packed: str) -> UsageRecord:
     ValueError names the first bad field.
 
     The drain parses every record, so a well-formed one is read in one pass: _WELL_FORMED checks
-    every value's shape at once (digits, lengths, the basis, the failed statuses; C speed), and
-    what is left are the integers' ranges. Anything else is checked value by value (_checked),
-    which says what is wrong: the two agree on every record (tests/test_usage_records.py)."""
+    every value's shape at once (digits and how many, lengths, the basis, the failed statuses; at
+    C speed). Anything else is checked value by value (_checked), which says what is wrong, or
+    reads the rare integer as long as its bound: the two agree on every record
+    (tests/test_usage_records.py)."""
     missing = len(RECORD_FIELDS) - 1 - packed.count("\t")
     match = _WELL_FORMED.fullmatch(packed + "\t" * missing if missing in _OLDER_MISSING else packed)
     if match is None:
@@ -153,22 +150,9 @@ def parse_packed(packed: str) -> UsageRecord:
         int(ms) if ms else None, int(ttfb) if ttfb else None, node, asked or model, int(route or 0) or None,
         int(cv or 0) or None, int(pcost or 0), int(tries) if tries else 1, failed,
         ecode[:_TEXT_LIMITS["ecode"]], emsg[:_TEXT_LIMITS["emsg"]])
-    if ((not model and not refused) or record.attempts < (0 if refused else 1)
-            or not _in_ranges(record)):
+    if (not model and not refused) or record.attempts < (0 if refused else 1):
         return _checked(unpack(packed))
     return record
-
-
-def _in_ranges(record: UsageRecord) -> bool:
-    """The integers of a well-formed record within their bounds (_checked's)."""
-    tokens = record.tokens
-    return (record.ts_ms <= MAX_TS_MS and record.account_id <= INT32_MAX and record.key_id <= INT32_MAX
-            and (record.price_version_id or 0) <= INT32_MAX and record.status <= INT32_MAX
-            and max(tokens.values()) <= money.MAX_TOKENS
-            and max(record.cost_nano, record.hold_nano, record.overage_nano, record.provider_cost_nano) <= MAX_NANO
-            and max(record.latency_ms or 0, record.ttfb_ms or 0, record.route_id or 0,
-                    record.cost_version_id or 0) <= INT32_MAX
-            and record.attempts <= MAX_TRIES)
 
 
 def _checked(fields: dict[str, str]) -> UsageRecord:
@@ -243,12 +227,22 @@ def _text_shape(name: str, required: bool = False) -> str:
     return f"([^\\t\\x00]{{{int(required)},{_TEXT_LIMITS[name]}}})"
 
 
-# Each value's shape in a well-formed record (what _checked accepts, but for the integers' ranges
-# and a missing model or attempt: parse_packed checks those after).
+def _digits(maximum: int, required: bool = False) -> str:
+    """An integer with fewer digits than `maximum` (so below it; a longer one, or one with
+    leading zeros that make it as long, is left to _checked), one or more digits if required."""
+    return f"([0-9]{{{int(required)},{len(str(maximum)) - 1}}})"
+
+
+# Each value's shape in a well-formed record: what _checked accepts but for a missing model or
+# attempt (parse_packed checks those after) and the integers of as many digits as their bound.
 _SHAPES = {
-    **dict.fromkeys(("ts", "acct", "key", "status", "cost"), "([0-9]+)"),
-    **dict.fromkeys((*usage_classes.RECORD_FIELDS, "pv", "ms", "ttfb", "hold", "over", "route", "cv", "pcost",
-                     "tries"), "([0-9]*)"),
+    **{name: _digits(INT32_MAX, required=True) for name in ("acct", "key", "status")},
+    **{name: _digits(INT32_MAX) for name in ("pv", "ms", "ttfb", "route", "cv")},
+    **{name: _digits(money.MAX_TOKENS) for name in usage_classes.RECORD_FIELDS},
+    **{name: _digits(MAX_NANO) for name in ("hold", "over", "pcost")},
+    "ts": _digits(MAX_TS_MS, required=True),
+    "cost": _digits(MAX_NANO, required=True),
+    "tries": _digits(MAX_TRIES),
     **{name: _text_shape(name) for name in ("model", "umodel", "provider", "ep", "node", "asked")},
     "rid": _text_shape("rid", required=True),
     "stream": "([^\\t]*)",
