@@ -23,6 +23,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ IDLE_TIMEOUT = 300
 TRIM_EVERY = 0.5   # s
 TRIM_KEEP = 100    # usage stream entries (settlement batches) left for the usage worker
 NGINX = "openresty" if shutil.which("openresty") else "nginx"
+POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 LUA_MODULES = "" if NGINX == "openresty" else (
     "load_module /usr/lib/nginx/modules/ndk_http_module.so;\n"
     "load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;\n")
@@ -66,6 +68,7 @@ class Target:
     redis_socket: Path | None = None  # the gateway's Redis
     usage_streams: tuple = ()         # its usage streams (one per shard)
     route_health: str | None = None   # the key pattern of its nodes' route health (a cooled route)
+    home: Path | None = None          # a gateway node's TOLLGATE_HOME
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ class Scenario:
     protocol: str   # "openai" or "anthropic": which credential headers to send
     expect: bytes   # a complete answer contains this
     direct: str | None = None  # a fallback scenario: the direct scenario its gateway req/s is compared with
+    nodes: int = 1  # gateway nodes (and bare proxies) loaded at once, each by its own wrk
 
 
 SYSTEM = "You are a concise assistant."
@@ -100,8 +104,11 @@ SCENARIOS = {
     "anthropic": Scenario("/v1/messages", anthropic_request(False), "anthropic", b'"usage"'),
     "anthropic-stream": Scenario("/v1/messages", anthropic_request(True), "anthropic",
                                  b"event: message_stop"),
+    # Two gateway nodes on one Redis and one PostgreSQL (a full node and a gateway-only node), a
+    # wrk on each at once, against two bare proxies loaded the same way.
+    "openai-two-nodes": Scenario("/v1/chat/completions", openai_request(False), "openai", b'"usage"', nodes=2),
 }
-DEFAULT_SCENARIOS = "openai,openai-stream,anthropic-stream"
+DEFAULT_SCENARIOS = "openai,openai-stream,anthropic-stream,openai-two-nodes"
 CHAT_PRICES = ("--input", "0.15", "--output", "0.60", "--cached-input", "0.075")
 
 
@@ -202,8 +209,10 @@ def wait_idle(roots):
 
 
 def usage_workers(home):
-    """Pids of the `tollgate worker` processes (the SQL drain, off the request path) of the
-    instance at TOLLGATE_HOME `home`; other instances on the machine are left alone."""
+    """Pids of the `tollgate worker` processes (the SQL drain, off the request path) and the
+    `tollgate journal replay --follow` of a gateway-only node (the worker replays a full node's
+    journal) of the instance at TOLLGATE_HOME `home`; other instances on the machine are left
+    alone."""
     pids = []
     own_home = f"TOLLGATE_HOME={home}".encode()
     for proc in Path("/proc").glob("[0-9]*"):
@@ -212,7 +221,8 @@ def usage_workers(home):
             environ = (proc / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if any(a.endswith(b"tollgate") for a in argv) and b"worker" in argv and own_home in environ:
+        if any(a.endswith(b"tollgate") for a in argv) and (b"worker" in argv or b"replay" in argv) \
+                and own_home in environ:
             pids.append(int(proc.name))
     return pids
 
@@ -230,7 +240,7 @@ def redis_calls(socket_path):
     if socket_path is None or not shutil.which("redis-cli"):
         return {}
     done = subprocess.run(["redis-cli", "-s", str(socket_path), "info", "commandstats"],
-                          capture_output=True, text=True)
+                          check=False, capture_output=True, text=True)
     return {name: int(calls) for name, calls in re.findall(r"cmdstat_(\S+?):calls=(\d+)", done.stdout)}
 
 
@@ -247,7 +257,7 @@ class Bench:
         self.roots = {}  # pid -> name of every server started, for cpu_seconds()
 
     def start(self, what, cmd, log, env=None):
-        log_file = self.stack.enter_context(open(log, "wb"))
+        log_file = self.stack.enter_context(open(log, "wb"))  # noqa: SIM115 (closed by the stack)
         proc = subprocess.Popen(self.server_pin + cmd, stdout=log_file, stderr=subprocess.STDOUT,
                                 env=env, start_new_session=True)
         self.stack.callback(stop, proc, what)
@@ -286,24 +296,31 @@ class Bench:
         fake_answers.write(answers)
         return self.nginx("fake-upstream", "upstream.conf", lua=True, KEY=UPSTREAM_KEY, ANSWERS=answers)
 
-    def gateway(self, upstream_port):
-        """`tollgate up` in a fresh TOLLGATE_HOME, configured for the fake upstream."""
+    def start_gateway(self, name, role="all", **settings):
+        """`tollgate up --role <role>` in a fresh TOLLGATE_HOME <workdir>/<name>; its URL and env."""
         tollgate = find_tollgate()
         port = free_port()
         # Never inherit TOLLGATE_* (a real Redis or database must not be touched by a benchmark).
         env = {k: v for k, v in os.environ.items() if not k.startswith("TOLLGATE_")}
         # TOLLGATE_ROUTE_FAILS: bench-fallback's failing first route must never cool (after 3
         # failures it would be skipped, and openai-fallback would measure a direct request).
-        env.update(TOLLGATE_HOME=str(self.workdir / "gateway"), TOLLGATE_PORT=str(port),
-                   TOLLGATE_NGINX_WORKERS="1", TOLLGATE_DEMO="1", TOLLGATE_ROUTE_FAILS="1000000000")
-        log = self.workdir / "tollgate-up.log"
-        proc = self.start("gateway (tollgate up)", [tollgate, "up"], log, env)
+        env.update({"TOLLGATE_HOME": str(self.workdir / name), "TOLLGATE_PORT": str(port),
+                    "TOLLGATE_NGINX_WORKERS": "1", "TOLLGATE_DEMO": "1", "TOLLGATE_ROUTE_FAILS": "1000000000",
+                    **settings})
+        log = self.workdir / f"tollgate-up-{name}.log"
+        what = f"{name} (tollgate up --role {role})"
+        proc = self.start(what, [tollgate, "up", "--role", role], log, env)
         url = f"http://127.0.0.1:{port}"
-        self.wait_ready(proc, "gateway (tollgate up)", log, lambda: http_ok(url + "/api/healthz"),
-                        timeout=90)
+        self.wait_ready(proc, what, log, lambda: http_ok(url + "/api/healthz"), timeout=90)
+        return url, env
+
+    def gateway(self, upstream_port, name="gateway", **settings):
+        """A full node (`tollgate up`), configured for the fake upstream."""
+        url, env = self.start_gateway(name, **settings)
+        tollgate = find_tollgate()
 
         def cli(*args):
-            done = subprocess.run([tollgate, *args], env=env, capture_output=True, text=True)
+            done = subprocess.run([tollgate, *args], check=False, env=env, capture_output=True, text=True)
             if done.returncode:
                 sys.exit(f"`tollgate {' '.join(args)}` failed ({done.returncode}):\n"
                          f"{done.stdout}{done.stderr}")
@@ -325,12 +342,31 @@ class Bench:
         cli("credit", "bench@example.com", "1000000", "--reason", "bench")
         key = cli("key", "create", "bench@example.com", "--name", "bench").strip().splitlines()[-1].strip()
         time.sleep(2)  # let the gateway see the new configuration
+        return self.target(url, key, env)
+
+    def gateway_pair(self, upstream_port, database_url):
+        """Two gateway nodes as README "Running beyond one machine" runs them, on this machine: a
+        full node with its control plane on TCP, and a gateway-only node (`--role gateway`) on
+        the first's Redis, database, secret and control plane."""
+        control = f"127.0.0.1:{free_port()}"
+        first = self.gateway(upstream_port, "node-1", TOLLGATE_DATABASE_URL=database_url,
+                             TOLLGATE_CONTROL_LISTEN=control)
+        home = self.workdir / "node-1"
+        url, _ = self.start_gateway(
+            "node-2", role="gateway", TOLLGATE_DATABASE_URL=database_url, TOLLGATE_CONTROL_PLANE=control,
+            TOLLGATE_DEMO="0", TOLLGATE_REDIS_URL=f"unix://{home / 'run' / 'redis.sock'}",
+            TOLLGATE_SECRET_KEY=(home / "secret.key").read_text().strip())
+        return [first, Target(url, first.key, first.redis_socket, first.usage_streams, first.route_health,
+                              self.workdir / "node-2")]
+
+    def target(self, url, key, env):
         from control_plane import settings  # the project's venv runs the gateway part
         from control_plane.hot import redis_keys
         shards = settings.load(env).redis_shards
-        return Target(url, key, self.workdir / "gateway" / "run" / "redis.sock",
+        home = Path(env["TOLLGATE_HOME"])
+        return Target(url, key, home / "run" / "redis.sock",
                       tuple(redis_keys.usage_stream(shard) for shard in range(shards)),
-                      redis_keys.route_health("*"))
+                      redis_keys.route_health("*"), home)
 
 
 def find_tollgate():
@@ -395,35 +431,57 @@ def parse_wrk(out):
     }
 
 
-def measure(target, scenario, args, wrk_pin, roots):
-    """One recorded wrk run (after an unrecorded warm-up): wrk's figures, the CPU each server
-    process spent per request during it, and the gateway's Redis commands per request."""
-    env = dict(os.environ, BENCH_BODY=json.dumps(scenario.body), BENCH_HEADERS="\n".join(
-        f"{name}: {value}" for name, value in credential_headers(scenario.protocol, target.key).items()))
+def redis_sockets(nodes):
+    """The distinct Redis servers of `nodes` (targets): gateway nodes of one installation share one."""
+    return list(dict.fromkeys(node.redis_socket for node in nodes if node.redis_socket))
 
-    def wrk(duration):
+
+def measure(nodes, scenario, args, wrk_pin, roots):
+    """One recorded run of a wrk on each of `nodes` (targets) at once, after an unrecorded warm-up:
+    wrk's figures (req/s and requests summed, the worst node's p50 and p99), the CPU each server
+    process spent per request during it, and the gateway's Redis commands per request."""
+
+    def wrk(node, duration):
+        env = dict(os.environ, BENCH_BODY=json.dumps(scenario.body), BENCH_HEADERS="\n".join(
+            f"{name}: {value}" for name, value in credential_headers(scenario.protocol, node.key).items()))
         cmd = wrk_pin + ["wrk", "-t1", f"-c{args.connections}", f"-d{duration}", "--latency",
-                         "-s", str(BENCH / "post.lua"), target.url + scenario.path]
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+                         "-s", str(BENCH / "post.lua"), node.url + scenario.path]
+        done = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True)
         if done.returncode:
             sys.exit(f"wrk failed ({done.returncode}):\n{done.stdout}{done.stderr}")
         return done.stdout
 
-    wrk(WARMUP)
-    cpu_before, calls_before = cpu_seconds(roots), redis_calls(target.redis_socket)
-    out = wrk(args.duration)
-    cpu_during, calls_during = cpu_seconds(roots), redis_calls(target.redis_socket)
-    result = parse_wrk(out)
+    def wrk_all(duration):
+        with ThreadPoolExecutor(len(nodes)) as pool:
+            return list(pool.map(lambda node: wrk(node, duration), nodes))
+
+    def calls():
+        totals = {}
+        for socket_path in redis_sockets(nodes):
+            for name, n in redis_calls(socket_path).items():
+                totals[name] = totals.get(name, 0) + n
+        return totals
+
+    wrk_all(WARMUP)
+    cpu_before, calls_before = cpu_seconds(roots), calls()
+    outs = wrk_all(args.duration)
+    cpu_during, calls_during = cpu_seconds(roots), calls()
+    each = [parse_wrk(out) for out in outs]
+    result = {"rps": sum(r["rps"] for r in each), "p50_ms": max(r["p50_ms"] for r in each),
+              "p99_ms": max(r["p99_ms"] for r in each),
+              **{name: sum(r[name] for r in each) for name in ("requests", "non_2xx", "socket_errors")}}
+    if len(each) > 1:
+        result["rps_by_node"] = [r["rps"] for r in each]
     result["cpu_us_per_request"] = cpu_us_per_request(cpu_before, cpu_during, result["requests"])
-    calls = {name: (n - calls_before.get(name, 0)) / max(result["requests"], 1)
-             for name, n in calls_during.items()}
-    result["redis_calls_per_request"] = {name: round(n, 2) for name, n in sorted(calls.items())
+    per_request = {name: (n - calls_before.get(name, 0)) / max(result["requests"], 1)
+                   for name, n in calls_during.items()}
+    result["redis_calls_per_request"] = {name: round(n, 2) for name, n in sorted(per_request.items())
                                          if n >= 0.01}
     errors = result["non_2xx"] + result["socket_errors"]
     result["failed"] = errors > MAX_ERROR_RATE * max(result["requests"], 1)
     if result["failed"]:
         print(f"\n!!! {errors} of {result['requests']} requests failed — these figures are "
-              f"meaningless. wrk said:\n{out}", file=sys.stderr)
+              f"meaningless. wrk said:\n" + "\n".join(outs), file=sys.stderr)
     return result
 
 
@@ -475,7 +533,7 @@ def records_waiting(target):
     """Usage records in the gateway's streams (one settlement batch an entry, a record a line)."""
     done = subprocess.run(["redis-cli", "-s", str(target.redis_socket), "EVAL", COUNT_RECORDS,
                            str(len(target.usage_streams)), *target.usage_streams],
-                          capture_output=True, text=True)
+                          check=False, capture_output=True, text=True)
     return int(done.stdout.strip() or 0)
 
 
@@ -484,7 +542,7 @@ def cooled_routes(target):
     (see TOLLGATE_ROUTE_FAILS in Bench.gateway): a cooled first route is skipped, and a fallback
     scenario would measure direct requests."""
     done = subprocess.run(["redis-cli", "-s", str(target.redis_socket), "--scan", "--pattern",
-                           target.route_health], capture_output=True, text=True)
+                           target.route_health], check=False, capture_output=True, text=True)
     return done.stdout.split()
 
 
@@ -498,10 +556,14 @@ def measure_scenario(name, targets, args, wrk_pin, roots):
     production size meanwhile. After the runs the worker moves what the trimmer left; that CPU,
     per record moved, shows as "+N"."""
     scenario = SCENARIOS[name]
-    for target_name, target in targets.items():
-        probe(target.url, scenario, target.key, target_name)
-    gateways = [target for target in targets.values() if target.redis_socket]
-    workers = [pid for target in gateways for pid in usage_workers(target.redis_socket.parent.parent)]
+    for target_name, nodes in targets.items():
+        for node in nodes:
+            probe(node.url, scenario, node.key, target_name)
+    # One target per gateway Redis (the nodes of one installation share it).
+    gateways = list({node.redis_socket: node for nodes in targets.values() for node in nodes
+                     if node.redis_socket}.values())
+    workers = [pid for nodes in targets.values() for node in nodes if node.home
+               for pid in usage_workers(node.home)]
     runs = {target_name: [] for target_name in targets}
     signal_all(workers, signal.SIGSTOP)
     try:
@@ -509,9 +571,10 @@ def measure_scenario(name, targets, args, wrk_pin, roots):
             for target in gateways:
                 trimming.enter_context(UsageTrimmer(target, wrk_pin))
             for _ in range(args.repeat):
-                for target_name, target in targets.items():
-                    print(f"{name} / {target_name}: wrk -c{args.connections} -d{args.duration} ...", flush=True)
-                    runs[target_name].append(measure(target, scenario, args, wrk_pin, roots))
+                for target_name, nodes in targets.items():
+                    on = f" on each of {len(nodes)}" if len(nodes) > 1 else ""
+                    print(f"{name} / {target_name}: wrk -c{args.connections} -d{args.duration}{on} ...", flush=True)
+                    runs[target_name].append(measure(nodes, scenario, args, wrk_pin, roots))
         moved = sum(records_waiting(target) for target in gateways)
         cpu_paused = cpu_seconds(roots)
     finally:
@@ -525,7 +588,7 @@ def measure_scenario(name, targets, args, wrk_pin, roots):
     for target_name, results in runs.items():
         row = {"scenario": name, "target": target_name, **median_run(results), "runs": results}
         row["failed"] = any(r["failed"] for r in results)
-        row["records_moved_after"] = moved if targets[target_name].redis_socket else 0
+        row["records_moved_after"] = moved if targets[target_name][0].redis_socket else 0
         row["cpu_us_per_record_after"] = cpu_us_per_request(
             cpu_paused, cpu_seconds(roots), moved) if row["records_moved_after"] else {}
         rows.append(row)
@@ -568,6 +631,13 @@ def print_table(results):
             bare = next(r for r in results if r["scenario"] == row["scenario"] and r["target"] == "bare")
             ratios = " ".join(f"{g['rps'] / b['rps']:.2f}" for b, g in zip(bare["runs"], row["runs"]))
             print(f"  {row['scenario']}: {ratios}")
+    split = [row for row in results if "rps_by_node" in row]
+    if split:
+        print("\nseveral nodes: req/s is the sum over the nodes, each loaded by its own wrk at once; p50"
+              " and p99 the worst node's. By node (median run):")
+        for row in split:
+            print(f"  {row['scenario']} / {row['target']}: "
+                  + " + ".join(f"{rps:.0f}" for rps in row["rps_by_node"]))
     fallbacks = [row for row in results if "direct_ratio" in row]
     if fallbacks:
         print("\nfallback/direct: gateway req/s ÷ the direct scenario's gateway req/s (median runs); µs: the"
@@ -593,9 +663,34 @@ def print_table(results):
             print(f"  {row['scenario']} / {row['target']}: {calls}")
 
 
+def postgres_database(stack, server_url):
+    """A fresh database on the PostgreSQL server `server_url` for the two-node scenario (gateway
+    nodes share a PostgreSQL database), dropped when the bench ends; None, and a note, when the
+    server cannot be reached."""
+    import sqlalchemy as sa  # the project's venv runs the gateway part
+
+    name = f"tollgate_bench_{os.getpid()}"
+    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as err:
+        print(f"openai-two-nodes skipped: no PostgreSQL at {server_url} (--postgres): {err.orig}",
+              file=sys.stderr)
+        return None
+
+    def drop():
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    stack.callback(drop)
+    return sa.make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
 def git_commit():
     done = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                          capture_output=True, text=True)
+                          check=False, capture_output=True, text=True)
     return done.stdout.strip() or None
 
 
@@ -606,12 +701,22 @@ def run(args, workdir):
     with ExitStack() as stack:
         bench = Bench(stack, workdir, server_pin)
         upstream_port = bench.fake_upstream()
-        bare_port = bench.nginx("bare-proxy", "bare_proxy.conf", UPSTREAM_PORT=upstream_port)
-        targets = {"bare": Target(f"http://127.0.0.1:{bare_port}", UPSTREAM_KEY)}
+        by_nodes = {}  # nodes -> {"bare": [targets], "gateway": [targets]}
+        for nodes in sorted({SCENARIOS[name].nodes for name in args.scenarios}):
+            by_nodes[nodes] = {"bare": [Target(f"http://127.0.0.1:{port}", UPSTREAM_KEY) for port in [
+                bench.nginx(f"bare-proxy-{i + 1}" if nodes > 1 else "bare-proxy", "bare_proxy.conf",
+                            UPSTREAM_PORT=upstream_port) for i in range(nodes)]]}
         if not args.only_baseline:
-            targets["gateway"] = bench.gateway(upstream_port)
+            if 1 in by_nodes:
+                by_nodes[1]["gateway"] = [bench.gateway(upstream_port)]
+            if 2 in by_nodes:
+                database_url = postgres_database(stack, args.postgres)
+                if database_url:
+                    by_nodes[2]["gateway"] = bench.gateway_pair(upstream_port, database_url)
+                else:
+                    args.scenarios = [name for name in args.scenarios if SCENARIOS[name].nodes != 2]
         for name in args.scenarios:
-            results += measure_scenario(name, targets, args, wrk_pin, bench.roots)
+            results += measure_scenario(name, by_nodes[SCENARIOS[name].nodes], args, wrk_pin, bench.roots)
     add_direct_ratios(results)
     print_table(results)
     RESULTS.parent.mkdir(exist_ok=True)
@@ -636,6 +741,9 @@ def parse_args():
     parser.add_argument("--scenarios", default=DEFAULT_SCENARIOS,
                         help=f"comma-separated, of {', '.join(SCENARIOS)} (default {DEFAULT_SCENARIOS})")
     parser.add_argument("--only-baseline", action="store_true", help="skip the gateway")
+    parser.add_argument("--postgres", default=os.environ.get("TOLLGATE_BENCH_POSTGRES_URL", POSTGRES_URL),
+                        help="PostgreSQL server the two-node scenario makes its database on (default "
+                             "$TOLLGATE_BENCH_POSTGRES_URL, else the local server)")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (configs, logs)")
     args = parser.parse_args()
     args.scenarios = [name.strip() for name in args.scenarios.split(",") if name.strip()]
