@@ -207,7 +207,9 @@ def _write(session: Session, lines: list[Line]) -> int:
     if new:
         rows = [record.row_values(transaction_ids.get(record.request_id)) for record in new]
         ids = db.insert_rows(session, Usage.__table__, rows)
-        daily_usage.add(session, [{**row, "id": usage_id} for row, usage_id in zip(rows, ids, strict=True)])
+        for row, usage_id in zip(rows, ids, strict=True):
+            row["id"] = usage_id
+        daily_usage.add(session, rows)
         usage_rollup.add(session, rows)
     _quarantine(session, refused)
     return len(new)
@@ -271,30 +273,37 @@ def _check_cost(record: UsageRecord, version: PriceVersion | None, cost_version:
     """Flag a charge its billing basis does not give, and a provider cost its route's cost version
     does not give; both stand as recorded (Redis made the charge). `prices`: each version's,
     resolved (pricing.resolve), by id."""
-    expectation = _charge_rule_broken(record, version, prices)
+    costs: dict[int, int] = {}  # of the record's tokens at each version (at cost: one version, priced once)
+
+    def cost_at(version_id: int) -> int:
+        if version_id not in costs:
+            costs[version_id] = money.cost_nano(record.tokens, prices[version_id])
+        return costs[version_id]
+
+    expectation = _charge_rule_broken(record, version, cost_at)
     if expectation:
         log.error("usage %s (%s): charged %s nano with overage %s, but %s; recorded as charged",
                   record.request_id, record.billing_basis, record.cost_nano, record.overage_nano, expectation)
     counted = record.billing_basis in ("provider", "drained", "estimated")
     if cost_version is not None:
-        provider_cost = money.cost_nano(record.tokens, prices[cost_version.id]) if counted else 0
+        provider_cost = cost_at(cost_version.id) if counted else 0
         if record.provider_cost_nano != provider_cost:
             log.error("usage %s (%s): provider cost %s nano, but cost version %s gives %s; recorded as reported",
                       record.request_id, record.billing_basis, record.provider_cost_nano, cost_version.id,
                       provider_cost)
 
 
-def _charge_rule_broken(record: UsageRecord, version: PriceVersion | None,
-                        prices: dict[int, dict[str, int]]) -> str | None:
+def _charge_rule_broken(record: UsageRecord, version: PriceVersion | None, cost_at) -> str | None:
     """What the record's charge should have been, if it is not that (docs/internals.md, Usage
-    record): provider usage is charged its price capped at the hold, the rest is overage; an
-    estimate at most the hold; invalid provider usage exactly the hold; no usage nothing."""
+    record): provider usage is charged its price capped at the hold (`cost_at(version id)`: the
+    price of its tokens), the rest is overage; an estimate at most the hold; invalid provider
+    usage exactly the hold; no usage nothing."""
     cost, hold, overage = record.cost_nano, record.hold_nano, record.overage_nano
     basis = record.billing_basis
     if basis in ("provider", "drained") and version is None:
         return None if cost <= hold else f"a charge is at most its hold, {hold}"
     if basis in ("provider", "drained"):
-        exact = money.cost_nano(record.tokens, prices[version.id])
+        exact = cost_at(version.id)
         charge = min(exact, hold)
         if (cost, overage) == (charge, exact - charge):
             return None
