@@ -546,7 +546,7 @@ def cooled_routes(target):
     return done.stdout.split()
 
 
-def measure_scenario(name, targets, args, wrk_pin, roots):
+def measure_scenario(name, targets, args, wrk_pin, roots, homes):
     """`args.repeat` recorded runs per target, the targets taking turns (bare, gateway, bare, …)
     so that a slow spell of the machine hits both; one row per target with the median run's
     figures, and on the gateway's row the median of the gateway/bare ratios of the pairs.
@@ -554,7 +554,8 @@ def measure_scenario(name, targets, args, wrk_pin, roots):
     The usage worker moves records from Redis into SQL after the fact; it is paused while the
     scenario runs so the figures compare request paths, and UsageTrimmer keeps Redis at its
     production size meanwhile. After the runs the worker moves what the trimmer left; that CPU,
-    per record moved, shows as "+N"."""
+    per record moved, shows as "+N". `homes`: the TOLLGATE_HOME of every gateway node started,
+    whose workers are all paused (those of another scenario's nodes too: they share the core)."""
     scenario = SCENARIOS[name]
     for target_name, nodes in targets.items():
         for node in nodes:
@@ -562,8 +563,7 @@ def measure_scenario(name, targets, args, wrk_pin, roots):
     # One target per gateway Redis (the nodes of one installation share it).
     gateways = list({node.redis_socket: node for nodes in targets.values() for node in nodes
                      if node.redis_socket}.values())
-    workers = [pid for nodes in targets.values() for node in nodes if node.home
-               for pid in usage_workers(node.home)]
+    workers = [pid for home in homes for pid in usage_workers(home)]
     runs = {target_name: [] for target_name in targets}
     signal_all(workers, signal.SIGSTOP)
     try:
@@ -663,6 +663,23 @@ def print_table(results):
             print(f"  {row['scenario']} / {row['target']}: {calls}")
 
 
+def print_end_to_end(results):
+    """gw/bare end to end: a request through the gateway costs its hot path's CPU (1e6 / req/s µs)
+    and its usage record's drain into SQL after the runs (the +N µs a record of every server
+    process), against bare nginx's 1e6 / req/s µs; from the median runs (sets
+    row["end_to_end_ratio"])."""
+    rows = [row for row in results if "ratio" in row and row["cpu_us_per_record_after"]]
+    if rows:
+        print("\nend to end, with the usage drain: bare µs a request ÷ (the gateway's hot path µs a request + the"
+              " drain's µs a record), median runs:")
+    for row in rows:
+        bare = 1e6 / next(r for r in results if r["scenario"] == row["scenario"] and r["target"] == "bare")["rps"]
+        hot, drain = 1e6 / row["rps"], sum(row["cpu_us_per_record_after"].values())
+        row["end_to_end_ratio"] = bare / (hot + drain)
+        print(f"  {row['scenario']}: {row['end_to_end_ratio']:.2f}x = {bare:.1f} / ({hot:.1f} + {drain:.1f}) µs"
+              f" (gw/bare without the drain {row['ratio']:.2f}x)")
+
+
 def postgres_database(stack, server_url):
     """A fresh database on the PostgreSQL server `server_url` for the two-node scenario (gateway
     nodes share a PostgreSQL database), dropped when the bench ends; None, and a note, when the
@@ -715,10 +732,12 @@ def run(args, workdir):
                     by_nodes[2]["gateway"] = bench.gateway_pair(upstream_port, database_url)
                 else:
                     args.scenarios = [name for name in args.scenarios if SCENARIOS[name].nodes != 2]
+        homes = [node.home for targets in by_nodes.values() for node in targets.get("gateway", [])]
         for name in args.scenarios:
-            results += measure_scenario(name, by_nodes[SCENARIOS[name].nodes], args, wrk_pin, bench.roots)
+            results += measure_scenario(name, by_nodes[SCENARIOS[name].nodes], args, wrk_pin, bench.roots, homes)
     add_direct_ratios(results)
     print_table(results)
+    print_end_to_end(results)
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps({
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "commit": git_commit(), "nginx": NGINX,
