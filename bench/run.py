@@ -667,6 +667,23 @@ def print_table(results):
             print(f"  {row['scenario']} / {row['target']}: {calls}")
 
 
+def print_end_to_end(results):
+    """gw/bare end to end: a request through the gateway costs its hot path's CPU (1e6 / req/s µs)
+    and its usage record's drain into SQL after the runs (the +N µs a record of every server
+    process), against bare nginx's 1e6 / req/s µs; from the median runs (sets
+    row["end_to_end_ratio"])."""
+    rows = [row for row in results if "ratio" in row and row["cpu_us_per_record_after"]]
+    if rows:
+        print("\nend to end, with the usage drain: bare µs a request ÷ (the gateway's hot path µs a request + the"
+              " drain's µs a record), median runs:")
+    for row in rows:
+        bare = 1e6 / next(r for r in results if r["scenario"] == row["scenario"] and r["target"] == "bare")["rps"]
+        hot, drain = 1e6 / row["rps"], sum(row["cpu_us_per_record_after"].values())
+        row["end_to_end_ratio"] = bare / (hot + drain)
+        print(f"  {row['scenario']}: {row['end_to_end_ratio']:.2f}x = {bare:.1f} / ({hot:.1f} + {drain:.1f}) µs"
+              f" (gw/bare without the drain {row['ratio']:.2f}x)")
+
+
 def postgres_database(stack, server_url):
     """A fresh database on the PostgreSQL server `server_url` for the two-node scenario (gateway
     nodes share a PostgreSQL database), dropped when the bench ends; None, and a note, when the
@@ -724,6 +741,7 @@ def run(args, workdir):
             results += measure_scenario(name, by_nodes[SCENARIOS[name].nodes], args, wrk_pin, bench.roots, homes)
     add_direct_ratios(results)
     print_table(results)
+    print_end_to_end(results)
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps({
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "commit": git_commit(), "nginx": NGINX,
