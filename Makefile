@@ -15,9 +15,13 @@ STAMP := $(VENV)/.installed
 run: install
 	$(VENV)/bin/tollgate up
 
+# The suite on TEST_WORKERS processes (pytest-xdist; each starts its own shared instances);
+# PYTEST_ARGS after it, e.g. PYTEST_ARGS="-n 0 tests/test_faults.py" for one process.
+TEST_WORKERS ?= 3
+
 test: install
 	@bash scripts/install-debian-packages.sh $(TEST_DEB_PACKAGES)
-	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 bench: install
 	$(PY) bench/run.py $(BENCH_ARGS)
