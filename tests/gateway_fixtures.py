@@ -3,12 +3,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 import uuid
 
 import pytest
+import sqlalchemy as sa
 from harness import Gateway
 from helpers import balance_nano, new_customer
 from mail_server import MailServer
+
+from control_plane import db
+from control_plane import settings as settings_module
 
 SQLITE = "sqlite"
 POSTGRES = "postgresql"
@@ -21,25 +26,59 @@ def _databases():
     return names
 
 
+# The name of this process's PostgreSQL database at the newest schema, once its first instance
+# asked for one (each xdist worker has its own); dropped when the session ends.
+_postgres_template: list[str] = []
+
+
+def _database_url(admin_url: str, name: str) -> str:
+    return sa.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+def _migrated_template(admin, admin_url: str) -> str:
+    """This process's template database (see _postgres_template), migrated once: an instance's
+    database made from it is at the newest schema, and its `tollgate up` finds nothing to migrate."""
+    if not _postgres_template:
+        name = f"tollgate_template_{uuid.uuid4().hex[:10]}"
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        _postgres_template.append(name)
+        with tempfile.TemporaryDirectory() as home:
+            db.upgrade(settings_module.load({"TOLLGATE_HOME": home, "TOLLGATE_REDIS_URL": "redis://unused",
+                                             "TOLLGATE_DATABASE_URL": _database_url(admin_url, name)}))
+    return _postgres_template[0]
+
+
+def _drop_database(admin, name: str) -> None:
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def pytest_sessionfinish(session):
+    if _postgres_template:
+        admin = sa.create_engine(os.environ["TOLLGATE_TEST_POSTGRES_URL"], isolation_level="AUTOCOMMIT")
+        _drop_database(admin, _postgres_template.pop())
+        admin.dispose()
+
+
 @contextlib.contextmanager
-def _fresh_database(kind):
+def _fresh_database(kind, migrated: bool = True):
     """A database URL for one gateway instance: None (SQLite under its own TOLLGATE_HOME), or a
-    PostgreSQL database created for it and dropped afterwards."""
+    PostgreSQL database created for it (at the newest schema when `migrated`, else empty) and
+    dropped afterwards."""
     if kind == SQLITE:
         yield None
         return
-    import sqlalchemy as sa
-
     admin_url = os.environ["TOLLGATE_TEST_POSTGRES_URL"]
     name = f"tollgate_gw_{uuid.uuid4().hex[:10]}"
     admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    template = f' TEMPLATE "{_migrated_template(admin, admin_url)}"' if migrated else ""
     with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"{template}'))
     try:
-        yield sa.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+        yield _database_url(admin_url, name)
     finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        _drop_database(admin, name)
         admin.dispose()
 
 
@@ -51,8 +90,9 @@ def gateway_kind(request):
 
 @pytest.fixture(scope="session")
 def gateway_database(gateway_kind):
-    """The database of the session's shared instance."""
-    with _fresh_database(gateway_kind) as url:
+    """The database of the session's shared instance: PostgreSQL's created empty, for its `tollgate up`
+    to migrate as at an installation."""
+    with _fresh_database(gateway_kind, migrated=False) as url:
         yield url
 
 
