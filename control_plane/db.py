@@ -161,7 +161,9 @@ _column_type_oids: dict[tuple[str, tuple[str, ...]], list[int]] = {}
 
 def _column_types(cursor, table_name: str, columns: tuple[str, ...]) -> list[int]:
     """The PostgreSQL type OIDs of a table's columns (a binary COPY sends each value as its
-    column's type), read once per process."""
+    column's type), read once per process: the tables insert_rows fills have built-in types
+    only, whose OIDs are the same in every database (a column of a type made by CREATE TYPE
+    would need them read per database)."""
     key = (table_name, columns)
     if key not in _column_type_oids:
         cursor.execute(f"SELECT {', '.join(columns)} FROM {table_name} LIMIT 0")
