@@ -13,7 +13,8 @@ import pytest
 from gateway_fixtures import POSTGRES
 from harness import Gateway, wait_for
 from helpers import CACHE_SECONDS
-from test_multi_node import COST, call, kill_nginx
+from load import call
+from test_multi_node import COST, kill_nginx
 
 REQUESTS = 20
 
@@ -67,7 +68,7 @@ def test_a_node_killed_before_settling_loses_nothing_it_answered_and_doubles_not
     start = node.balance_nano(email)
     settle_only_hourly(node)
 
-    answered = [call(node, key, i) for i in range(REQUESTS)]
+    answered = [call(node.url, key, i) for i in range(REQUESTS)]
     assert [status for status, _rid in answered] == [200] * REQUESTS
     served = {request_id for _status, request_id in answered}
     lines = [line.split("\t") for path in (node.home / "journal").glob("*.tsv")

@@ -84,6 +84,11 @@ class JournalReplay:
         self.directory = settings.journal_dir
         self.redis = connection.client(settings)
         self.settle = self.redis.register_script(SETTLE_SCRIPT.read_text())
+        # Between runs (`--follow`, the worker): the batches read and not yet due, and where each
+        # file has been read to, so a run reads only what was written since the last; a new
+        # process starts from the state file.
+        self.waiting: dict[tuple[int, str], Batch] = {}
+        self.read_to: dict[str, int] = {}
 
     def _state(self) -> dict[str, int]:
         path = self.directory / STATE_FILE
@@ -107,25 +112,28 @@ class JournalReplay:
     def _run(self) -> int:
         state = self._state()
         paths = sorted(self.directory.glob("*.tsv"))
-        batches: dict[tuple[int, str], Batch] = {}
-        ends: dict[str, int] = {}  # file name -> the end of its last complete line
-        for path in paths:
-            ends[path.name] = _read(path, state.get(path.name, 0), batches)
+        batches = self.waiting
+        self.read_to = {path.name: _read(path, self.read_to.get(path.name, state.get(path.name, 0)), batches)
+                        for path in paths}  # file name -> the end of its last complete line
         now_ms = time.time() * 1000
         alive: dict[str, bool] = {}
-        waiting, due = [], []
-        for batch in batches.values():
-            if not self._due(batch, now_ms, alive):
-                waiting.append(batch)
-            elif batch.sent_ms is None or now_ms - batch.sent_ms < MARKER_LIFETIME_MS:
-                due.append(batch)  # (a batch sent longer ago may have outlived its marker: left)
-        replayed = self._replay(due)
+        due = []
+        for key, batch in list(batches.items()):
+            if self._due(batch, now_ms, alive):
+                del batches[key]
+                if batch.sent_ms is None or now_ms - batch.sent_ms < MARKER_LIFETIME_MS:
+                    due.append(batch)  # (a batch sent longer ago may have outlived its marker: left)
+        try:
+            replayed = self._replay(due)
+        except BaseException:
+            self.waiting, self.read_to = {}, {}  # read again from the state file next time
+            raise
         held_back: dict[str, int] = {}  # file name -> its first line of a batch that waits
-        for batch in waiting:
+        for batch in batches.values():
             for name, start in batch.starts:
                 held_back[name] = min(start, held_back.get(name, start))
         for path in paths:
-            state[path.name] = held_back.get(path.name, ends[path.name])
+            state[path.name] = held_back.get(path.name, self.read_to[path.name])
             if (path.name not in held_back and path.stat().st_size == state[path.name]
                     and time.time() - path.stat().st_mtime > DELETE_AFTER_SECONDS):
                 path.unlink()
