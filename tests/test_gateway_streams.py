@@ -145,7 +145,7 @@ def golden(gateway, sim):
 def test_golden_answer_is_billed_exactly_at_every_chunking(gateway, sim, golden, name):
     expected = sidecar(name)
     path = endpoint_of(name, expected)
-    email, key = new_customer(gateway)
+    _, key = new_customer(gateway)
     before = balance_nano(gateway, key)
     chunkings = ["bytes", random_chunking(zlib.crc32(name.encode())), random_chunking(7 + len(name))]
     fixture_bytes = fixture_path(name).read_bytes()
@@ -165,6 +165,7 @@ def test_golden_answer_is_billed_exactly_at_every_chunking(gateway, sim, golden,
     assert balance_nano(gateway, key) == before - len(chunkings) * expected["cost"]
 
 
+@pytest.mark.usefixtures("database_independent")
 def test_openai_provider_gets_the_provider_key_never_the_clients(gateway, sim, golden):
     _, key = new_customer(gateway)
     sim.enqueue("openai_chat")
@@ -182,6 +183,7 @@ def test_openai_provider_gets_the_provider_key_never_the_clients(gateway, sim, g
 
 
 @pytest.mark.parametrize("answer,status", [("openai_chat", 200), ("errors/openai_rate_limit", 429)])
+@pytest.mark.usefixtures("database_independent")
 def test_the_providers_request_id_is_sent_on_beside_the_gateways(gateway, sim, golden, answer, status):
     _, key = new_customer(gateway)
     sim.enqueue(answer, status=status)
@@ -193,6 +195,7 @@ def test_the_providers_request_id_is_sent_on_beside_the_gateways(gateway, sim, g
     assert len(headers["x-request-id"]) == 32
 
 
+@pytest.mark.usefixtures("database_independent")
 def test_anthropic_provider_gets_the_provider_key_and_the_anthropic_headers(gateway, sim, golden):
     _, key = new_customer(gateway)
     sim.enqueue("anthropic_message")
@@ -222,7 +225,7 @@ def _raw_request(gateway, path: str, body: dict, headers: dict) -> bytes:
 def test_client_gone_mid_stream_is_billed_from_the_drained_usage(gateway, sim, golden, name):
     expected = sidecar(name)
     path = endpoint_of(name, expected)
-    email, key = new_customer(gateway)
+    _, key = new_customer(gateway)
     before = balance_nano(gateway, key)
     size = len(fixture_path(name).read_bytes())
     sim.enqueue(name, chunking=[size // 20 + 1], delay=0.1)  # ~2 s upstream
@@ -248,7 +251,7 @@ def test_client_gone_mid_stream_is_billed_from_the_drained_usage(gateway, sim, g
 def test_stream_cut_before_usage_is_billed_an_estimate_within_the_hold(gateway, sim, golden, name):
     expected = sidecar(name)
     path = endpoint_of(name, expected)
-    email, key = new_customer(gateway)
+    _, key = new_customer(gateway)
     before = balance_nano(gateway, key)
     fixture_bytes = fixture_path(name).read_bytes()
     # Inside the stream, before the last usage report (OpenAI's last chunk, Anthropic's message_delta).

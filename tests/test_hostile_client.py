@@ -191,6 +191,7 @@ def test_completions_fan_out_out_of_bounds_is_refused(gw, rich, fields, named):
     assert_invalid_parameter(COMPLETIONS, status, body, named)
 
 
+@pytest.mark.usefixtures("database_independent")
 def test_more_than_10_8_output_tokens_in_all_is_refused(gw, rich):
     _, key = rich
     # 8 prompts × 128 choices × 100,000 tokens = 102,400,000 output tokens
@@ -290,8 +291,8 @@ def test_n_128_is_held_128_times_and_refused_beyond_the_keys_limit(gw):
     (CHAT, '"model":"hc-claude","max_tokens":10', "model"),
     (CHAT, '"mod\\u0065l":"hc-claude","max_tokens":10', "model"),
     (CHAT, '"stream":false,"stream":true,"max_tokens":10', "stream"),
-    (CHAT, '"stream":true,"stream_options":{"include_usage":true},"stream_options":{"include_usage":false},'
-           '"max_tokens":10', "stream_options"),
+    (CHAT, ('"stream":true,"stream_options":{"include_usage":true},"stream_options":{"include_usage":false},'
+            '"max_tokens":10'), "stream_options"),
     (CHAT, '"stream":true,"stream_options":{"include_usage":true,"include_usage":false},"max_tokens":10',
      "include_usage"),
     (CHAT, '"stream":true,"stream\\u005foptions":{"include_usage":false},"max_tokens":10', "stream_options"),
