@@ -7,6 +7,7 @@ import re
 import pytest
 from bip_utils import Bip39SeedGenerator, Bip44, Bip44Coins
 from console_client import signed_in_client
+from gateway_fixtures import _fresh_database
 from harness import Gateway
 from helpers import api_get
 from test_deposits_addresses import MNEMONIC
@@ -27,15 +28,18 @@ CHECKOUT = "https://pay.example.com/checkout?ref={account_id}&cents={amount_cent
 DEAD_PORT_URL = "http://127.0.0.1:9"  # the TRON watcher's node: nothing listens, nothing leaves the machine
 
 
-@pytest.fixture
-def topup_gateway(tmp_path, own_database, mail_server):
-    gw = Gateway(tmp_path / "gw", own_database, {
-        "TOLLGATE_SMTP_URL": mail_server.url, "TOLLGATE_XPUB_EVM": account_xpub(Bip44Coins.ETHEREUM),
-        "TOLLGATE_XPUB_TRON": account_xpub(Bip44Coins.TRON),
-        "TOLLGATE_TRON_URL": DEAD_PORT_URL, "TOLLGATE_PAYMENT_CHECKOUT_URL": CHECKOUT,
-        "TOLLGATE_MIN_DEPOSIT_USD": "10", "TOLLGATE_TOPUP_BONUS_TIERS": "10:0,50:2,100:5.5"}).start()
-    yield gw
-    gw.stop()
+@pytest.fixture(scope="module")
+def topup_gateway(tmp_path_factory, gateway_kind, mail_server):
+    """An instance with both chains' xpubs, a card checkout and bonus tiers, shared by this file's
+    tests (each signs in as an account of its own)."""
+    with _fresh_database(gateway_kind) as url:
+        gw = Gateway(tmp_path_factory.mktemp("topup"), url, {
+            "TOLLGATE_SMTP_URL": mail_server.url, "TOLLGATE_XPUB_EVM": account_xpub(Bip44Coins.ETHEREUM),
+            "TOLLGATE_XPUB_TRON": account_xpub(Bip44Coins.TRON),
+            "TOLLGATE_TRON_URL": DEAD_PORT_URL, "TOLLGATE_PAYMENT_CHECKOUT_URL": CHECKOUT,
+            "TOLLGATE_MIN_DEPOSIT_USD": "10", "TOLLGATE_TOPUP_BONUS_TIERS": "10:0,50:2,100:5.5"}).start()
+        yield gw
+        gw.stop()
 
 
 def text_of(page: str) -> str:

@@ -3,6 +3,7 @@ request served is billed exactly once, at its exact cost, in SQL and in Redis, a
 reports drift 0."""
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
@@ -257,8 +258,11 @@ def postgres_bindir() -> Path | None:
 
 @pytest.fixture
 def private_postgres():
-    if postgres_bindir() is None and os.geteuid() == 0:
-        subprocess.run(["bash", str(REPO / "scripts" / "install-debian-packages.sh"), "postgresql"], check=True)
+    # One xdist worker at a time: a second apt-get would fail on dpkg's lock.
+    with open(Path(tempfile.gettempdir()) / "tollgate-postgresql-install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if postgres_bindir() is None and os.geteuid() == 0:
+            subprocess.run(["bash", str(REPO / "scripts" / "install-debian-packages.sh"), "postgresql"], check=True)
     bindir = postgres_bindir()
     if bindir is None:
         pytest.skip("no PostgreSQL server binaries (Debian package postgresql)")
