@@ -15,13 +15,14 @@ from dataclasses import dataclass
 
 import pytest
 import redis
+from argon2 import PasswordHasher
 from click.testing import CliRunner
 from sqlalchemy import create_engine, delete, text
 from sqlalchemy.engine import make_url
 
 from control_plane import db
 from control_plane import settings as settings_module
-from control_plane.accounts import accounts
+from control_plane.accounts import accounts, passwords
 from control_plane.accounts import api_keys as keys
 from control_plane.app import create_app
 from control_plane.billing import ledger
@@ -157,8 +158,15 @@ def redis_client(settings) -> redis.Redis:
     return connection.client(settings)
 
 
+# argon2-cffi's recommended parameters take most of a second a hash on a busy 2-core machine, and
+# an admin's sign-in makes two. The in-process app's tests hash with the cheapest argon2id: its
+# parameters are not what they test (a hash's replacement at login is tested against an instance).
+CHEAP_PASSWORD_HASHER = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+
+
 @pytest.fixture
-def app(settings):
+def app(settings, monkeypatch):
+    monkeypatch.setattr(passwords, "_hasher", CHEAP_PASSWORD_HASHER)
     return create_app({"TESTING": True, "TOLLGATE_SETTINGS": settings})
 
 
