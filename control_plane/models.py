@@ -415,6 +415,8 @@ class Usage(Base):
         # The request log's filters, each newest first (migration 0008, bench/console_logs.py).
         Index("ix_usage_key_newest", "key_id", "id"),
         Index("ix_usage_account_model_newest", "account_id", "model", "id"),
+        # A usage transaction's rows: it charges a batch's requests of one account (migration 0011).
+        Index("ix_usage_transaction", "transaction_id"),
         Index(
             "ix_usage_account_errors_newest",
             "account_id",

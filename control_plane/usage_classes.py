@@ -2,7 +2,7 @@
 
 Disjoint: every token of a request is in exactly one. Each has its field in the usage record,
 its price field (also its name in the API and its SQL columns: `<price>` in price_versions,
-`<price>_tokens` in usage), its label in descriptions, and the price it falls back to when a
+`<price>_tokens` in usage), its label in the pages, and the price it falls back to when a
 price version leaves it unset. The hot path's twin is lua/tollgate/usage_classes.lua; both
 follow docs/internals.md's table (tests/test_usage_classes.py holds the three together).
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 class UsageClass:
     field: str  # in the usage record
     price: str  # price field, API name
-    label: str  # in a usage description: "12 input, 3 cached tokens"
+    label: str  # on the pages: "12 input, 3 cached tokens", "Cached (USD per 1M tokens)"
     default: str | None  # the price field used when this one is unset; None: required
     description: str  # what it counts (docs, CLI help)
 

@@ -6,7 +6,7 @@ import html
 import re
 
 from console_client import ConsoleClient
-from console_usage import CHAT_COST, chat, console_customer, drained_rows
+from console_usage import CHAT_COST, chat, console_customer, drained_rows, listed_request_ids, usage_of
 from helpers import api_get
 
 ROW = re.compile(r'<td class="mono">#(\d+)</td>\s*<td>(\w+)</td>\s*<td class="num[^"]*">([^<]+)</td>\s*<td>(.*?)</td>',
@@ -23,6 +23,7 @@ def test_ledger_rows_newest_first_with_exact_amounts_as_the_api_lists_them(gatew
     customer = console_customer(gateway, mail_server)
     key = customer.keys["main"]
     chat(gateway, key)
+    drained_rows(gateway, key, 1)  # drained before the next: a transaction each
     chat(gateway, key)
     rows = drained_rows(gateway, key, 2)
     page = customer.client.get("/console/transactions").text
@@ -30,14 +31,33 @@ def test_ledger_rows_newest_first_with_exact_amounts_as_the_api_lists_them(gatew
     assert [(tx, kind) for tx, kind, _amount, _description in listed(page)] == [
         (item["id"], item["type"]) for item in api]
     assert [(kind, amount, description) for _tx, kind, amount, description in listed(page)] == [
-        ("usage", "-$0.00001725", "sandbox-chat: 19 input, 24 output tokens"),
-        ("usage", "-$0.00001725", "sandbox-chat: 19 input, 24 output tokens"),
+        ("usage", "-$0.00001725", "1 request: sandbox-chat"),
+        ("usage", "-$0.00001725", "1 request: sandbox-chat"),
         ("adjustment", "$5.00", "test credit"),
     ]
     assert CHAT_COST == 17_250
-    # A usage row links to its request's detail.
-    assert f'href="/console/logs/{rows[0]["request_id"]}"' in page
+    # A usage transaction links to the log of the requests it charged.
+    newest = api[0]["id"]
+    assert f'href="/console/logs?transaction={newest}"' in page
+    charged = customer.client.get(f"/console/logs?transaction={newest}").text
+    assert listed_request_ids(charged) == [rows[0]["request_id"]]
+    assert f"The requests charged in transaction #{newest}." in charged
+    assert [row["request_id"] for row in usage_of(gateway, key, f"transaction={newest}")] == [rows[0]["request_id"]]
     customer.client.close()
+
+
+def test_the_log_of_a_transaction_is_the_accounts_own(gateway, mail_server):
+    mine = console_customer(gateway, mail_server)
+    theirs = console_customer(gateway, mail_server)
+    chat(gateway, theirs.keys["main"])
+    drained_rows(gateway, theirs.keys["main"], 1)
+    their_transaction = api_get(gateway, theirs.keys["main"], "/api/v1/transactions")["transactions"][0]["id"]
+    assert listed_request_ids(mine.client.get(f"/console/logs?transaction={their_transaction}").text) == []
+    assert usage_of(gateway, mine.keys["main"], f"transaction={their_transaction}") == []
+    refused = mine.client.get("/console/logs?transaction=twelve")
+    assert refused.status_code == 400 and "&#39;transaction&#39; must be a transaction id (an integer)." in refused.text
+    mine.client.close()
+    theirs.client.close()
 
 
 def test_pages_go_older_and_newer(gateway, mail_server):

@@ -9,7 +9,7 @@ from control_plane import db
 from control_plane.billing.usage_drain import GROUP
 from control_plane.hot import redis_keys
 from control_plane.hot.usage_records import RECORD_FIELDS
-from control_plane.models import Account, LedgerEntry, LedgerTransaction, Usage
+from control_plane.models import Account, LedgerEntry, LedgerTransaction, Usage, UsageQuarantine
 
 
 @pytest.fixture
@@ -44,12 +44,62 @@ def test_usage_is_charged_to_the_wallet_in_a_balanced_transaction(settings, drai
     drain_all(drain)
     with db.session_scope(settings) as session:
         transaction = session.scalar(select(LedgerTransaction).where(LedgerTransaction.kind == "usage"))
-        assert transaction.idempotency_key == "usage:req-1"
+        assert transaction.idempotency_key == "usage-batch:req-1"
         assert transaction.published is True
-        assert transaction.description == "test-chat: 1000 input, 200 cached, 500 output, 100 reasoning tokens"
-        assert sorted(entry.amount for entry in transaction.entries) == [-COST, COST]
+        assert transaction.description == "1 request: test-chat"
+        assert sorted(entry.amount for entry in transaction.entries) == [-525_000, 525_000]
         assert session.scalar(select(Usage.transaction_id)) == transaction.id
-        assert session.get(Account, customer.account.id).balance_nano == 10_000_000_000 - COST
+        assert session.get(Account, customer.account.id).balance_nano == 10_000_000_000 - 525_000
+
+
+def test_a_batch_charges_each_account_once_for_all_its_requests(settings, drain, redis_client, make_customer,
+                                                                price_version):
+    """Three customers' requests read in one batch (a free one too): one transaction per charged
+    account, of the sum of its rows' costs, which its rows name; the free row names none."""
+    alice, bob = make_customer("alice@example.com"), make_customer("bob@example.com", deposit_usd="1")
+    carol = make_customer("carol@example.com")
+    records = [(alice, usage_record(alice, price_version, "a-1")),
+               (bob, usage_record(bob, price_version, "b-1", cost="7", basis="estimated")),
+               (alice, usage_record(alice, price_version, "a-2", cost="1", basis="estimated")),
+               (carol, usage_record(carol, price_version, "c-1", cost="0", basis="none", pcost="0")),
+               (bob, usage_record(bob, price_version, "b-2", model="other-chat", cost="11", basis="estimated"))]
+    for owner, record in records:
+        redis_client.xadd(redis_keys.usage_stream(owner.shard(settings)), usage_entry(record))
+    assert len(drain.read(block_ms=1)) == 5  # one batch
+    drain.reread_pending()
+    assert drain_all(drain) == 5
+    with db.session_scope(settings) as session:
+        transactions = {row.account_id: row for row in session.scalars(
+            select(LedgerTransaction).where(LedgerTransaction.kind == "usage"))}
+        assert set(transactions) == {alice.account.id, bob.account.id}
+        of_alice, of_bob = transactions[alice.account.id], transactions[bob.account.id]
+        assert (of_alice.idempotency_key, of_alice.description) == ("usage-batch:a-1", "2 requests: test-chat")
+        assert (of_bob.idempotency_key, of_bob.description) == (
+            "usage-batch:b-1", "2 requests: test-chat 1, other-chat 1")
+        assert sorted(entry.amount for entry in of_alice.entries) == [-525_001, 525_001]
+        assert sorted(entry.amount for entry in of_bob.entries) == [-18, 18]
+        named = dict(session.execute(select(Usage.request_id, Usage.transaction_id)).all())
+        assert named == {"a-1": of_alice.id, "a-2": of_alice.id, "b-1": of_bob.id, "b-2": of_bob.id, "c-1": None}
+        assert [session.get(Account, customer.account.id).balance_nano for customer in (alice, bob, carol)] == [
+            9_999_474_999, 999_999_982, 10_000_000_000]
+        assert session.scalar(select(func.sum(LedgerEntry.amount))) == 0
+
+
+def test_a_batch_whose_charges_to_one_account_pass_the_bound_quarantines_the_rest(
+        settings, drain, stream, redis_client, customer, price_version):
+    """A record's cost is at most 2^53 nano; 2^62 in one batch's transaction is more than any
+    honest batch and what a BIGINT sum keeps room for: the records past it are quarantined."""
+    huge = str(2**53)
+    batch = [usage_record(customer, price_version, f"req-{i}", cost=huge, hold=huge, basis="estimated")
+             for i in range(513)]
+    redis_client.xadd(stream, usage_entry(*batch))
+    assert drain_all(drain) == 512
+    with db.session_scope(settings) as session:
+        [transaction] = session.scalars(select(LedgerTransaction).where(LedgerTransaction.kind == "usage"))
+        assert sorted(entry.amount for entry in transaction.entries) == [-2**62, 2**62]
+        [held] = session.scalars(select(UsageQuarantine))
+        assert (held.request_id, held.line) == ("req-512", 513)
+        assert held.reason == f"the charges of account {customer.account.id} in one batch exceed {2**62} nano"
 
 
 def test_drained_entries_are_acknowledged_and_deleted(settings, drain, stream, redis_client, customer, price_version):

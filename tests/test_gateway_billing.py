@@ -63,7 +63,7 @@ def test_stream_without_include_usage_has_no_usage_fields_on_the_wire(gateway, g
     assert raw.rstrip().endswith("data: [DONE]")
 
 
-def test_usage_lands_in_the_ledger_with_a_description_naming_model_and_tokens(gateway, gw_customer):
+def test_usage_lands_in_the_ledger_with_a_description_naming_its_requests_and_model(gateway, gw_customer):
     email, key = gw_customer
     client = OpenAI(base_url=f"{gateway.url}/v1", api_key=key)
     client.chat.completions.create(model="sandbox-chat", messages=[{"role": "user", "content": "Hi"}])
@@ -72,7 +72,7 @@ def test_usage_lands_in_the_ledger_with_a_description_naming_model_and_tokens(ga
     txs = api_get(gateway, key, "/api/v1/transactions")["transactions"]
     assert [t["type"] for t in txs] == ["usage", "adjustment"]  # newest first
     # A 68-byte body: 17 prompt tokens; 24 output: 17 × 150 + 24 × 600 = 16,950 nano
-    assert (txs[0]["amount_nano"], txs[0]["description"]) == (-16_950, "sandbox-chat: 17 input, 24 output tokens")
+    assert (txs[0]["amount_nano"], txs[0]["description"]) == (-16_950, "1 request: sandbox-chat")
 
 
 def test_balance_api_reports_the_live_balance(gateway, gw_customer):

@@ -53,6 +53,24 @@ class Books:
         self.session.flush()
         return transaction.id
 
+    def post_batch(self, at: datetime, charges: list[tuple[int, str, int]]) -> int:
+        """One usage transaction as the drain records a batch's charges to the account: of the
+        sum of `charges` (amount out of the wallet, model, key index), one usage row each."""
+        number = next(_numbers)
+        amount = sum(charge for charge, _model, _key in charges)
+        transaction = ledger.post(self.session, "usage", f"usage-batch:test-{number}", self.account.id,
+                                  [(ledger.wallet(self.account.id), amount), (ledger.USAGE, -amount)],
+                                  f"{len(charges)} requests", published=True)
+        self.session.execute(update(LedgerTransaction).where(LedgerTransaction.id == transaction.id)
+                             .values(created_at=at))
+        for index, (charge, model, key) in enumerate(charges):
+            self.session.add(Usage(request_id=f"req-{number}-{index}", account_id=self.account.id,
+                                   key_id=self.keys[key].id, model=model, status=200, billing_basis="provider",
+                                   input_tokens=10, output_tokens=1, cost_nano=-charge,
+                                   created_at=at - timedelta(seconds=1), transaction_id=transaction.id))
+        self.session.flush()
+        return transaction.id
+
 
 def local(zone: str, *parts: int) -> datetime:
     return datetime(*parts, tzinfo=ZoneInfo(zone))
@@ -123,6 +141,39 @@ def test_a_month_by_hand_in_new_york(settings):
                                   "output": 100, "reasoning": 0}
         assert rows[0].charged_at == local(zone, 2026, 1, 10, 12, 0)
         assert rows[0].requested_at == local(zone, 2026, 1, 10, 11, 59, 58)
+
+
+def test_a_batch_transaction_counts_each_of_its_requests(settings):
+    """The drain charges a batch's requests of an account in one transaction: the statement
+    counts and sums them by their usage rows, beside a transaction of one request (recorded
+    before batches) and one whose row is missing."""
+    with db.session_scope(settings) as session:
+        books = Books(session, "batches@example.com", "UTC", ("main", "batch"))
+        books.post("deposit", 10_000_000_000, datetime(2026, 3, 1, tzinfo=UTC), "Payment")
+        books.post("usage", -100, datetime(2026, 3, 2, tzinfo=UTC), model="chat-small")
+        batch = books.post_batch(datetime(2026, 3, 3, tzinfo=UTC), [
+            (-1_000_001, "chat-large", 1), (-20, "chat-small", 0), (-300, "chat-small", 1)])
+        books.post("usage", -5, datetime(2026, 3, 4, tzinfo=UTC), recorded=False)
+        books.post_batch(datetime(2026, 4, 1, tzinfo=UTC), [(-999, "chat-small", 0)])
+        march = statements.statement(session, books.account, date(2026, 3, 1), date(2026, 3, 31))
+        assert march.usage_by_model == [
+            statements.UsageLine("chat-large", 1, -1_000_001),
+            statements.UsageLine("chat-small", 3, -420),
+            statements.UsageLine("unrecorded request", 1, -5),
+        ]
+        prefixes = [key.prefix for key in books.keys]
+        assert march.usage_by_key == [
+            statements.UsageLine(f"main ({prefixes[0]}…)", 2, -120),
+            statements.UsageLine(f"batch ({prefixes[1]}…)", 2, -1_000_301),
+            statements.UsageLine("unrecorded request", 1, -5),
+        ]
+        assert (march.usage_nano, march.closing_nano) == (-1_000_426, 9_998_999_574)
+        rows = list(statements.usage_rows(session, books.account, date(2026, 3, 1), date(2026, 3, 31)))
+        assert [(row.model, row.key_name, row.cost_nano) for row in rows] == [
+            ("chat-small", "main", 100), ("chat-large", "batch", 1_000_001), ("chat-small", "main", 20),
+            ("chat-small", "batch", 300), ("unrecorded request", "", 5)]
+        assert [row.transaction_id for row in rows[1:4]] == [batch] * 3
+        assert sum(row.cost_nano for row in rows) == -march.usage_nano
 
 
 def test_a_start_after_the_end_is_refused(settings):

@@ -28,6 +28,10 @@ USAGE = "system:usage"
 ADJUSTMENTS = "system:adjustments"
 DEPOSITS = "system:deposits"
 BONUSES = "system:bonuses"
+# The idempotency key of a batch's charges to one account (usage_posting); `usage:<request id>`
+# keys the one request's charge of a transaction recorded before charges were batched.
+USAGE_BATCH_PREFIX = "usage-batch:"
+SINGLE_USAGE_PREFIX = "usage:"
 
 # Where the money a credit of each kind puts into a wallet comes from.
 CREDIT_SOURCES = {"deposit": DEPOSITS, "bonus": BONUSES, "adjustment": ADJUSTMENTS, "refund": USAGE}
@@ -188,8 +192,10 @@ def adjust(session: Session, account_id: int, amount: int, reason: str) -> Ledge
     return credit(session, "adjustment", account_id, amount, f"adjustment:{uuid.uuid4()}", reason)
 
 
-def usage_posting(account_id: int, request_id: str, cost: int, description: str) -> Posting:
-    """The charge for one request. Published: the hot path debited Redis before recording it."""
+def usage_posting(account_id: int, first_request_id: str, cost: int, description: str) -> Posting:
+    """The charges of one account's requests in one drained batch, as one transaction: its usage
+    rows name it, each row's cost_nano its share (Σ = the transaction's amount). Keyed by the
+    account's first request of the batch (a request is in one batch only). Published: the hot path
+    debited Redis before recording them."""
     legs = ((wallet(account_id), -cost), (USAGE, cost))
-    return Posting("usage", f"usage:{request_id}", account_id, legs, description, published=True)
-
+    return Posting("usage", f"{USAGE_BATCH_PREFIX}{first_request_id}", account_id, legs, description, published=True)

@@ -22,6 +22,7 @@ from ..db import total
 from ..models import Account, ApiKey, LedgerAccount, LedgerEntry, LedgerTransaction, Usage
 from ..settings import time_zone as zone_named
 from ..usage_classes import USAGE_CLASSES
+from . import ledger
 
 # The statement's list of each kind of non-usage movement. `fee` moves no wallet (it is taken on
 # top of a card payment); a kind not named here would be listed with the adjustments, so a
@@ -141,7 +142,7 @@ def statement(session: Session, account: Account, start: date, end: date) -> Sta
 
     def charged_per(*columns):
         """(columns…, requests, amount) of the period's usage charges, grouped by the columns."""
-        return session.execute(select(*columns, func.count(), total(LedgerEntry.amount)).select_from(charges)
+        return session.execute(select(*columns, func.count(), total(_charge_amount())).select_from(charges)
                                .where(*in_period, LedgerTransaction.kind == "usage").group_by(*columns)).all()
 
     # Sorted here: the dialects place the unrecorded (NULL) group differently.
@@ -156,6 +157,14 @@ def statement(session: Session, account: Account, start: date, end: date) -> Sta
     moved = sum(movement.amount_nano for movements in listed.values() for movement in movements)
     return Statement(account.id, account.email, zone.key, start, end, opening, opening + moved + usage,
                      usage_by_model=by_model, usage_by_key=by_key, usage_nano=usage, **listed)
+
+
+def _charge_amount():
+    """What one request's charge moved the wallet by, in a row of a usage transaction's wallet
+    entry outer-joined to its usage rows: the row's cost (a transaction charges a batch's
+    requests of the account, each row its share), or the entry's amount where no usage row names
+    the transaction (unrecorded)."""
+    return func.coalesce(-Usage.cost_nano, LedgerEntry.amount)
 
 
 def _key_label(name: str, prefix: str) -> str:
@@ -214,19 +223,19 @@ def usage_rows(session: Session, account: Account, start: date, end: date) -> It
     token_columns = [getattr(Usage, usage_class.column) for usage_class in USAGE_CLASSES]
     query = (
         select(LedgerTransaction.id, LedgerTransaction.created_at, LedgerTransaction.idempotency_key,
-               LedgerEntry.amount, Usage.request_id, Usage.created_at, Usage.model, ApiKey.name, ApiKey.prefix,
+               _charge_amount(), Usage.request_id, Usage.created_at, Usage.model, ApiKey.name, ApiKey.prefix,
                *token_columns)
         .select_from(joined.outerjoin(Usage, Usage.transaction_id == LedgerTransaction.id)
                      .outerjoin(ApiKey, ApiKey.id == Usage.key_id))
         .where(*owned, LedgerTransaction.kind == "usage", LedgerTransaction.created_at >= since,
                LedgerTransaction.created_at < until)
-        .order_by(LedgerTransaction.created_at, LedgerTransaction.id)
+        .order_by(LedgerTransaction.created_at, LedgerTransaction.id, Usage.id)
         .execution_options(yield_per=YIELD_PER))
     for row in session.execute(query):
         transaction_id, charged_at, key, amount, request_id, requested_at, model, key_name, key_prefix = row[:9]
         yield UsageRow(
             charged_at.astimezone(zone),
-            request_id or key.removeprefix("usage:"),
+            request_id or key.removeprefix(ledger.SINGLE_USAGE_PREFIX).removeprefix(ledger.USAGE_BATCH_PREFIX),
             requested_at and requested_at.astimezone(zone),
             model or UNRECORDED,
             key_name or "",

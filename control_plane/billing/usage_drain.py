@@ -1,18 +1,20 @@
 """The usage drain: moves usage records from the Redis streams into SQL, each exactly once.
 
-Per batch: one SQL transaction with the usage rows, their ledger transactions and the totals
-they add to (billing/daily_usage.py per account, billing/usage_rollup.py for the admin overview),
+Per batch: one SQL transaction with the usage rows, one ledger transaction per account for its
+charges (the account's charged rows name it, each row's cost its share) and the totals they add
+to (billing/daily_usage.py per account, billing/usage_rollup.py for the admin overview),
 committed before the entries are XACKed and XDELed (an entry holds one settlement batch's
-records, one per line). A record SQL already has (delivered twice, or claimed from a consumer that died after
-committing) is skipped. A record that cannot be recorded (malformed, a key of another account,
-an unknown price or cost version) goes to the usage quarantine in the same transaction, with the reason,
-once per stream entry line: it never holds up the records next to it.
+records, one per line). A record SQL already has (delivered twice, or claimed from a consumer
+that died after committing) is skipped. A record that cannot be recorded (malformed, a key of
+another account, an unknown price or cost version, an account's charges in the batch beyond
+MAX_BATCH_CHARGE) goes to the usage quarantine in the same transaction, with the reason, once
+per stream entry line: it never holds up the records next to it.
 """
 from __future__ import annotations
 
 import gc
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -36,6 +38,10 @@ BATCH = 500
 CLAIM_IDLE_MS = 60_000
 PENDING = "0"  # XREADGROUP id: this consumer's delivered, unacknowledged entries
 NEW = ">"  # XREADGROUP id: entries never delivered to the group
+# The most one account is charged in one batch's transaction: far beyond any honest batch (a
+# record's cost is at most 2^53), and a sum that stays in a BIGINT with room for the balance.
+MAX_BATCH_CHARGE = 2**62
+DESCRIBED_MODELS = 3  # the models a batch transaction's description names
 
 
 # The longest record text and reason a quarantine row keeps (a record's NULs are kept as \0:
@@ -182,6 +188,8 @@ def _write(session: Session, lines: list[Line]) -> int:
     }
     prices = {version_id: pricing.resolve(version) for version_id, version in versions.items()}
     new: list[UsageRecord] = []
+    charged: dict[int, list[UsageRecord]] = defaultdict(list)  # each account's charged records
+    charged_nano: dict[int, int] = defaultdict(int)
     for line, record in parsed:
         if record.request_id in seen:
             continue
@@ -195,17 +203,23 @@ def _write(session: Session, lines: list[Line]) -> int:
         if record.cost_version_id is not None and record.cost_version_id not in versions:
             refused.append((line, f"unknown cost version {record.cost_version_id}"))
             continue
+        if charged_nano[record.account_id] + record.cost_nano > MAX_BATCH_CHARGE:
+            reason = f"the charges of account {record.account_id} in one batch exceed {MAX_BATCH_CHARGE} nano"
+            refused.append((line, reason))
+            continue
         _check_cost(record, version, versions.get(record.cost_version_id), prices)
         seen.add(record.request_id)
         new.append(record)
-    charged = [record for record in new if record.cost_nano]
-    posted = ledger.post_new(
-        session,
-        [ledger.usage_posting(r.account_id, r.request_id, r.cost_nano, r.description()) for r in charged],
-    )
-    transaction_ids = {record.request_id: tx_id for record, tx_id in zip(charged, posted, strict=True)}
+        if record.cost_nano:
+            charged[record.account_id].append(record)
+            charged_nano[record.account_id] += record.cost_nano
+    posted = ledger.post_new(session, [
+        ledger.usage_posting(account_id, records[0].request_id, charged_nano[account_id], _charges_described(records))
+        for account_id, records in charged.items()])
+    transaction_ids = dict(zip(charged, posted, strict=True))
     if new:
-        rows = [record.row_values(transaction_ids.get(record.request_id)) for record in new]
+        rows = [record.row_values(transaction_ids[record.account_id] if record.cost_nano else None)
+                for record in new]
         ids = db.insert_rows(session, Usage.__table__, rows)
         for row, usage_id in zip(rows, ids, strict=True):
             row["id"] = usage_id
@@ -213,6 +227,18 @@ def _write(session: Session, lines: list[Line]) -> int:
         usage_rollup.add(session, rows)
     _quarantine(session, refused)
     return len(new)
+
+
+def _charges_described(records: list[UsageRecord]) -> str:
+    """'3 requests: sandbox-chat' or '25 requests: gpt-4o 20, sandbox-chat 5' (the most used
+    models first, three at most, then how many more)."""
+    models = Counter(record.model for record in records).most_common()
+    count = len(records)
+    if len(models) == 1:
+        return f"{count} request{'s' if count > 1 else ''}: {models[0][0]}"
+    named = ", ".join(f"{model} {requests}" for model, requests in models[:DESCRIBED_MODELS])
+    more = len(models) - DESCRIBED_MODELS
+    return f"{count} requests: {named}" + (f" and {more} more model{'s' if more > 1 else ''}" if more > 0 else "")
 
 
 def _recorded(session: Session, request_ids: list[str]) -> set[str]:

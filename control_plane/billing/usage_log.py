@@ -3,7 +3,8 @@
 
 Filters (the query parameters of all three): `key_id`, `model` (the model billed), `status`
 (`ok` = below 400, `error` = 400 or more, or an exact HTTP status), `from` / `to` (UTC dates,
-both included) and `request_id` (exact). Rows come newest first by id, read by keyset (`id <`
+both included), `request_id` (exact) and `transaction` (the ledger transaction that charged the
+rows: a drained batch's requests of the account). Rows come newest first by id, read by keyset (`id <`
 the last one seen), never by offset, from the indexes of migration 0008; a date range is first
 turned into an id range by usage_daily's first/last usage ids of its days (each day's rows lie
 within them), then checked on created_at exactly, so a range far in the past reads no usage
@@ -22,7 +23,7 @@ from sqlalchemy.orm import Session
 from ..models import Usage, UsageDaily
 
 USAGE = Usage.__table__
-FILTER_NAMES = ("key_id", "model", "status", "from", "to", "request_id")
+FILTER_NAMES = ("key_id", "model", "status", "from", "to", "request_id", "transaction")
 STATUS_CHOICES = ("ok", "error")
 CSV_BATCH = 5000
 
@@ -44,12 +45,14 @@ class UsageFilters:
     date_from: date | None = None
     date_to: date | None = None
     request_id: str = ""
+    transaction_id: int | None = None
 
     def params(self) -> dict[str, str]:
         """The filters as query parameters (only those set), for links that keep them."""
         values = {"key_id": "" if self.key_id is None else str(self.key_id), "model": self.model,
                   "status": self.status, "from": self.date_from.isoformat() if self.date_from else "",
-                  "to": self.date_to.isoformat() if self.date_to else "", "request_id": self.request_id}
+                  "to": self.date_to.isoformat() if self.date_to else "", "request_id": self.request_id,
+                  "transaction": "" if self.transaction_id is None else str(self.transaction_id)}
         return {name: value for name, value in values.items() if value}
 
 
@@ -59,9 +62,11 @@ def parse(args: Mapping[str, str]) -> UsageFilters:
     def arg(name: str) -> str:
         return (args.get(name) or "").strip()
 
-    key_id = arg("key_id")
-    if key_id and not (key_id.isascii() and key_id.isdigit() and int(key_id) < 2**31):
+    key_id, transaction = arg("key_id"), arg("transaction")
+    if key_id and not _is_id(key_id, 2**31):
         raise FilterError("key_id", "a key id (an integer)")
+    if transaction and not _is_id(transaction, 2**63):
+        raise FilterError("transaction", "a transaction id (an integer)")
     status = arg("status").lower()
     if status and status not in STATUS_CHOICES and not (status.isascii() and status.isdigit()
                                                         and 100 <= int(status) <= 599):
@@ -75,7 +80,12 @@ def parse(args: Mapping[str, str]) -> UsageFilters:
     model = arg("model")
     if len(model) > 200:
         raise FilterError("model", "a model name (at most 200 characters)")
-    return UsageFilters(int(key_id) if key_id else None, model, status, date_from, date_to, request_id)
+    return UsageFilters(int(key_id) if key_id else None, model, status, date_from, date_to, request_id,
+                        int(transaction) if transaction else None)
+
+
+def _is_id(text: str, bound: int) -> bool:
+    return text.isascii() and text.isdigit() and int(text) < bound
 
 
 def _date(text: str, name: str) -> date | None:
@@ -104,6 +114,8 @@ class UsageQuery:
             query = query.where(USAGE.c.request_id == filters.request_id)
         if filters.key_id is not None:
             query = query.where(USAGE.c.key_id == filters.key_id)
+        if filters.transaction_id is not None:
+            query = query.where(USAGE.c.transaction_id == filters.transaction_id)
         if filters.model:
             query = query.where(USAGE.c.model == filters.model)
         if filters.status:

@@ -10,7 +10,6 @@ from typing import NamedTuple
 from .. import money, usage_classes
 from ..models import Usage
 
-ALWAYS_DESCRIBED = ("in", "out")
 # The record's values, in the order the hot path packs them (tab-separated) into the stream
 # entry's one field `r` and into the usage journal: lua/tollgate/record.lua FIELDS.
 RECORD_FIELDS = ("rid", "ts", "acct", "key", "model", "umodel", "provider", "pv", "ep", "stream", "status",
@@ -60,15 +59,6 @@ class UsageRecord(NamedTuple):  # a tuple: the drain makes one per record, and t
     failed_statuses: str  # of the failed attempts, comma-separated ('' for none)
     error_code: str  # the gateway's catalogue code, or the provider's error code or type ('' for none)
     error_message: str  # the error message the client got ('' for none)
-
-    def description(self) -> str:
-        """'sandbox-chat: 12 input, 3 cached, 40 output, 2 reasoning tokens'."""
-        counts = [
-            f"{self.tokens[usage.field]} {usage.label}"
-            for usage in usage_classes.USAGE_CLASSES
-            if self.tokens[usage.field] or usage.field in ALWAYS_DESCRIBED
-        ]
-        return f"{self.model}: {', '.join(counts)} tokens"
 
     def row_values(self, transaction_id: int | None) -> dict:
         """The usage row's column values."""
