@@ -39,7 +39,8 @@ MAX_ERROR_RATE = 0.001  # above this share of non-2xx / socket errors the figure
 IDLE_CPU_SHARE = 0.05   # the servers count as idle below this share of one core
 IDLE_TIMEOUT = 300
 TRIM_EVERY = 0.5   # s
-TRIM_KEEP = 100    # usage stream entries (settlement batches) left for the usage worker
+TRIM_KEEP = 100    # usage stream entries (settlement batches) kept in Redis during the runs
+DRAIN_RECORDS = 20_000  # records measure_drain moves into SQL
 NGINX = "openresty" if shutil.which("openresty") else "nginx"
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 LUA_MODULES = "" if NGINX == "openresty" else (
@@ -519,22 +520,44 @@ class UsageTrimmer:
         self.thread.join()
 
 
-COUNT_RECORDS = """local n = 0
-for _, stream in ipairs(KEYS) do
-  for _, entry in ipairs(redis.call('XRANGE', stream, '-', '+')) do
-    local _, lines = string.gsub(entry[2][2], '\\n', '')
-    n = n + lines + 1
-  end
-end
-return n"""
+def journaled(homes):
+    """Usage records in the usage journals of the gateway nodes at `homes` (a line of more than
+    three tab-separated values; a batch's "sent" line has three)."""
+    count = 0
+    for home in homes:
+        for path in (Path(home) / "journal").glob("*.tsv"):
+            with path.open("rb") as journal:
+                count += sum(1 for line in journal if line.count(b"\t") > 2)
+    return count
 
 
-def records_waiting(target):
-    """Usage records in the gateway's streams (one settlement batch an entry, a record a line)."""
-    done = subprocess.run(["redis-cli", "-s", str(target.redis_socket), "EVAL", COUNT_RECORDS,
-                           str(len(target.usage_streams)), *target.usage_streams],
-                          check=False, capture_output=True, text=True)
-    return int(done.stdout.strip() or 0)
+def empty_streams(target):
+    """Drop the records left in the gateway's usage streams: the paused worker then has only the
+    journal replay to catch up on (the drain is measured on its own, measure_drain)."""
+    subprocess.run(["redis-cli", "-s", str(target.redis_socket), "EVAL",
+                    "for _, stream in ipairs(KEYS) do redis.call('XTRIM', stream, 'MAXLEN', 0) end",
+                    str(len(target.usage_streams)), *target.usage_streams],
+                   check=True, capture_output=True)
+
+
+def measure_drain(postgres_url):
+    """The usage worker's CPU µs a record to move usage records into SQL (bench/drain.py: 20,000
+    records, one worker, on the servers' core), on SQLite as the single-node gateway, and on the
+    two-node scenario's PostgreSQL server when it has one."""
+    import drain
+
+    pinned = os.sched_getaffinity(0)
+    if len(pinned) >= 2:
+        os.sched_setaffinity(0, {min(pinned)})
+    try:
+        figures = {"sqlite": drain.one_run(True, DRAIN_RECORDS, 20, 1)["cpu_us"]}
+        if postgres_url:
+            os.environ["TOLLGATE_BENCH_POSTGRES_URL"] = postgres_url
+            drain.POSTGRES_URL = postgres_url
+            figures["postgresql"] = drain.one_run(False, DRAIN_RECORDS, 20, 1)["cpu_us"]
+    finally:
+        os.sched_setaffinity(0, pinned)
+    return figures
 
 
 def cooled_routes(target):
@@ -551,11 +574,13 @@ def measure_scenario(name, targets, args, wrk_pin, roots, homes):
     so that a slow spell of the machine hits both; one row per target with the median run's
     figures, and on the gateway's row the median of the gateway/bare ratios of the pairs.
 
-    The usage worker moves records from Redis into SQL after the fact; it is paused while the
-    scenario runs so the figures compare request paths, and UsageTrimmer keeps Redis at its
-    production size meanwhile. After the runs the worker moves what the trimmer left; that CPU,
-    per record moved, shows as "+N". `homes`: the TOLLGATE_HOME of every gateway node started,
-    whose workers are all paused (those of another scenario's nodes too: they share the core)."""
+    The usage worker moves records from Redis into SQL after the fact, and replays each node's
+    usage journal; it is paused while the scenario runs so the figures compare request paths,
+    and UsageTrimmer keeps Redis at its production size meanwhile. After the runs the streams are
+    emptied and the worker resumed: it reads the journal lines of every request of the runs, and
+    that CPU, per request journaled, shows as "+N" (the drain's share is measured on its own,
+    measure_drain). `homes`: the TOLLGATE_HOME of every gateway node started, whose workers are
+    all paused (those of another scenario's nodes too: they share the core)."""
     scenario = SCENARIOS[name]
     for target_name, nodes in targets.items():
         for node in nodes:
@@ -564,9 +589,11 @@ def measure_scenario(name, targets, args, wrk_pin, roots, homes):
     gateways = list({node.redis_socket: node for nodes in targets.values() for node in nodes
                      if node.redis_socket}.values())
     workers = [pid for home in homes for pid in usage_workers(home)]
+    own_homes = [node.home for nodes in targets.values() for node in nodes if node.home]
     runs = {target_name: [] for target_name in targets}
     signal_all(workers, signal.SIGSTOP)
     try:
+        journaled_before = journaled(own_homes)
         with ExitStack() as trimming:
             for target in gateways:
                 trimming.enter_context(UsageTrimmer(target, wrk_pin))
@@ -575,7 +602,9 @@ def measure_scenario(name, targets, args, wrk_pin, roots, homes):
                     on = f" on each of {len(nodes)}" if len(nodes) > 1 else ""
                     print(f"{name} / {target_name}: wrk -c{args.connections} -d{args.duration}{on} ...", flush=True)
                     runs[target_name].append(measure(nodes, scenario, args, wrk_pin, roots))
-        moved = sum(records_waiting(target) for target in gateways)
+        for target in gateways:
+            empty_streams(target)
+        served = journaled(own_homes) - journaled_before
         cpu_paused = cpu_seconds(roots)
     finally:
         signal_all(workers, signal.SIGCONT)
@@ -591,10 +620,10 @@ def measure_scenario(name, targets, args, wrk_pin, roots, homes):
     for target_name, results in runs.items():
         row = {"scenario": name, "target": target_name, **median_run(results), "runs": results}
         row["failed"] = any(r["failed"] for r in results)
-        row["records_moved_after"] = moved if targets[target_name][0].redis_socket else 0
-        row["cpu_us_per_record_after"] = {
-            process: us for process, us in cpu_us_per_request(cpu_paused, cpu_seconds(roots), moved).items()
-            if process.split("/")[0] in own} if row["records_moved_after"] else {}
+        row["journaled_after"] = served if targets[target_name][0].redis_socket else 0
+        row["cpu_us_per_request_after"] = {
+            process: us for process, us in cpu_us_per_request(cpu_paused, cpu_seconds(roots), served).items()
+            if process.split("/")[0] in own} if row["journaled_after"] else {}
         rows.append(row)
     if "bare" in runs and "gateway" in runs:
         rows[-1]["ratio"] = statistics.median(
@@ -651,12 +680,12 @@ def print_table(results):
             print(f"  {row['scenario']} / {row['direct']}: {row['direct_ratio']:.2f}x, "
                   f"{1e6 / row['rps'] - 1e6 / direct_rps:+.1f} µs")
     print("\nCPU µs per request by process, of the 1e6 / req/s µs one core had per request"
-          " (+N: µs per usage record the paused usage worker moved into SQL after the runs):")
+          " (+N: µs per request the paused worker spent after the runs, replaying the usage journal):")
     for row in results:
-        during, after = row["cpu_us_per_request"], row["cpu_us_per_record_after"]
+        during, after = row["cpu_us_per_request"], row["cpu_us_per_request_after"]
         parts = ", ".join(f"{name} {during.get(name, 0):.1f}" + (f" +{after[name]:.1f}" if name in after else "")
                           for name in sorted(during.keys() | after.keys()))
-        later = f" +{sum(after.values()):.1f} ({row['records_moved_after']} records)" if after else ""
+        later = f" +{sum(after.values()):.1f} ({row['journaled_after']} requests)" if after else ""
         print(f"  {row['scenario']} / {row['target']}: {sum(during.values()):.1f}{later} of "
               f"{1e6 / row['rps']:.1f}: {parts}")
     print("\nRedis commands per request during the run (gateway's Redis; commands run inside"
@@ -667,21 +696,22 @@ def print_table(results):
             print(f"  {row['scenario']} / {row['target']}: {calls}")
 
 
-def print_end_to_end(results):
-    """gw/bare end to end: a request through the gateway costs its hot path's CPU (1e6 / req/s µs)
-    and its usage record's drain into SQL after the runs (the +N µs a record of every server
-    process), against bare nginx's 1e6 / req/s µs; from the median runs (sets
-    row["end_to_end_ratio"])."""
-    rows = [row for row in results if "ratio" in row and row["cpu_us_per_record_after"]]
+def print_end_to_end(results, drain_us):
+    """gw/bare end to end: a request through the gateway costs its hot path's CPU (1e6 / req/s µs),
+    its journal line's replay after the runs (the +N µs a request of every server process) and its
+    usage record's drain into SQL (`drain_us`: measure_drain's µs a record, by database kind),
+    against bare nginx's 1e6 / req/s µs; from the median runs (sets row["end_to_end_ratio"])."""
+    rows = [row for row in results if "ratio" in row and row["cpu_us_per_request_after"]]
     if rows:
-        print("\nend to end, with the usage drain: bare µs a request ÷ (the gateway's hot path µs a request + the"
-              " drain's µs a record), median runs:")
+        print("\nend to end: bare µs a request ÷ (the gateway's hot path µs a request + its journal replay's"
+              " + the drain's µs a record, measured on its own), median runs:")
     for row in rows:
         bare = 1e6 / next(r for r in results if r["scenario"] == row["scenario"] and r["target"] == "bare")["rps"]
-        hot, drain = 1e6 / row["rps"], sum(row["cpu_us_per_record_after"].values())
-        row["end_to_end_ratio"] = bare / (hot + drain)
-        print(f"  {row['scenario']}: {row['end_to_end_ratio']:.2f}x = {bare:.1f} / ({hot:.1f} + {drain:.1f}) µs"
-              f" (gw/bare without the drain {row['ratio']:.2f}x)")
+        database = "postgresql" if SCENARIOS[row["scenario"]].nodes > 1 else "sqlite"
+        hot, replay, drain = 1e6 / row["rps"], sum(row["cpu_us_per_request_after"].values()), drain_us[database]
+        row["end_to_end_ratio"] = bare / (hot + replay + drain)
+        print(f"  {row['scenario']}: {row['end_to_end_ratio']:.2f}x = {bare:.1f} / ({hot:.1f} + {replay:.1f} +"
+              f" {drain:.1f} {database}) µs (gw/bare without them {row['ratio']:.2f}x)")
 
 
 def postgres_database(stack, server_url):
@@ -739,15 +769,20 @@ def run(args, workdir):
         homes = [node.home for targets in by_nodes.values() for node in targets.get("gateway", [])]
         for name in args.scenarios:
             results += measure_scenario(name, by_nodes[SCENARIOS[name].nodes], args, wrk_pin, bench.roots, homes)
+        drain_us = {}
+        if not args.only_baseline:
+            print(f"usage drain: {DRAIN_RECORDS:,} records, one worker (bench/drain.py) ...", flush=True)
+            drain_us = measure_drain(args.postgres if 2 in by_nodes and by_nodes[2].get("gateway") else None)
     add_direct_ratios(results)
     print_table(results)
-    print_end_to_end(results)
+    print_end_to_end(results, drain_us)
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps({
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "commit": git_commit(), "nginx": NGINX,
         "duration": args.duration, "connections": args.connections, "threads": 1,
         "repeat": args.repeat,
-        "server_cpu": server_pin[-1:], "wrk_cpu": wrk_pin[-1:], "results": results,
+        "server_cpu": server_pin[-1:], "wrk_cpu": wrk_pin[-1:], "drain_us_per_record": drain_us,
+        "results": results,
     }, indent=2) + "\n")
     print(f"\nwritten: {RESULTS.relative_to(REPO)}")
     if any(row["failed"] for row in results):
