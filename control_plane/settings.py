@@ -321,6 +321,9 @@ class Settings:
     redis_shards: int
     # Seed nodes of a Redis Cluster ("host:port"); empty: the one Redis at redis_url.
     redis_cluster: tuple[str, ...]
+    # The CA certificates a Redis reached by TLS (rediss://) is verified against; None: the
+    # system's (SYSTEM_CA_FILE).
+    redis_ca_file: Path | None
     secret_key_file: Path
     secret_key: str | None
     nginx_workers: str
@@ -443,9 +446,24 @@ class Settings:
         return self.control_plane or self.control_listen or f"unix:{self.gunicorn_socket}"
 
     @property
+    def redis_tls(self) -> bool:
+        """Whether Redis (each node of a cluster too) is reached by TLS: a rediss:// URL."""
+        return self.redis_url.startswith("rediss://")
+
+    @property
     def base_url(self) -> str:
         host = "127.0.0.1" if self.listen in ("0.0.0.0", "*", "") else self.listen
         return f"http://{host}:{self.port}"
+
+
+def _existing_file(env, name: str) -> Path | None:
+    value = _raw(env, name, None)
+    if value is None:
+        return None
+    path = Path(value).expanduser().resolve()
+    if not path.is_file():
+        raise SettingsError(f"{name} must name a readable file, got {value!r}")
+    return path
 
 
 def load(env=None) -> Settings:
@@ -469,6 +487,7 @@ def load(env=None) -> Settings:
         manage_redis=manage_redis,
         redis_shards=_int(env, "TOLLGATE_REDIS_SHARDS", 4, 1, 1024),
         redis_cluster=redis_cluster,
+        redis_ca_file=_existing_file(env, "TOLLGATE_REDIS_CA"),
         secret_key_file=home / "secret.key",
         secret_key=_raw(env, "TOLLGATE_SECRET_KEY", None),
         nginx_workers=_raw(env, "TOLLGATE_NGINX_WORKERS", "auto"),

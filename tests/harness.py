@@ -17,6 +17,9 @@ from pathlib import Path
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 
+from control_plane import settings as settings_module
+from control_plane.hot import connection
+
 REPO = Path(__file__).resolve().parent.parent
 TOLLGATE = str(Path(sys.executable).parent / "tollgate")
 
@@ -189,11 +192,14 @@ class Gateway:
 
     # -- stores --------------------------------------------------------------------------------
     def redis(self) -> redis.Redis | RedisCluster:
-        """A client of this instance's Redis: its own, or the Redis Cluster TOLLGATE_REDIS_CLUSTER names."""
+        """A client of this instance's Redis: its own, the Redis Cluster TOLLGATE_REDIS_CLUSTER
+        names, or TOLLGATE_REDIS_URL's (by TLS too, as the control plane reaches it)."""
         seeds = self.env.get("TOLLGATE_REDIS_CLUSTER")
         if seeds:
             nodes = [ClusterNode(host, int(port)) for host, port in (seed.rsplit(":", 1) for seed in seeds.split(","))]
             return RedisCluster(startup_nodes=nodes, decode_responses=True)
+        if self.env.get("TOLLGATE_REDIS_URL"):
+            return connection.client(settings_module.load(self.env))
         return redis.Redis(unix_socket_path=str(self.home / "run" / "redis.sock"), decode_responses=True)
 
     def wait_drained(self, timeout: float = 20) -> None:

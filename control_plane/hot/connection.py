@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
+from pathlib import Path
 
 import redis
 from redis.cluster import ClusterNode, ClusterPipeline, RedisCluster
@@ -16,7 +17,7 @@ from . import redis_keys
 
 log = logging.getLogger(__name__)
 
-_clients: dict[tuple[tuple[str, ...], str], redis.Redis | RedisCluster] = {}
+_clients: dict[tuple[tuple[str, ...], str, Path | None], redis.Redis | RedisCluster] = {}
 
 
 def client(settings: Settings) -> redis.Redis | RedisCluster:
@@ -24,7 +25,7 @@ def client(settings: Settings) -> redis.Redis | RedisCluster:
     settings.redis_cluster's seed nodes (with the password of settings.redis_url, if it has one),
     else a Redis of settings.redis_url. A cluster none of whose seeds answers raises
     redis.ConnectionError, as a Redis that does not answer does on its first command."""
-    name = (settings.redis_cluster, settings.redis_url)
+    name = (settings.redis_cluster, settings.redis_url, settings.redis_ca_file)
     connection = _clients.get(name)
     if connection is None:
         if settings.redis_cluster:
@@ -33,11 +34,24 @@ def client(settings: Settings) -> redis.Redis | RedisCluster:
             seeds = [ClusterNode(host.strip("[]"), int(port))
                      for host, port in (address.rsplit(":", 1) for address in settings.redis_cluster)]
             with _unreachable_as_connection_error():
-                connection = _Cluster(startup_nodes=seeds, decode_responses=True, **credentials)
+                connection = _Cluster(startup_nodes=seeds, decode_responses=True, **credentials,
+                                      ssl=settings.redis_tls, **tls_options(settings))
         else:
-            connection = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+            connection = redis.Redis.from_url(settings.redis_url, decode_responses=True, **tls_options(settings))
         connection = _clients.setdefault(name, connection)
     return connection
+
+
+def tls_options(settings: Settings) -> dict:
+    """redis-py's options for a Redis reached by TLS (rediss://; every node of a cluster too,
+    with ssl=True): the server's certificate verified, against TOLLGATE_REDIS_CA's certificates
+    or the system's, and its name checked."""
+    if not settings.redis_tls:
+        return {}
+    options = {"ssl_cert_reqs": "required", "ssl_check_hostname": True}
+    if settings.redis_ca_file:
+        options["ssl_ca_certs"] = str(settings.redis_ca_file)
+    return options
 
 
 def pipeline_across_slots(settings: Settings):

@@ -17,6 +17,8 @@ DEBIAN_LUA_MODULES = (
 )
 SETTLE_INTERVAL_SECONDS = 0.005
 CONFIG_TTL_SECONDS = 1
+SYSTEM_CA_FILE = "/etc/ssl/certs/ca-certificates.crt"  # Debian's bundle (ca-certificates)
+TLS_VERIFY_DEPTH = 5  # intermediate certificates between a Redis's and its root
 
 
 def nginx_binary() -> str:
@@ -48,9 +50,12 @@ def _resolver(resolv_conf: Path = Path("/etc/resolv.conf")) -> str:
 
 def redis_target(redis_url: str, cluster: tuple[str, ...] = ()) -> dict:
     """Where the hot path's Redis is: a socket, a host and port, or (cluster) the seed nodes
-    lua/tollgate/redis.lua reads the slot map from."""
+    lua/tollgate/redis.lua reads the slot map from; `tls` when it is reached by TLS (rediss://,
+    each node of a cluster too), its certificate verified for the host connected to."""
     parts = urlsplit(redis_url)
     target = {"connect_timeout_ms": 500, "send_timeout_ms": 500, "read_timeout_ms": 700}
+    if parts.scheme == "rediss":
+        target["tls"] = True
     if cluster:
         target["cluster"] = list(cluster)
         if parts.password:
@@ -93,6 +98,14 @@ def hot_path_settings(settings: Settings) -> dict:
     return values
 
 
+def _redis_tls(settings: Settings) -> str:
+    """The certificates the hot path verifies a Redis reached by TLS against."""
+    if not settings.redis_tls:
+        return ""
+    return (f"lua_ssl_trusted_certificate {settings.redis_ca_file or SYSTEM_CA_FILE};\n"
+            f"    lua_ssl_verify_depth {TLS_VERIFY_DEPTH};")
+
+
 def _user_directive() -> str:
     """Workers run as the user that runs `tollgate up` (nginx would drop root to nobody, who
     cannot reach the state directory)."""
@@ -133,6 +146,7 @@ def render(settings: Settings, openresty: bool | None = None) -> Path:
         "read_timeout": settings.upstream_read_timeout,
         "control_plane": settings.control_plane_upstream,
         "resolver": _resolver(),
+        "redis_tls": _redis_tls(settings),
     }
     for source in sorted((REPO_ROOT / "proxy").glob("*.conf")):
         (conf_dir / "proxy" / source.name).write_text(_fill(source.read_text(), values))

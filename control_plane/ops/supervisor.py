@@ -159,7 +159,7 @@ def wait_for_redis(settings: Settings, proc: subprocess.Popen | None, timeout: f
     from ..hot import connection
 
     ping = (lambda: connection.ping(settings)) if settings.redis_cluster else \
-        redis.Redis.from_url(settings.redis_url, socket_timeout=1).ping
+        redis.Redis.from_url(settings.redis_url, socket_timeout=1, **connection.tls_options(settings)).ping
     deadline = time.monotonic() + timeout
     while True:
         try:

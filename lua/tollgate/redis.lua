@@ -35,6 +35,15 @@ local function open(conf, host, port)
     if not ok then
         return nil, "failed to connect to redis: " .. tostring(err)
     end
+    -- TLS (rediss://): the handshake once a connection, the certificate verified for `host`
+    -- against lua_ssl_trusted_certificate (nginx.conf). A pooled connection is already in TLS.
+    if conf.tls and red:get_reused_times() == 0 then
+        local session, tls_err = rawget(red, "_sock"):sslhandshake(nil, host, true)
+        if not session then
+            red:close()
+            return nil, "failed to connect to redis: TLS: " .. tostring(tls_err)
+        end
+    end
     if conf.password and red:get_reused_times() == 0 then
         local res, auth_err = red:auth(conf.password)
         if not res then
