@@ -195,10 +195,11 @@ class Gateway:
         """A client of this instance's Redis: its own, the Redis Cluster TOLLGATE_REDIS_CLUSTER
         names, or TOLLGATE_REDIS_URL's (by TLS too, as the control plane reaches it)."""
         seeds = self.env.get("TOLLGATE_REDIS_CLUSTER")
-        if seeds:
+        tls = self.env.get("TOLLGATE_REDIS_URL", "").startswith("rediss://")
+        if seeds and not tls:
             nodes = [ClusterNode(host, int(port)) for host, port in (seed.rsplit(":", 1) for seed in seeds.split(","))]
             return RedisCluster(startup_nodes=nodes, decode_responses=True)
-        if self.env.get("TOLLGATE_REDIS_URL"):
+        if seeds or self.env.get("TOLLGATE_REDIS_URL"):
             return connection.client(settings_module.load(self.env))
         return redis.Redis(unix_socket_path=str(self.home / "run" / "redis.sock"), decode_responses=True)
 

@@ -1,6 +1,7 @@
 """A real Redis Cluster on loopback for tests: three masters and a replica each, every node a
 `redis-server --cluster-enabled yes` of its own on a free port, joined by `redis-cli --cluster
-create`. TOLLGATE_REDIS_CLUSTER=cluster.seeds points Tollgate at it."""
+create`, by TLS only when given certificates (tls_certificates.TlsFiles).
+TOLLGATE_REDIS_CLUSTER=cluster.seeds points Tollgate at it."""
 from __future__ import annotations
 
 import shutil
@@ -22,6 +23,13 @@ NODE_TIMEOUT_MS = 1000
 BUS_OFFSET = 10000  # a node's cluster bus listens on its port + 10000
 
 
+def tls_arguments(tls) -> list[str]:
+    """redis-server's options to serve TLS with tls_certificates.TlsFiles `tls` (clients need no
+    certificate of their own)."""
+    return ["--tls-cert-file", str(tls.certificate), "--tls-key-file", str(tls.key),
+            "--tls-ca-cert-file", str(tls.ca), "--tls-auth-clients", "no"]
+
+
 def available() -> bool:
     """Whether this machine can start one (redis-server and redis-cli on PATH)."""
     return bool(REDIS_SERVER and REDIS_CLI)
@@ -30,8 +38,11 @@ def available() -> bool:
 class LoopbackCluster:
     """The cluster's processes; start() returns once every node says cluster_state:ok."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, tls=None):
         self.directory = directory
+        self.tls = tls
+        # redis-py's options for its nodes: TLS, trusting the test's CA.
+        self.client_options = {"ssl": True, "ssl_ca_certs": str(tls.ca)} if tls else {}
         self.ports = [_node_port() for _ in range(NODES)]
         self.processes: dict[int, subprocess.Popen] = {}
 
@@ -47,7 +58,8 @@ class LoopbackCluster:
             for port in self.ports:
                 wait_for(lambda port=port: self._answers(port), timeout, f"redis-server on port {port}")
             subprocess.run(
-                [REDIS_CLI, "--cluster", "create", *(f"{HOST}:{port}" for port in self.ports),
+                [REDIS_CLI, *(["--tls", "--cacert", str(self.tls.ca)] if self.tls else []),
+                 "--cluster", "create", *(f"{HOST}:{port}" for port in self.ports),
                  "--cluster-replicas", "1", "--cluster-yes"],
                 check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout,
             )
@@ -78,10 +90,10 @@ class LoopbackCluster:
     # -- clients -------------------------------------------------------------------------------
     def client(self) -> RedisCluster:
         return RedisCluster(startup_nodes=[ClusterNode(HOST, port) for port in self._live_ports()],
-                            decode_responses=True)
+                            decode_responses=True, **self.client_options)
 
     def node(self, port: int) -> redis.Redis:
-        return redis.Redis(host=HOST, port=port, decode_responses=True, socket_timeout=2)
+        return redis.Redis(host=HOST, port=port, decode_responses=True, socket_timeout=2, **self.client_options)
 
     # -- failover ------------------------------------------------------------------------------
     def master_for(self, key: str) -> int:
@@ -121,8 +133,10 @@ class LoopbackCluster:
     def _start_node(self, port: int) -> None:
         directory = self.directory / str(port)
         directory.mkdir(parents=True, exist_ok=True)
+        ports = (["--port", "0", "--tls-port", str(port), "--tls-cluster", "yes", "--tls-replication", "yes",
+                  *tls_arguments(self.tls)] if self.tls else ["--port", str(port)])
         self.processes[port] = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(port), "--bind", HOST, "--dir", str(directory),
+            [REDIS_SERVER, *ports, "--bind", HOST, "--dir", str(directory),
              "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
              "--cluster-node-timeout", str(NODE_TIMEOUT_MS), "--cluster-replica-validity-factor", "0",
              "--save", "", "--appendonly", "no"],
