@@ -70,3 +70,11 @@ def test_every_page_of_an_empty_and_a_busy_account_and_the_public_ones(page, scr
     page.goto(gateway.url + "/console/logs")
     page.locator("td a.mono").first.click()
     screenshot(page, "request", screen)
+    # A usage transaction opens the log of the requests it charged, and one of them its detail.
+    page.goto(gateway.url + "/console/transactions")
+    page.locator('a[href^="/console/logs?transaction="]').first.click()
+    page.wait_for_load_state("networkidle")
+    assert page.get_by_text("The requests charged in transaction #").is_visible()
+    screenshot(page, "logs-of-a-transaction", screen)
+    page.locator("td a.mono").first.click()
+    screenshot(page, "request-of-a-transaction", screen)
