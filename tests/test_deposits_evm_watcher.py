@@ -149,8 +149,9 @@ def test_rescan_from_an_earlier_block_credits_nothing_twice(evm):
     with db.session_scope(settings) as session:
         cursor = cursors.next_block(session, "bsc")
 
-    report = evm_watcher.scan(settings, chain="bsc", from_block=start - 5, to_block=start + 3)
-    assert (report.from_block, report.to_block, report.found, report.credited) == (start - 5, start + 3, 0, 0)
+    earlier = max(start - 5, 0)  # a node started for this test may be only a few blocks high
+    report = evm_watcher.scan(settings, chain="bsc", from_block=earlier, to_block=start + 3)
+    assert (report.from_block, report.to_block, report.found, report.credited) == (earlier, start + 3, 0, 0)
     with db.session_scope(settings) as session:
         assert cursors.next_block(session, "bsc") == cursor  # a rescan never moves the cursor back
     assert sql_balance(settings, account_id) == 25 * 10**9
