@@ -285,7 +285,9 @@ local function filter(st)
         return
     end
     local chunk = ngx.arg[1]
-    if parser.stream and not st.gone and client.gone() then
+    -- Once the provider's final usage is read the client is billed from it whenever it leaves
+    -- (a client that closes on `[DONE]` may be gone before nginx's last call, its end).
+    if parser.stream and not st.gone and not parser.final and client.gone() then
         st.gone = true
         st.drain_left = config.get().drain_limit_bytes
     end
